@@ -1,0 +1,143 @@
+"""User-facing diagnostics: source spans, the NncError family, and one renderer.
+
+A user error (the spec, data, checkpoint or command line is wrong) is an `NncError`
+carrying where and what; anything else that escapes is an internal bug. Foreign
+exceptions (Lark, Pydantic, torch, onnx, onnxruntime) are converted into `NncError`
+at exactly one boundary each, with `raise ... from None`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Iterable
+
+# Exit codes, from DESIGN.md.
+EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_DIVERGED, EXIT_SANITY = 0, 1, 2, 3, 4
+
+MAX_SHOWN = 20  # "... and N more" after this many diagnostics of one phase
+
+
+@dataclass(frozen=True, order=True)
+class Span:
+    """A 1-based, end-exclusive region of one source (line, column)."""
+
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+    def to(self, other: "Span") -> "Span":
+        return Span(self.line, self.column, other.end_line, other.end_column)
+
+
+@dataclass(frozen=True)
+class Source:
+    """The text a span points into, and the name printed for it (a path or `--set`)."""
+
+    name: str
+    text: str
+
+    def line_text(self, line: int) -> str:
+        lines = self.text.splitlines()
+        return lines[line - 1] if 0 < line <= len(lines) else ""
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    message: str
+    span: Span | None = None
+    source: Source | None = None
+    help: str | None = None
+    severity: str = "error"  # or "warning"
+
+    def sort_key(self):
+        return (self.source.name if self.source else "", self.span or Span(0, 0, 0, 0))
+
+
+class NncError(Exception):
+    """One or more user errors. `exit_code` follows DESIGN.md."""
+
+    def __init__(self, diagnostics: "Diagnostic | Iterable[Diagnostic] | str", exit_code: int = EXIT_USER):
+        if isinstance(diagnostics, str):
+            diagnostics = [Diagnostic(diagnostics)]
+        elif isinstance(diagnostics, Diagnostic):
+            diagnostics = [diagnostics]
+        self.diagnostics = sorted(diagnostics, key=Diagnostic.sort_key)
+        self.exit_code = exit_code
+        super().__init__("\n".join(d.message for d in self.diagnostics))
+
+    @classmethod
+    def at(cls, span: Span | None, message: str, help: str | None = None) -> "NncError":
+        return cls(Diagnostic(message, span, help=help))
+
+    def with_source(self, source: Source) -> "NncError":
+        """Attach `source` to every diagnostic that does not have one yet."""
+        self.diagnostics = [d if d.source else replace(d, source=source) for d in self.diagnostics]
+        return self
+
+
+@dataclass
+class Collector:
+    """Collects the diagnostics of one phase so that one typo does not hide five others."""
+
+    source: Source | None = None
+    errors: list[Diagnostic] = field(default_factory=list)
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+    def error(self, span: Span | None, message: str, help: str | None = None) -> None:
+        self.errors.append(Diagnostic(message, span, self.source, help))
+
+    def warn(self, span: Span | None, message: str, help: str | None = None) -> None:
+        self.warnings.append(Diagnostic(message, span, self.source, help, "warning"))
+
+    def extend(self, err: NncError) -> None:
+        if self.source:
+            err.with_source(self.source)
+        self.errors.extend(err.diagnostics)
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise NncError(self.errors)
+
+
+def render(diag: Diagnostic, color: bool = False) -> str:
+    """`path:line:col: error: message`, the source line, a caret underline, and `help:`."""
+    red, yellow, bold, cyan, reset = ("\033[31m", "\033[33m", "\033[1m", "\033[36m", "\033[0m") if color else ("",) * 5
+    tone = red if diag.severity == "error" else yellow
+    where = diag.source.name if diag.source else "nnc"
+    if diag.span and diag.span.line > 0:
+        where += f":{diag.span.line}:{diag.span.column}"
+    out = [f"{bold}{where}:{reset} {tone}{diag.severity}:{reset} {diag.message}"]
+    if diag.span and diag.source and diag.span.line > 0:
+        text = diag.source.line_text(diag.span.line).rstrip("\r")
+        if text.strip():
+            start = diag.span.column - 1
+            end = diag.span.end_column - 1 if diag.span.end_line == diag.span.line else len(text)
+            width = max(1, min(end, len(text)) - start)
+            out.append("    " + text.expandtabs(1))
+            out.append("    " + " " * start + tone + "^" + "~" * (width - 1) + reset)
+    if diag.help:
+        out.append(f"{cyan}help:{reset} {diag.help}")
+    return "\n".join(out)
+
+
+def render_all(diags: list[Diagnostic], color: bool = False) -> str:
+    shown = [render(d, color) for d in diags[:MAX_SHOWN]]
+    if len(diags) > MAX_SHOWN:
+        shown.append(f"... and {len(diags) - MAX_SHOWN} more")
+    return "\n".join(shown)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    import difflib
+
+    close = difflib.get_close_matches(word, sorted(set(choices)), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
+def unknown(span: Span | None, what: str, word: str, choices: Iterable[str]) -> Diagnostic:
+    choices = sorted(set(choices))
+    hint = did_you_mean(word, choices)
+    if hint is None and len(choices) <= 24:
+        hint = "expected one of: " + ", ".join(choices)
+    return Diagnostic(f"unknown {what} '{word}'", span, help=hint)

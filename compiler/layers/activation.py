@@ -1,0 +1,115 @@
+"""Nonlinearities. Shape: unchanged, except maxout, which divides the features by `pieces`."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from .base import Inferred, LayerDef, Params, Shape, ShapeError, Tensor
+
+
+class NoParams(Params):
+    pass
+
+
+class Slope(Params):
+    alpha: float = Field(0.01, gt=0)
+
+
+class Elu(Params):
+    alpha: float = Field(1.0, gt=0)
+
+
+class Maxout(Params):
+    pieces: int = Field(2, ge=2)
+
+
+def _numeric(x: Shape, kind: str) -> None:
+    if x.kind == "tokens":
+        raise ShapeError(f"{kind} cannot read token ids", help="add an embedding first")
+
+
+def _same(cost: int):
+    def infer(p, x: Shape) -> Inferred:
+        return Inferred(x, (), cost * x.numel)
+    return infer
+
+
+def _simple(kind: str, cost: int, doc: str, build):
+    def infer(p, x: Shape) -> Inferred:
+        _numeric(x, kind)
+        return _same(cost)(p, x)
+    return LayerDef(kind, NoParams, infer, build, doc, prefix=kind, activation=True)
+
+
+def _relu(p, x):
+    from torch import nn
+    return nn.ReLU()
+
+
+def _tanh(p, x):
+    from torch import nn
+    return nn.Tanh()
+
+
+def _sigmoid(p, x):
+    from torch import nn
+    return nn.Sigmoid()
+
+
+def _softmax(p, x):
+    from torch import nn
+    return nn.Softmax(dim=1 if x.kind in ("image", "vector") else -1)
+
+
+def _leaky(p: Slope, x):
+    from torch import nn
+    return nn.LeakyReLU(p.alpha)
+
+
+def _elu(p: Elu, x):
+    from torch import nn
+    return nn.ELU(p.alpha)
+
+
+def prelu_infer(p, x: Shape) -> Inferred:
+    _numeric(x, "prelu")
+    return Inferred(x, (Tensor("weight", (x.features,), "alpha"),), x.numel)
+
+
+def _prelu(p, x: Shape):
+    from torch import nn
+    if x.kind == "sequence":
+        raise ShapeError("prelu on a sequence is not supported", help="use leaky_relu or relu")
+    return nn.PReLU(x.features, init=0.25)
+
+
+def maxout_infer(p: Maxout, x: Shape) -> Inferred:
+    _numeric(x, "maxout")
+    f = x.features
+    if f % p.pieces:
+        raise ShapeError(f"maxout with {p.pieces} pieces needs features divisible by {p.pieces}, got {f}", "pieces")
+    dims = (f // p.pieces,) + x.dims[1:] if x.kind == "image" else x.dims[:-1] + (f // p.pieces,)
+    return Inferred(Shape(x.kind, dims), (), x.numel)
+
+
+def _maxout(p: Maxout, x: Shape):
+    from nnc.compiler.modules import Maxout as M
+    return M(p.pieces, 1 if x.kind in ("image", "vector") else -1)
+
+
+RELU = _simple("relu", 1, "max(0, x)", _relu)
+TANH = _simple("tanh", 4, "tanh(x), in (-1, 1)", _tanh)
+SIGMOID = _simple("sigmoid", 4, "1 / (1 + e^-x), in (0, 1)", _sigmoid)
+SOFTMAX = _simple("softmax", 3, "softmax over the features (channels of an image)", _softmax)
+LEAKY_RELU = LayerDef("leaky_relu", Slope, _same(2), _leaky, "max(alpha*x, x)",
+                      positional=("alpha",), prefix="leaky_relu", activation=True)
+ELU = LayerDef("elu", Elu, _same(4), _elu, "x if x > 0 else alpha*(e^x - 1)",
+               positional=("alpha",), prefix="elu", activation=True)
+PRELU = LayerDef("prelu", NoParams, prelu_infer, _prelu,
+                 "max(a*x, x) with a learned slope a per channel (image) or feature (vector), initially 0.25",
+                 prefix="prelu", activation=True)
+MAXOUT = LayerDef("maxout", Maxout, maxout_infer, _maxout,
+                  "max over groups of `pieces` consecutive channels/features: F -> F / pieces",
+                  positional=("pieces",), prefix="maxout", activation=True)
+
+LAYERS = (RELU, LEAKY_RELU, PRELU, ELU, MAXOUT, TANH, SIGMOID, SOFTMAX)

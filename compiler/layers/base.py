@@ -1,0 +1,140 @@
+"""What every layer kind defines, in one record: `LayerDef`.
+
+A layer kind is its parameter model (Pydantic), its shape rule, its tensors (from which
+the parameter count and the initializer's fans follow), its FLOPs, its lecture-style
+listing line and its PyTorch builder. Builders import torch lazily so that `nnc check`
+and `nnc show` never do.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Callable
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+# ---------------------------------------------------------------- shapes
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A per-example shape (no batch axis). image: (C, H, W); vector: (D,);
+    sequence: (T, D); tokens: (T,) of integer ids below `vocab`."""
+
+    kind: str
+    dims: tuple[int, ...]
+    vocab: int | None = None
+
+    def __str__(self) -> str:  # as the spec writes it
+        inner = ", ".join(map(str, self.dims + ((self.vocab,) if self.vocab else ())))
+        return f"{self.kind}({inner})"
+
+    @property
+    def listing(self) -> str:
+        """The lecture's form: [55x55x96] for images (H x W x C), [4096] for vectors."""
+        if self.kind == "image":
+            c, h, w = self.dims
+            return f"{h}x{w}x{c}"
+        return "x".join(map(str, self.dims))
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.dims)
+
+    @property
+    def features(self) -> int:
+        """Channels of an image, width of a vector, features per step of a sequence."""
+        return self.dims[0] if self.kind == "image" else self.dims[-1]
+
+
+class ShapeError(Exception):
+    """A layer does not fit its input. `field` names the parameter to point at."""
+
+    def __init__(self, message: str, field: str | None = None, help: str | None = None):
+        super().__init__(message)
+        self.message, self.field, self.help = message, field, help
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A learnable tensor of a layer, named as in the PyTorch module."""
+
+    name: str
+    shape: tuple[int, ...]
+    role: str  # weight | bias | scale | shift | alpha | embedding
+    fan_in: int = 1
+    fan_out: int = 1
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class Inferred:
+    out: Shape
+    tensors: tuple[Tensor, ...] = ()
+    flops: int = 0  # forward FLOPs per example, a multiply-add counted as 2
+    warnings: tuple[tuple[str | None, str], ...] = ()  # (field, message)
+
+
+# ---------------------------------------------------------------- parameter types
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _pair(v: Any) -> Any:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int):
+        return (v, v)
+    if isinstance(v, (tuple, list)) and len(v) == 1:
+        return (v[0], v[0])
+    return v
+
+
+Pair = Annotated[tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]], BeforeValidator(_pair)]
+PairNonNeg = Annotated[tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]], BeforeValidator(_pair)]
+Positive = Annotated[int, Field(gt=0)]
+
+
+# ---------------------------------------------------------------- the record
+
+
+@dataclass(frozen=True)
+class LayerDef:
+    kind: str
+    params: type[Params]
+    infer: Callable[[Any, Shape], Inferred]
+    build_torch: Callable[[Any, Shape], Any]  # -> torch.nn.Module; imports torch itself
+    doc: str  # one line, with the shape formula
+    positional: tuple[str, ...] = ()  # fields that may be written without their key
+    prefix: str = ""  # auto names: conv1, conv2, ...
+    label: Callable[[str, Any], str] | None = None  # lecture listing text; None: not listed
+    activation: bool = False  # a nonlinearity (for "bias ... before relu" and the `auto` init)
+    kwargs: dict = field(default_factory=dict)
+
+
+def upper_label(text: str) -> Callable[[str, Any], str]:
+    return lambda name, p: f"{name.upper()}: {text}"
+
+
+def conv_out(size: int, k: int, s: int, p: int, d: int = 1) -> tuple[int, float]:
+    """Output size of a conv/pool along one axis: floored like PyTorch, and the exact quotient."""
+    span = size + 2 * p - d * (k - 1) - 1
+    return span // s + 1, span / s + 1
+
+
+def fit_warning(axis: str, size: int, k: int, s: int, p: int, d: int = 1) -> str | None:
+    """The DESIGN's pinned arithmetic, when the window does not tile the input exactly."""
+    floored, exact = conv_out(size, k, s, p, d)
+    if floored == exact:
+        return None
+    keff = d * (k - 1) + 1
+    pad = f" + 2*{p}" if p else ""
+    return (f"({size}{pad} - {keff}) / {s} + 1 = {exact:g} along {axis}: not an integer, "
+            f"the output is floored to {floored} and the last {int(round((exact - floored) * s))} "
+            f"row(s)/column(s) of the input are never read")

@@ -1,0 +1,170 @@
+"""Convolution and pooling over images (C, H, W).
+
+Shape: H_out = floor((H + 2*pad - dilation*(k - 1) - 1) / stride) + 1, likewise W (PyTorch's
+rule); `nnc check` warns with the arithmetic when the quotient is not an integer.
+"""
+
+from __future__ import annotations
+
+from pydantic import model_validator
+
+from .base import Inferred, LayerDef, Pair, PairNonNeg, Params, Positive, Shape, ShapeError, Tensor, conv_out, fit_warning
+
+
+def _need_image(x: Shape, what: str) -> None:
+    if x.kind != "image":
+        raise ShapeError(f"{what} needs an image input (C, H, W), got {x}",
+                         help="conv and pooling layers work on images; declare `input image(C, H, W)`")
+
+
+def _window(x: Shape, k, s, p, d, what: str) -> tuple[tuple[int, int], list]:
+    c, h, w = x.dims
+    kh, kw = k
+    out, warns = [], []
+    for axis, size, kk, ss, pp, dd in (("height", h, kh, s[0], p[0], d[0]), ("width", w, kw, s[1], p[1], d[1])):
+        keff = dd * (kk - 1) + 1
+        if keff > size + 2 * pp:
+            raise ShapeError(f"a {kh}x{kw} {what} does not fit the {h}x{w} input" +
+                             (f" padded by {pp}" if pp else ""), "kernel",
+                             help=f"the input here is {x}; use a smaller kernel or more padding")
+        out.append(conv_out(size, kk, ss, pp, dd)[0])
+        msg = fit_warning(axis, size, kk, ss, pp, dd)
+        if msg:
+            warns.append(("stride", msg))
+    return (out[0], out[1]), warns
+
+
+def _size(t) -> str:
+    return f"{t[0]}x{t[1]}"
+
+
+# ---------------------------------------------------------------- conv
+
+
+class Conv(Params):
+    filters: Positive
+    kernel: Pair
+    stride: Pair = (1, 1)
+    pad: PairNonNeg = (0, 0)
+    dilation: Pair = (1, 1)
+    groups: Positive = 1
+    bias: bool = True
+
+    @model_validator(mode="after")
+    def _groups(self):
+        if self.filters % self.groups:
+            raise ValueError(f"filters ({self.filters}) must be divisible by groups ({self.groups})")
+        return self
+
+
+def conv_infer(p: Conv, x: Shape) -> Inferred:
+    _need_image(x, "conv")
+    c = x.dims[0]
+    if c % p.groups:
+        raise ShapeError(f"the input's {c} channels are not divisible by groups={p.groups}", "groups")
+    (ho, wo), warns = _window(x, p.kernel, p.stride, p.pad, p.dilation, "kernel")
+    kh, kw = p.kernel
+    per_out = (c // p.groups) * kh * kw
+    tensors = [Tensor("weight", (p.filters, c // p.groups, kh, kw), "weight", per_out, p.filters * kh * kw // p.groups)]
+    if p.bias:
+        tensors.append(Tensor("bias", (p.filters,), "bias", per_out, p.filters))
+    flops = 2 * per_out * p.filters * ho * wo
+    return Inferred(Shape("image", (p.filters, ho, wo)), tuple(tensors), flops, tuple(warns))
+
+
+def conv_torch(p: Conv, x: Shape):
+    from torch import nn
+
+    return nn.Conv2d(x.dims[0], p.filters, p.kernel, p.stride, p.pad, p.dilation, p.groups, p.bias)
+
+
+def conv_label(name: str, p: Conv) -> str:
+    extra = "".join(f", {k} {v[0] if v[0] == v[1] else _size(v)}" for k, v in (("dilation", p.dilation),) if v != (1, 1))
+    extra += f", groups {p.groups}" if p.groups > 1 else ""
+    s, pad = p.stride, p.pad
+    stride = s[0] if s[0] == s[1] else _size(s)
+    pad_s = pad[0] if pad[0] == pad[1] else _size(pad)
+    return f"{name.upper()}: {p.filters} {_size(p.kernel)} filters at stride {stride}, pad {pad_s}{extra}"
+
+
+CONV = LayerDef("conv", Conv, conv_infer, conv_torch,
+                "2-D convolution: (C, H, W) -> (filters, H_out, W_out)",
+                positional=("filters",), prefix="conv", label=conv_label)
+
+
+# ---------------------------------------------------------------- pooling
+
+
+class Pool(Params):
+    kernel: Pair
+    stride: Pair | None = None  # default: the kernel (non-overlapping), as in PyTorch
+    pad: PairNonNeg = (0, 0)
+
+    @model_validator(mode="after")
+    def _pad(self):
+        if self.pad[0] * 2 > self.kernel[0] or self.pad[1] * 2 > self.kernel[1]:
+            raise ValueError(f"pad must be at most half the kernel, got pad={self.pad[0]} for kernel {_size(self.kernel)}")
+        return self
+
+    @property
+    def strides(self) -> tuple[int, int]:
+        return self.stride or self.kernel
+
+
+def _pool_infer(p: Pool, x: Shape, what: str) -> Inferred:
+    _need_image(x, what)
+    c = x.dims[0]
+    (ho, wo), warns = _window(x, p.kernel, p.strides, p.pad, (1, 1), "window")
+    return Inferred(Shape("image", (c, ho, wo)), (), c * ho * wo * p.kernel[0] * p.kernel[1], tuple(warns))
+
+
+def _pool_label(word: str):
+    def label(name: str, p: Pool) -> str:
+        s = p.strides
+        stride = s[0] if s[0] == s[1] else _size(s)
+        pad = f", pad {p.pad[0]}" if p.pad != (0, 0) else ""
+        title = name.upper() if name.lower().startswith(word.lower()) else f"{word} {name.upper()}"
+        return f"{title}: {_size(p.kernel)} filters at stride {stride}{pad}"
+    return label
+
+
+def maxpool_torch(p: Pool, x: Shape):
+    from torch import nn
+
+    return nn.MaxPool2d(p.kernel, p.strides, p.pad)
+
+
+def avgpool_torch(p: Pool, x: Shape):
+    from torch import nn
+
+    return nn.AvgPool2d(p.kernel, p.strides, p.pad, count_include_pad=True)
+
+
+MAXPOOL = LayerDef("maxpool", Pool, lambda p, x: _pool_infer(p, x, "maxpool"), maxpool_torch,
+                   "max pooling: (C, H, W) -> (C, H_out, W_out); stride defaults to the kernel",
+                   positional=("kernel",), prefix="pool", label=_pool_label("MAX"))
+AVGPOOL = LayerDef("avgpool", Pool, lambda p, x: _pool_infer(p, x, "avgpool"), avgpool_torch,
+                   "average pooling (padding counted as zeros): (C, H, W) -> (C, H_out, W_out)",
+                   positional=("kernel",), prefix="pool", label=_pool_label("AVG"))
+
+
+class NoParams(Params):
+    pass
+
+
+def gap_infer(p: NoParams, x: Shape) -> Inferred:
+    _need_image(x, "global_avgpool")
+    return Inferred(Shape("vector", (x.dims[0],)), (), x.numel)
+
+
+def gap_torch(p: NoParams, x: Shape):
+    from torch import nn
+
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+GLOBAL_AVGPOOL = LayerDef("global_avgpool", NoParams, gap_infer, gap_torch,
+                          "global average pooling: (C, H, W) -> (C)", prefix="gap",
+                          label=lambda name, p: f"{name.upper()}: global average pool")
+
+LAYERS = (CONV, MAXPOOL, AVGPOOL, GLOBAL_AVGPOOL)

@@ -1,0 +1,281 @@
+"""Spec -> Graph: each layer's input and output shape, tensors, parameter count, FLOPs and
+resolved initialization. Errors of the pass are collected, sorted, and reported together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from nnc.compiler.diagnostics import Collector, Diagnostic, NncError, Span, unknown
+from nnc.compiler.initializers import FIXED, Dist, resolve
+from nnc.compiler.layers import LAYERS, Shape, ShapeError, Tensor
+from nnc.compiler.layers.base import Params
+from nnc.compiler.layers.conv import Conv
+from nnc.compiler.layers.norm import BatchNorm
+from nnc.compiler.spec import InitRule, LayerNode, ResidualNode, Spec
+from nnc.runtime.losses import LOSSES
+from nnc.runtime.preprocess import PREPROCESS, output_dims
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    kind: str
+    name: str
+    path: str  # the module path of its parameters, e.g. res1.conv3
+    params: Params
+    input: Shape
+    output: Shape
+    tensors: tuple[Tensor, ...]
+    flops: int
+    span: Span
+    implicit: bool = False  # inserted by nnc (the flatten before a dense layer)
+    init: tuple[tuple[str, Dist, str], ...] = ()  # (tensor, distribution, the rule that chose it)
+
+    @property
+    def n_params(self) -> int:
+        return sum(t.numel for t in self.tensors)
+
+
+@dataclass(frozen=True)
+class ResidualInfo:
+    name: str
+    path: str
+    input: Shape
+    output: Shape
+    body: tuple["Info", ...]
+    proj: tuple[LayerInfo, LayerInfo] | None  # 1x1 conv + batchnorm shortcut
+    span: Span
+
+    @property
+    def flops(self) -> int:  # the addition
+        return self.output.numel
+
+
+Info = LayerInfo | ResidualInfo
+
+
+@dataclass(frozen=True)
+class Graph:
+    spec: Spec
+    input: Shape  # what the model reads, after preprocessing
+    nodes: tuple[Info, ...]
+    output: Shape
+    warnings: tuple[Diagnostic, ...] = field(default=(), compare=False)
+
+    def layers(self) -> Iterator[LayerInfo]:
+        """Every layer with its own module, in execution order (shortcut projections last in their block)."""
+        def walk(nodes):
+            for n in nodes:
+                if isinstance(n, ResidualInfo):
+                    yield from walk(n.body)
+                    if n.proj:
+                        yield from n.proj
+                else:
+                    yield n
+        yield from walk(self.nodes)
+
+    def find(self, name: str) -> Info | None:
+        def walk(nodes):
+            for n in nodes:
+                if n.name == name:
+                    return n
+                if isinstance(n, ResidualInfo):
+                    hit = walk(n.body) or next((p for p in n.proj or () if p.name == name), None)
+                    if hit:
+                        return hit
+            return None
+        return walk(self.nodes)
+
+    @property
+    def n_params(self) -> int:
+        return sum(l.n_params for l in self.layers())
+
+    @property
+    def flops(self) -> int:
+        total = sum(l.flops for l in self.layers())
+
+        def adds(nodes):
+            return sum(n.flops + adds(n.body) for n in nodes if isinstance(n, ResidualInfo))
+        return total + adds(self.nodes)
+
+    @property
+    def classes(self) -> int:
+        return self.output.features
+
+
+# ---------------------------------------------------------------- the pass
+
+
+class _Pass:
+    def __init__(self, spec: Spec):
+        self.spec = spec
+        self.out = Collector(spec.source)
+        self.order = self._activation_order(spec.model.body)
+
+    # which activation follows each layer (through norms and dropout), for `before relu` rules
+    def _activation_order(self, body) -> dict[str, str | None]:
+        flat: list[LayerNode] = []
+
+        def walk(nodes):
+            for n in nodes:
+                if isinstance(n, ResidualNode):
+                    walk(n.body)
+                else:
+                    flat.append(n)
+        walk(body)
+        nxt: dict[str, str | None] = {}
+        following = None
+        for n in reversed(flat):
+            nxt[n.name] = following
+            if LAYERS[n.kind].activation:
+                following = n.kind
+            elif n.kind not in ("batchnorm", "layernorm", "dropout", "lrn"):
+                following = None
+        return nxt
+
+    def layer(self, n: LayerNode, x: Shape, prefix: str) -> tuple[list[LayerInfo], Shape]:
+        infos: list[LayerInfo] = []
+        if n.kind == "dense" and x.kind == "image":  # automatic flattening, stated in the docs
+            flat = LAYERS["flatten"]
+            res = flat.infer(flat.params(), x)
+            infos.append(LayerInfo("flatten", f"flatten_{n.name}", prefix + f"flatten_{n.name}", flat.params(), x,
+                                   res.out, (), 0, n.span, implicit=True))
+            x = res.out
+        d = LAYERS[n.kind]
+        try:
+            res = d.infer(n.params, x)
+        except ShapeError as e:
+            span = n.spans.get(e.field, n.span) if e.field else n.span
+            self.out.error(span, f"{n.name}: {e.message}", e.help)
+            return infos, x  # keep going as if it were the identity, to find later errors too
+        for fld, msg in res.warnings:
+            self.out.warn(n.spans.get(fld, n.span) if fld else n.span, f"{n.name}: {msg}")
+        init = tuple(self._init(n, t) for t in res.tensors)
+        infos.append(LayerInfo(n.kind, n.name, prefix + n.name, n.params, x, res.out, res.tensors, res.flops,
+                               n.span, init=init))
+        return infos, res.out
+
+    def _init(self, n: LayerNode, t: Tensor) -> tuple[str, Dist, str]:
+        if t.role in FIXED:
+            return t.name, FIXED[t.role], "fixed"
+        target = "bias" if t.role == "bias" else "weights"
+        before = self.order.get(n.name)
+        best: tuple[int, InitRule] | None = None
+        for rule in self.spec.init:
+            if rule.target != target:
+                continue
+            rank = 2 if rule.layer == n.name else 1 if rule.before and rule.before == before and not rule.layer else \
+                0 if not rule.layer and not rule.before else -1
+            if rank >= 0 and (best is None or rank >= best[0]):
+                best = (rank, rule)
+        rule = best[1]
+        kind, params = rule.init.kind, rule.init.params
+        if kind == "auto" and t.role == "embedding":
+            return t.name, Dist("normal", 1.0), "auto (embedding)"
+        if kind == "auto" and n.kind in ("rnn", "lstm", "gru"):
+            before = "tanh"
+        dist = resolve(kind, params, t.fan_in, t.fan_out, before)
+        shown = kind if kind != "auto" else f"auto: {'he' if before in ('relu', 'leaky_relu', 'prelu', 'elu', 'maxout') else 'xavier'}"
+        return t.name, dist, shown
+
+    def nodes(self, body, x: Shape, prefix: str = "") -> tuple[list[Info], Shape]:
+        out: list[Info] = []
+        for n in body:
+            if isinstance(n, ResidualNode):
+                info, x = self.residual(n, x, prefix)
+                out.append(info)
+            else:
+                infos, x = self.layer(n, x, prefix)
+                out += infos
+        return out, x
+
+    def residual(self, n: ResidualNode, x: Shape, prefix: str) -> tuple[ResidualInfo, Shape]:
+        path = prefix + n.name + "."
+        body, y = self.nodes(n.body, x, path)
+        proj = None
+        if n.project:
+            if x.kind != "image" or y.kind != "image":
+                self.out.error(n.span, f"{n.name}: a projection shortcut needs images, got {x} -> {y}")
+            else:
+                (c, h, w), (c2, h2, w2) = x.dims, y.dims
+                if h % h2 or w % w2 or h // h2 != w // w2:
+                    self.out.error(n.span, f"{n.name}: no 1x1 stride maps {h}x{w} to {h2}x{w2}")
+                else:
+                    s = h // h2
+                    conv = LayerNode("conv", "proj", Conv(filters=c2, kernel=1, stride=s, bias=False), n.span)
+                    bn = LayerNode("batchnorm", "proj_bn", BatchNorm(), n.span)
+                    pc, _ = self.layer(conv, x, path)
+                    pb, _ = self.layer(bn, y, path)
+                    proj = (pc[0], pb[0])
+        elif x != y:
+            self.out.error(n.span, f"{n.name}: residual shapes do not match: the block maps {x} to {y}",
+                           "write `residual project { ... }` for a 1x1 convolution shortcut, "
+                           "or keep the block's output shape equal to its input")
+        return ResidualInfo(n.name, prefix + n.name, x, y, tuple(body), proj, n.span), y
+
+    def references(self, graph_names: set[str]) -> None:
+        """Layer names used outside the model block must exist."""
+        spec = self.spec
+        for rule in spec.init:
+            if rule.layer and rule.layer not in graph_names:
+                self.out.errors.append(unknown(rule.span, "layer", rule.layer, graph_names))
+        for key, mults in (("lr_mult", spec.optimizer.lr_mult), ("decay_mult", spec.optimizer.decay_mult)):
+            for name in mults:
+                if name not in graph_names:
+                    self.out.errors.append(unknown(spec.spans.get(f"optimizer.{key}.{name}"), "layer", name, graph_names))
+        names = list(spec.train.freeze) + list(spec.train.finetune.skip if spec.train.finetune else ())
+        for name in names:
+            if name not in graph_names:
+                where = spec.spans.get("train.freeze") if name in spec.train.freeze else spec.spans.get("train.finetune.skip")
+                self.out.errors.append(unknown(where, "layer", name, graph_names))
+
+    def data(self, x: Shape) -> Shape:
+        spec = self.spec
+        steps = [(c.kind, c.params) for c in spec.data.preprocess]
+        for c in spec.data.preprocess:
+            d = PREPROCESS[c.kind]
+            if (x.kind == "image" and not d.images) or (x.kind == "vector" and not d.vectors) or x.kind in ("sequence", "tokens"):
+                self.out.error(c.span, f"preprocess {c.kind} does not apply to {x.kind} inputs",
+                               "pca and whiten are for vector inputs; channel_mean for images")
+        for c in spec.data.augment:
+            if x.kind != "image":
+                self.out.error(c.span, f"augment {c.kind} needs image inputs, the model reads {x}")
+        if x.kind == "vector":
+            return Shape("vector", output_dims(steps, x.dims))
+        return x
+
+
+def infer(spec: Spec) -> Graph:
+    p = _Pass(spec)
+    x = p.data(spec.model.input)
+    nodes, out = p.nodes(spec.model.body, x)
+    graph = Graph(spec, x, tuple(nodes), out)
+    names = {l.name for l in graph.layers()} | {n.name for n in _residuals(graph.nodes)}
+    p.references(names)
+    loss = LOSSES[spec.loss.kind]
+    last = spec.model.body[-1] if spec.model.body else None
+    if loss.classification and out.kind != "vector" and not p.out.errors:
+        p.out.error(last.span if last else spec.model.input_span,
+                    f"the model ends in {out}, but {spec.loss.kind} needs a vector of class scores",
+                    "end with a dense layer of one unit per class (flatten or pool first)")
+    if isinstance(last, LayerNode) and last.kind in ("softmax", "sigmoid") and spec.loss.kind in ("cross_entropy", "bce", "svm"):
+        p.out.warn(last.span, f"{spec.loss.kind} reads raw scores; the final {last.kind} squashes them twice",
+                   f"remove the final {last.kind}: `nnc export --probabilities` adds softmax for deployment")
+    p.out.raise_if_any()
+    return Graph(spec, x, tuple(nodes), out, tuple(spec.warnings) + tuple(p.out.warnings))
+
+
+def _residuals(nodes) -> Iterator[ResidualInfo]:
+    for n in nodes:
+        if isinstance(n, ResidualInfo):
+            yield n
+            yield from _residuals(n.body)
+
+
+def check(spec: Spec) -> Graph:
+    """The whole front half: a checked graph, or an NncError with every problem found."""
+    try:
+        return infer(spec)
+    except NncError as e:
+        raise e.with_source(spec.source) from None

@@ -1,0 +1,36 @@
+"""Graph -> torch.nn.Module (SpecNet), with the spec's initialization applied.
+
+Parameter names follow layer names (`conv1.weight`, `res1.conv3.bias`), so checkpoints,
+`nnc compile` output and fine-tuning rules all speak the spec's language.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nnc.compiler import initializers
+from nnc.compiler.layers import LAYERS
+from nnc.compiler.modules import Residual, SpecNet
+from nnc.compiler.shapes import Graph, Info, LayerInfo, ResidualInfo
+
+
+def _layer(info: LayerInfo, gen: torch.Generator) -> nn.Module:
+    m = LAYERS[info.kind].build_torch(info.params, info.input)
+    for tensor, dist, _ in info.init:
+        initializers.apply(dist, getattr(m, tensor), gen)
+    return m
+
+
+def _node(info: Info, gen: torch.Generator) -> nn.Module:
+    if isinstance(info, ResidualInfo):
+        body = {n.name: _node(n, gen) for n in info.body}
+        proj = tuple(_layer(p, gen) for p in info.proj) if info.proj else (None, None)
+        return Residual(body, *proj)
+    return _layer(info, gen)
+
+
+def build_model(graph: Graph, seed: int | None = None) -> SpecNet:
+    """A fresh model; `seed` (default: the spec's train seed) makes the initialization repeatable."""
+    gen = torch.Generator().manual_seed(graph.spec.train.seed if seed is None else seed)
+    return SpecNet({n.name: _node(n, gen) for n in graph.nodes}, graph.spec.model.name)

@@ -1,0 +1,182 @@
+"""Values with spans -> Python values, and Pydantic errors -> diagnostics (the Pydantic boundary).
+
+Search ranges (`loguniform(1e-4, 1e-1)`, `uniform(a, b)`, `intuniform(a, b)`, `choice(...)`)
+may stand for any numeric value; they are recorded with their span and replaced by a
+representative value (the geometric or arithmetic midpoint, the first choice) so the
+rest of the spec is still validated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from nnc.compiler.diagnostics import Diagnostic, Span, did_you_mean, unknown
+from nnc.compiler.layers.base import Params
+from nnc.grammar.parse import Value
+
+RANGES = ("loguniform", "uniform", "intuniform", "choice")
+
+
+@dataclass(frozen=True)
+class SearchRange:
+    path: str  # e.g. optimizer.lr, model.drop1.p
+    dist: str  # one of RANGES
+    args: tuple[Any, ...]
+    span: Span
+
+    @property
+    def log(self) -> bool:
+        return self.dist == "loguniform"
+
+    def representative(self) -> Any:
+        if self.dist == "choice":
+            return self.args[0]
+        lo, hi = self.args
+        if self.dist == "loguniform":
+            return math.sqrt(lo * hi)
+        mid = (lo + hi) / 2
+        return round(mid) if self.dist == "intuniform" else mid
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A registry word with its validated parameters, e.g. sgd(lr=0.01)."""
+
+    kind: str
+    params: Params
+    span: Span | None = None
+
+    def __str__(self) -> str:
+        args = ", ".join(f"{k}={_fmt(v)}" for k, v in self.params.model_dump(by_alias=True).items()
+                         if v is not None)
+        return f"{self.kind}({args})" if args else self.kind
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (tuple, list)):
+        return "(" + ", ".join(_fmt(x) for x in v) + ")"
+    if isinstance(v, str):
+        return v if v.isidentifier() else f'"{v}"'
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+class Converter:
+    """Turns Values into plain data, collecting search ranges and errors."""
+
+    def __init__(self):
+        self.ranges: list[SearchRange] = []
+        self.errors: list[Diagnostic] = []
+
+    def plain(self, v: Value, path: str) -> Any:
+        if v.kind == "tuple":
+            return tuple(self.plain(x, f"{path}[{i}]") for i, x in enumerate(v.value))
+        if v.kind != "call":
+            if v.kind == "word" and v.value in ("true", "false"):
+                return v.value == "true"
+            return v.value
+        call = v.value
+        if call.name in RANGES:
+            return self._range(v, path)
+        out: dict[str, Any] = {"kind": call.name, "args": [self.plain(a, f"{path}.{i}") for i, a in enumerate(call.args)]}
+        for key, kv in call.kwargs:
+            out[key] = self.plain(kv, f"{path}.{key}")
+        return out
+
+    def _range(self, v: Value, path: str) -> Any:
+        call = v.value
+        args = tuple(self.plain(a, path) for a in call.args)
+        if call.kwargs:
+            self.errors.append(Diagnostic(f"{call.name} takes positional bounds only, e.g. {call.name}(1e-4, 1e-1)", v.span))
+            return None
+        bad = None
+        if call.name == "choice":
+            bad = None if args else "choice needs at least one value"
+        elif len(args) != 2 or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
+            bad = f"{call.name} needs two numbers, e.g. {call.name}(1e-4, 1e-1)"
+        elif args[0] >= args[1]:
+            bad = f"{call.name} needs low < high, got {args[0]:g} >= {args[1]:g}"
+        elif call.name == "loguniform" and args[0] <= 0:
+            bad = f"loguniform needs positive bounds, got {args[0]:g}"
+        elif call.name == "intuniform" and not all(isinstance(a, int) for a in args):
+            bad = "intuniform needs integer bounds"
+        if bad:
+            self.errors.append(Diagnostic(bad, v.span))
+            return None
+        r = SearchRange(path, call.name, args, v.span)
+        self.ranges.append(r)
+        return r.representative()
+
+
+def positional_to_fields(raw: dict, params: type[Params], kind: str, span: Span | None, errors: list) -> dict:
+    """Map a call's positional `args` onto the parameter fields in declaration order."""
+    raw = dict(raw)
+    args = raw.pop("args", [])
+    raw.pop("kind", None)
+    names = [f.alias or n for n, f in params.model_fields.items()]
+    if len(args) > len(names):
+        errors.append(Diagnostic(f"{kind} takes at most {len(names)} positional value(s), got {len(args)}", span))
+        args = args[: len(names)]
+    for name, a in zip(names, args):
+        if name in raw:
+            errors.append(Diagnostic(f"{kind}: {name} given twice", span))
+        raw[name] = a
+    return raw
+
+
+def describe_error(e: dict, what: str) -> tuple[str, str | None]:
+    """One Pydantic error -> (message, help), by its `type` code (never its English text)."""
+    loc = [str(x) for x in e["loc"] if not isinstance(x, int)]
+    field = ".".join(loc)
+    subject = f"{what} {field}".strip() if field else what
+    t, ctx, got = e["type"], e.get("ctx", {}), e.get("input")
+    shown = _fmt(got) if not isinstance(got, dict) else "a call"
+    bounds = {"greater_than": f"> {ctx.get('gt')}", "greater_than_equal": f">= {ctx.get('ge')}",
+              "less_than": f"< {ctx.get('lt')}", "less_than_equal": f"<= {ctx.get('le')}"}
+    if t in bounds:
+        return f"{subject} must be {bounds[t]}, got {shown}", None
+    if t in ("int_type", "int_parsing", "int_from_float"):
+        return f"{subject} must be a whole number, got {shown}", None
+    if t in ("float_type", "float_parsing"):
+        return f"{subject} must be a number, got {shown}", None
+    if t in ("bool_type", "bool_parsing"):
+        return f"{subject} must be true or false, got {shown}", None
+    if t in ("string_type",):
+        return f"{subject} must be a string, got {shown}", None
+    if t == "literal_error":
+        return f"{subject} must be {ctx.get('expected')}, got {shown}", did_you_mean(str(got), _literal(ctx))
+    if t == "missing":
+        return f"{what} needs {field}", None
+    if t in ("tuple_type", "too_short", "too_long"):
+        return f"{subject} has the wrong number of values, got {shown}", None
+    if t == "value_error":
+        return f"{what}: {ctx.get('error', e['msg'])}", None
+    return f"{subject}: {e['msg']}", None
+
+
+def _literal(ctx: dict) -> list[str]:
+    return [w.strip(" '") for w in str(ctx.get("expected", "")).replace(" or ", ",").split(",")]
+
+
+def validate(params: type[Params], raw: dict, what: str, span: Span | None, spans: dict[str, Span],
+             errors: list[Diagnostic]) -> Params | None:
+    """Validate `raw` against `params`; errors point at the span of the field they concern."""
+    try:
+        return params.model_validate(raw)
+    except ValidationError as err:
+        for e in err.errors():
+            loc = [str(x) for x in e["loc"] if not isinstance(x, int)]
+            if e["type"] == "extra_forbidden":
+                names = [f.alias or n for n, f in params.model_fields.items()]
+                d = unknown(spans.get(loc[0], span), f"option of {what}", loc[-1], names)
+                errors.append(d)
+                continue
+            msg, help = describe_error(e, what)
+            where = next((spans[k] for k in (".".join(loc[:i]) for i in range(len(loc), 0, -1)) if k in spans), span)
+            errors.append(Diagnostic(msg, where, help=help))
+        return None

@@ -1,0 +1,1 @@
+"""nnc.grammar: the .nnspec Lark grammar and its Transformer to plain data with spans."""

@@ -1,0 +1,210 @@
+"""Text -> plain statements with source spans (the Lark boundary).
+
+The grammar is deliberately generic (statements of entries of values); the compiler's
+schemas give the words their meaning. Every node keeps its span for diagnostics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedInput, UnexpectedToken, v_args
+
+from nnc.compiler.diagnostics import Diagnostic, NncError, Source, Span
+
+# ---------------------------------------------------------------- plain data
+
+
+@dataclass(frozen=True)
+class Call:
+    name: str
+    name_span: Span
+    args: tuple["Value", ...]
+    kwargs: tuple[tuple[str, "Value"], ...]
+
+
+@dataclass(frozen=True)
+class Value:
+    """number: int|float, size: tuple[int, ...], string/word: str, call: Call, tuple: tuple[Value]."""
+
+    kind: str
+    value: Any
+    span: Span
+
+    def plain(self) -> Any:
+        """The Python value with spans dropped (calls become {'kind': name, ...})."""
+        if self.kind == "tuple":
+            return tuple(v.plain() for v in self.value)
+        if self.kind == "call":
+            return {"kind": self.value.name, "args": [a.plain() for a in self.value.args],
+                    **{k: v.plain() for k, v in self.value.kwargs}}
+        return self.value
+
+    @property
+    def text(self) -> str:
+        return self.value.name if self.kind == "call" else str(self.value)
+
+
+@dataclass(frozen=True)
+class Entry:
+    items: tuple[Value, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Statement:
+    entries: tuple[Entry, ...]
+    block: tuple["Statement", ...] | None
+    span: Span  # the statement's first line, up to the block
+
+    @property
+    def head(self) -> Value:
+        return self.entries[0].items[0]
+
+
+# ---------------------------------------------------------------- parser
+
+
+@lru_cache(maxsize=1)
+def _parser() -> Lark:
+    grammar = resources.files("nnc.grammar").joinpath("nnspec.lark").read_text()
+    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=False)
+
+
+def _span(meta_or_token) -> Span:
+    m = meta_or_token
+    return Span(m.line, m.column, m.end_line, m.end_column)
+
+
+def _number(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+class _ToData(Transformer):
+    """Rule name == method name; each returns the plain data above."""
+
+    def start(self, statements):
+        return tuple(statements)
+
+    @v_args(meta=True)
+    def statement(self, meta, children):
+        entries = tuple(c for c in children if isinstance(c, Entry))
+        block = next((c for c in children if isinstance(c, list)), None)
+        span = entries[0].span.to(entries[-1].span)
+        return Statement(entries, tuple(block) if block is not None else None, span)
+
+    def block(self, statements):
+        return list(statements)
+
+    @v_args(meta=True)
+    def entry(self, meta, items):
+        return Entry(tuple(items), items[0].span.to(items[-1].span))
+
+    def number(self, tok):
+        (t,) = tok
+        return Value("number", _number(t), _span(t))
+
+    def size(self, tok):
+        (t,) = tok
+        return Value("size", tuple(int(p) for p in t.split("x")), _span(t))
+
+    def string(self, tok):
+        (t,) = tok
+        return Value("string", t[1:-1], _span(t))
+
+    def word(self, tok):
+        (t,) = tok
+        return Value("word", str(t), _span(t))
+
+    @v_args(meta=True)
+    def call(self, meta, children):
+        name, *args = children
+        pos = tuple(a for a in args if isinstance(a, Value))
+        kw = tuple(a for a in args if isinstance(a, tuple))
+        return Value("call", Call(str(name), _span(name), pos, kw), _span(meta))
+
+    def kwarg(self, children):
+        key, value = children
+        return (str(key), value)
+
+    @v_args(meta=True)
+    def tuple(self, meta, values):
+        return Value("tuple", tuple(values), _span(meta))
+
+
+_TERMINALS = {
+    "NUMBER": "a number", "SIZE": "a size like 3x3", "STRING": "a string", "WORD": "a word",
+    "LPAR": "'('", "RPAR": "')'", "LBRACE": "'{'", "RBRACE": "'}'", "COMMA": "','",
+    "EQUAL": "'='", "_NL": "end of line", "$END": "end of file",
+}
+
+
+def _describe(terminal: str) -> str:
+    return _TERMINALS.get(terminal, terminal.lower())
+
+
+def _syntax_error(err: UnexpectedInput, text: str) -> Diagnostic:
+    line, col = err.line if err.line > 0 else 1, err.column if err.column > 0 else 1
+    if isinstance(err, UnexpectedCharacters):
+        ch = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
+        return Diagnostic(f"unexpected character {ch!r}", Span(line, col, line, col + 1))
+    assert isinstance(err, UnexpectedToken)
+    tok: Token = err.token
+    if tok.type == "$END":
+        lines = text.splitlines() or [""]
+        line, col = len(lines), len(lines[-1]) + 1
+        found, width = "end of file", 1
+    else:
+        found, width = (_describe(tok.type) if tok.type in ("_NL",) else repr(str(tok))), max(1, len(str(tok).split("\n")[0]))
+    expected = sorted({_describe(t) for t in err.accepts or err.expected if not t.startswith("__")})
+    hint = None
+    if "'}'" in expected and tok.type == "$END":
+        hint = "a '{' block is not closed"
+    elif expected:
+        hint = "expected " + (", ".join(expected[:-1]) + " or " + expected[-1] if len(expected) > 1 else expected[0])
+    return Diagnostic(f"unexpected {found}", Span(line, col, line, col + width), help=hint)
+
+
+def decode(data: bytes, name: str) -> str:
+    """Bytes -> text, or an error at the first byte that is not UTF-8 text."""
+    bad = data.find(b"\x00")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        bad = e.start if bad < 0 else min(bad, e.start)
+        text = None
+    if bad >= 0:
+        before = data[:bad]
+        line = before.count(b"\n") + 1
+        col = bad - (before.rfind(b"\n") + 1) + 1
+        source = Source(name, data[: data.find(b"\n", bad) if b"\n" in data[bad:] else len(data)].decode("utf-8", "replace"))
+        raise NncError(Diagnostic("this is not a text file (binary data: byte 0x%02x)" % data[bad],
+                                  Span(line, col, line, col + 1), source,
+                                  help="a .nnspec file is UTF-8 text")) from None
+    return text
+
+
+def parse(text: str, name: str = "<spec>") -> tuple[Statement, ...]:
+    source = Source(name, text)
+    if not text.endswith("\n"):
+        text += "\n"
+    try:
+        tree = _parser().parse(text)
+    except UnexpectedInput as e:
+        raise NncError(_syntax_error(e, text)).with_source(source) from None
+    return _ToData().transform(tree)
+
+
+def parse_value(text: str, name: str = "--set") -> Value:
+    """One value as written on the command line (`--set optimizer.lr=3e-4`)."""
+    stmts = parse(f"x {text}\n", name)
+    if len(stmts) != 1 or len(stmts[0].entries) != 1 or len(stmts[0].entries[0].items) != 2 or stmts[0].block:
+        raise NncError(f"{name}: cannot read {text!r} as one value")
+    v = stmts[0].entries[0].items[1]
+    return v

@@ -1,0 +1,1 @@
+"""nnc.runtime: data, preprocessing, training, checkpoints, monitors and inference."""

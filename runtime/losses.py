@@ -1,0 +1,79 @@
+"""The loss registry. Classification losses take integer labels, the others float targets.
+
+`svm` is the notes' multiclass hinge, L_i = sum_{j != y_i} max(0, s_j - s_{y_i} + margin),
+averaged over the batch; torch's MultiMarginLoss would also divide by the class count.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+from pydantic import Field
+
+from nnc.compiler.layers.base import Params
+
+
+class NoParams(Params):
+    pass
+
+
+class CrossEntropy(Params):
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+
+class SVM(Params):
+    margin: float = Field(1.0, gt=0)
+
+
+@dataclass(frozen=True)
+class LossDef:
+    kind: str
+    params: type[Params]
+    build: Callable  # params -> (scores, targets) -> scalar tensor
+    classification: bool  # integer labels and an accuracy metric
+    chance: Callable[[Params, int], float] | None  # expected loss of uniform scores over C classes
+    doc: str
+
+
+def _cross_entropy(p: CrossEntropy):
+    import torch.nn.functional as F
+    return lambda s, y: F.cross_entropy(s, y, label_smoothing=p.label_smoothing)
+
+
+def svm_loss(scores, y, margin: float = 1.0):
+    correct = scores.gather(1, y[:, None])
+    margins = (scores - correct + margin).clamp_min(0)
+    margins = margins.scatter(1, y[:, None], 0.0)  # j != y_i
+    return margins.sum(1).mean()
+
+
+def _svm(p: SVM):
+    return lambda s, y: svm_loss(s, y, p.margin)
+
+
+def _mse(p):
+    import torch.nn.functional as F
+    return lambda s, y: F.mse_loss(s, y.reshape(s.shape))
+
+
+def _l1(p):
+    import torch.nn.functional as F
+    return lambda s, y: F.l1_loss(s, y.reshape(s.shape))
+
+
+def _bce(p):
+    import torch.nn.functional as F
+    return lambda s, y: F.binary_cross_entropy_with_logits(s, y.reshape(s.shape))
+
+
+LOSSES = {d.kind: d for d in (
+    LossDef("cross_entropy", CrossEntropy, _cross_entropy, True, lambda p, c: math.log(c),
+            "softmax cross-entropy on the scores: -log(e^s_y / sum_j e^s_j)"),
+    LossDef("svm", SVM, _svm, True, lambda p, c: (c - 1) * p.margin,
+            "multiclass hinge: sum over j != y of max(0, s_j - s_y + margin), batch mean"),
+    LossDef("mse", NoParams, _mse, False, None, "mean squared error (regression)"),
+    LossDef("l1", NoParams, _l1, False, None, "mean absolute error (regression)"),
+    LossDef("bce", NoParams, _bce, False, None, "binary cross-entropy on logits, targets in [0, 1]"),
+)}

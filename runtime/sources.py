@@ -1,0 +1,215 @@
+"""The data-source registry: each word loads (x, y, class names) as numpy arrays.
+
+Everything is loaded into memory once; training batches by slicing tensors. No source
+downloads anything: the embedded default is scikit-learn's `load_digits`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from pydantic import Field
+
+from nnc.compiler.diagnostics import NncError
+from nnc.compiler.layers.base import Params
+
+
+@dataclass
+class Arrays:
+    x: np.ndarray  # (N, ...) float32
+    y: np.ndarray  # (N,) int64 labels, or (N, ...) float32 targets
+    classes: list[str] | None = None
+
+
+class NoParams(Params):
+    pass
+
+
+class Npz(Params):
+    path: str
+    x: str = "x"
+    y: str = "y"
+
+
+class Npy(Params):
+    x: str
+    y: str
+
+
+class Csv(Params):
+    path: str
+    label: str | int = -1  # a column name (with a header row) or index
+    header: bool = True
+
+
+class ImageFolder(Params):
+    path: str
+
+
+class Synthetic(Params):
+    n: int = Field(512, ge=2)
+    classes: int | None = Field(None, ge=2)  # default: the model's output width
+    seed: int = 0
+
+
+class TorchvisionSet(Params):
+    root: str
+
+
+@dataclass(frozen=True)
+class SourceDef:
+    kind: str
+    params: type[Params]
+    load: Callable[[Params, tuple[int, ...], int], Arrays]  # (params, input dims, outputs) -> arrays
+    doc: str
+
+
+def _missing(path: str, what: str) -> NncError:
+    return NncError(f"{what} '{path}' does not exist")
+
+
+def _digits(p, dims, outputs) -> Arrays:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return Arrays(d.data.astype(np.float32), d.target.astype(np.int64), [str(c) for c in d.target_names])
+
+
+def _labels(y: np.ndarray) -> tuple[np.ndarray, list[str] | None]:
+    if y.dtype.kind in "USO":
+        names = sorted(set(y.tolist()))
+        index = {n: i for i, n in enumerate(names)}
+        return np.array([index[v] for v in y.tolist()], np.int64), [str(n) for n in names]
+    if y.dtype.kind in "iub":
+        return y.astype(np.int64), None
+    return y.astype(np.float32), None
+
+
+def _npz(p: Npz, dims, outputs) -> Arrays:
+    if not Path(p.path).is_file():
+        raise _missing(p.path, "npz file")
+    try:
+        with np.load(p.path, allow_pickle=False) as f:
+            missing = [k for k in (p.x, p.y) if k not in f.files]
+            if missing:
+                raise NncError(f"{p.path}: no array named {missing[0]!r} (it has {', '.join(f.files) or 'none'})")
+            x, y = f[p.x], f[p.y]
+    except (ValueError, OSError) as e:
+        raise NncError(f"{p.path}: cannot read as .npz ({e})") from None
+    y, names = _labels(y)
+    return Arrays(x.astype(np.float32), y, names)
+
+
+def _npy(p: Npy, dims, outputs) -> Arrays:
+    arrays = []
+    for path in (p.x, p.y):
+        if not Path(path).is_file():
+            raise _missing(path, "npy file")
+        try:
+            arrays.append(np.load(path, allow_pickle=False))
+        except (ValueError, OSError) as e:
+            raise NncError(f"{path}: cannot read as .npy ({e})") from None
+    y, names = _labels(arrays[1])
+    return Arrays(arrays[0].astype(np.float32), y, names)
+
+
+def _csv(p: Csv, dims, outputs) -> Arrays:
+    import csv
+
+    if not Path(p.path).is_file():
+        raise _missing(p.path, "csv file")
+    with open(p.path, newline="") as f:
+        rows = [r for r in csv.reader(f) if r]
+    if not rows:
+        raise NncError(f"{p.path}: empty csv file")
+    header = rows.pop(0) if p.header else None
+    col = p.label
+    if isinstance(col, str):
+        if header is None or col not in header:
+            raise NncError(f"{p.path}: no column named {col!r}" + (f" (columns: {', '.join(header)})" if header else ""))
+        col = header.index(col)
+    try:
+        x = np.array([[float(v) for i, v in enumerate(r) if i != col % len(r)] for r in rows], np.float32)
+    except ValueError as e:
+        raise NncError(f"{p.path}: a feature is not a number ({e})") from None
+    raw = np.array([r[col] for r in rows])
+    try:
+        y = raw.astype(np.float64)
+        y = y.astype(np.int64) if np.all(y == np.round(y)) else y.astype(np.float32)
+        names = None
+    except ValueError:
+        y, names = _labels(raw)
+    return Arrays(x, y, names)
+
+
+def _imagefolder(p: ImageFolder, dims, outputs) -> Arrays:
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(p.path)
+    if not root.is_dir():
+        raise _missing(p.path, "image folder")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if not classes:
+        raise NncError(f"{p.path}: no class folders inside (expected {p.path}/<class>/<image>)")
+    c, h, w = dims
+    xs, ys = [], []
+    for label, name in enumerate(classes):
+        for f in sorted((root / name).iterdir()):
+            if not f.is_file():
+                continue
+            try:
+                with Image.open(f) as im:
+                    xs.append(load_image(im, c, h, w))
+            except (UnidentifiedImageError, OSError):
+                raise NncError(f"{f}: not an image Pillow can read") from None
+            ys.append(label)
+    return Arrays(np.stack(xs), np.array(ys, np.int64), classes)
+
+
+def load_image(im, c: int, h: int, w: int) -> np.ndarray:
+    """A Pillow image -> (C, H, W) float32 in [0, 255], resized to the spec's input."""
+    im = im.convert("L" if c == 1 else "RGB").resize((w, h))
+    a = np.asarray(im, dtype=np.float32)
+    return a[None] if c == 1 else a.transpose(2, 0, 1)
+
+
+def _synthetic(p: Synthetic, dims, outputs) -> Arrays:
+    rng = np.random.default_rng(p.seed)
+    classes = p.classes or outputs
+    return Arrays(rng.standard_normal((p.n, *dims), dtype=np.float32), rng.integers(0, classes, p.n, dtype=np.int64),
+                  [str(i) for i in range(classes)])
+
+
+def _torchvision(name: str):
+    def load(p: TorchvisionSet, dims, outputs) -> Arrays:
+        try:
+            import torchvision.datasets as tvd
+        except ImportError:
+            raise NncError(f"the {name} source needs torchvision: pip install 'nnc[vision]'") from None
+        cls = {"cifar10": tvd.CIFAR10, "mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST}[name]
+        try:
+            parts = [cls(p.root, train=t, download=False) for t in (True, False)]
+        except RuntimeError as e:
+            raise NncError(f"{name}: files not found under {p.root!r} ({e}); nnc never downloads, "
+                           "place the dataset there first") from None
+        x = np.concatenate([np.asarray(s.data) for s in parts]).astype(np.float32)
+        x = x.transpose(0, 3, 1, 2) if x.ndim == 4 else x[:, None]
+        y = np.concatenate([np.asarray(s.targets) for s in parts]).astype(np.int64)
+        return Arrays(x, y, list(parts[0].classes))
+    return load
+
+
+SOURCES = {d.kind: d for d in (
+    SourceDef("digits", NoParams, _digits, "scikit-learn's 8x8 handwritten digits (1797 images, 10 classes, values 0-16)"),
+    SourceDef("npz", Npz, _npz, "arrays x and y from an .npz file"),
+    SourceDef("npy", Npy, _npy, "x and y from two .npy files"),
+    SourceDef("csv", Csv, _csv, "a table of numbers with one label column"),
+    SourceDef("imagefolder", ImageFolder, _imagefolder, "a folder of class folders of images (Pillow), resized to the input"),
+    SourceDef("synthetic", Synthetic, _synthetic, "random normal inputs and random labels of the spec's shapes"),
+    SourceDef("cifar10", TorchvisionSet, _torchvision("cifar10"), "CIFAR-10 from a local root (torchvision)"),
+    SourceDef("mnist", TorchvisionSet, _torchvision("mnist"), "MNIST from a local root (torchvision)"),
+    SourceDef("fashion_mnist", TorchvisionSet, _torchvision("fashion_mnist"), "Fashion-MNIST from a local root (torchvision)"),
+)}
