@@ -1,0 +1,44 @@
+"""Loss, accuracy, predictions and a confusion matrix over an in-memory split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Evaluation:
+    loss: float
+    accuracy: float | None
+    predictions: np.ndarray | None
+    confusion: np.ndarray | None
+
+    def as_dict(self) -> dict:
+        return {"loss": self.loss, "accuracy": self.accuracy, "n": int(len(self.predictions)) if self.predictions is not None else None,
+                "confusion": self.confusion.tolist() if self.confusion is not None else None,
+                "predictions": self.predictions.tolist() if self.predictions is not None else None}
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, classes: int | None,
+             batch: int = 1024, autocast: bool = False) -> Evaluation:
+    """Eval mode (dropout off, batchnorm running stats); restores the previous mode."""
+    was = model.training
+    model.eval()
+    total, outs = 0.0, []
+    for i in range(0, len(x), batch):
+        with torch.autocast(x.device.type, torch.bfloat16, enabled=autocast):
+            s = model(x[i:i + batch])
+        s = s.float()
+        total += float(loss_fn(s, y[i:i + batch])) * len(s)
+        outs.append(s)
+    model.train(was)
+    n = max(len(x), 1)
+    if classes is None:
+        return Evaluation(total / n, None, None, None)
+    pred = torch.cat(outs).argmax(1) if outs else torch.zeros(0, dtype=torch.long)
+    conf = torch.zeros(classes, classes, dtype=torch.long)
+    conf.index_put_((y.cpu(), pred.cpu()), torch.ones_like(pred.cpu()), accumulate=True)
+    return Evaluation(total / n, float((pred == y).float().mean()) if len(x) else 0.0, pred.cpu().numpy(), conf.numpy())

@@ -1,0 +1,342 @@
+"""`nnc train`: a babysat training run, read top to bottom.
+
+The data set lives in memory as tensors on the device and is batched by slicing, never by
+a per-sample DataLoader. Every epoch ends with a validation pass, one line of metrics, the
+`last` checkpoint (with optimizer and RNG state, for --resume) and, when it improved, the
+`best` one. The run always ends holding its best weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nnc.compiler.diagnostics import EXIT_DIVERGED, Diagnostic, NncError
+from nnc.compiler.shapes import Graph
+from nnc.compiler.torch_build import build_model
+from nnc.runtime import checkpoint, params as P, preprocess, state
+from nnc.runtime.augment import augment_batch
+from nnc.runtime.data import Splits, load_splits
+from nnc.runtime.evaluate import evaluate
+from nnc.runtime.losses import LOSSES
+from nnc.runtime.optimizers import OPTIMIZERS
+from nnc.runtime.schedules import lr_at
+
+EXPLODE = 3.0  # the notes: stop when the cost is ever > 3x the original cost
+
+
+@dataclass
+class Run:
+    """What callbacks (monitors) may read: the live objects of a run."""
+
+    graph: Graph
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    out: Path
+    device: torch.device
+    log: "MetricsLog"
+    epoch: int = 0
+    step: int = 0
+    loss: float = math.nan
+    extra: dict = field(default_factory=dict)
+
+
+class MetricsLog:
+    """metrics.jsonl (one JSON object per line) and TensorBoard scalars."""
+
+    def __init__(self, out: Path, resume: bool):
+        self.path = out / "metrics.jsonl"
+        self.file = open(self.path, "a" if resume else "w")
+        self._tb = None
+        self.out = out
+
+    @property
+    def tb(self):
+        if self._tb is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.out / "tensorboard"))
+        return self._tb
+
+    def write(self, record: dict, tb_step: int | None = None) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if tb_step is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch", "step"):
+                    self.tb.add_scalar(k, v, tb_step)
+
+    def close(self) -> None:
+        self.file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise NncError("--device cuda: no CUDA device is available (use --device auto or cpu)")
+    if choice == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def _finetune(model: torch.nn.Module, graph: Graph) -> None:
+    ft = graph.spec.train.finetune
+    ckpt = checkpoint.load(ft.path)
+    own = model.state_dict()
+    skip = set(ft.skip)
+    load = {}
+    for name, t in ckpt.model.items():
+        if skip & set(name.split(".")[:-1]) or name not in own:
+            continue
+        if own[name].shape != t.shape:
+            raise NncError(f"finetune: {name} has shape {tuple(t.shape)} in {ft.path} but {tuple(own[name].shape)} here",
+                           help=f"add its layer to skip=(...) to train it from scratch")
+        load[name] = t
+    model.load_state_dict(load, strict=False)
+
+
+def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | None = None,
+          quiet: bool = False, callbacks: list | None = None) -> dict:
+    """Train the graph's model; return the final metrics. Raises NncError (exit 1) on bad
+    input and NncError(exit 3) when the loss explodes."""
+    spec, cfg = graph.spec, graph.spec.train
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    callbacks = callbacks or []
+    if spec.search:
+        r = spec.search[0]
+        raise NncError(Diagnostic(f"this spec has {len(spec.search)} search range(s) ({', '.join(s.path for s in spec.search)}): "
+                                  "nnc train needs one value for each", r.span, spec.source,
+                                  "run `nnc search` on it, or fix a value with --set"))
+    torch.manual_seed(cfg.seed)
+    dev = pick_device(cfg.device if device == "auto" else device)
+    amp = dev.type == "cuda"  # bf16 autocast on GPUs; CPUs train in float32
+
+    # --- data: raw splits, preprocessing fitted on the training split only
+    splits: Splits = load_splits(graph)
+    steps = [(c.kind, c.params) for c in spec.data.preprocess]
+    stats = preprocess.fit(steps, splits.train.x) if steps and spec.model.input.kind != "tokens" else {}
+
+    def tensors(split):
+        x = preprocess.apply(stats, split.x.astype(np.float32)) if stats else split.x
+        return torch.as_tensor(np.ascontiguousarray(x)).to(dev), torch.as_tensor(split.y).to(dev)
+
+    (xtr, ytr), (xva, yva), (xte, yte) = (tensors(s) for s in (splits.train, splits.val, splits.test))
+    loss_def = LOSSES[spec.loss.kind]
+    loss_fn = loss_def.build(spec.loss.params)
+    n_classes = graph.output.features if loss_def.classification else None
+
+    # --- model and optimizer
+    model = build_model(graph).to(dev)
+    if cfg.finetune and not resume:
+        _finetune(model, graph)
+    opt_def = OPTIMIZERS[spec.optimizer.kind]
+    coupled = spec.optimizer.kind != "adamw"
+    groups = P.param_groups(model, graph, coupled_l2=coupled)
+    optimizer = opt_def.build(spec.optimizer.params, groups)
+    penalized = P.decayed(model, graph)
+    l1, l2_in_loss = spec.regularize.l1, (0.0 if coupled else spec.regularize.l2)
+    max_norm = P.max_norm_targets(model, graph) if spec.regularize.max_norm else []
+    ema = [p.detach().clone() for p in model.parameters()] if cfg.ema else None
+    lr0 = spec.optimizer.params.lr
+    n_train = len(xtr)
+    batch = n_train if opt_def.full_batch else min(cfg.batch, n_train)
+    steps_per_epoch = math.ceil(n_train / batch)
+    total_steps = steps_per_epoch * cfg.epochs
+    shuffle = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    aug = [(c.kind, c.params) for c in spec.data.augment]
+    aug_gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1) if aug else None
+
+    # --- bookkeeping (all of it restored by --resume)
+    watch = cfg.early_stop.metric if cfg.early_stop else ("val_accuracy" if n_classes else "val_loss")
+    plateau = spec.schedule.main.params if spec.schedule.main.kind == "on_plateau" else None
+    book = {"epoch": 0, "step": 0, "best": None, "best_epoch": -1, "bad_epochs": 0, "plateau_scale": 1.0,
+            "plateau_best": None, "plateau_bad": 0, "start_loss": None}
+    if resume:
+        ck = checkpoint.load(Path(resume) / "last.safetensors", with_state=True)
+        model.load_state_dict(ck.model)
+        state.optimizer_from_tensors(optimizer, ck.state, ck.state_meta["optimizer"])
+        state.rng_from_tensors(ck.state, shuffle)
+        if aug_gen is not None and "rng/augment" in ck.state:
+            aug_gen.set_state(ck.state["rng/augment"])
+        if ema is not None:
+            for i, e in enumerate(ema):
+                e.copy_(ck.state[f"ema/{i}"])
+        book.update(ck.state_meta["book"])
+        stats = {k: v for k, v in ck.preprocess.items()} or stats
+    log = MetricsLog(out, resume=bool(resume))
+    (out / "spec.nnspec").write_text(spec.text)
+    run = Run(graph, model, optimizer, out, dev, log)
+    for cb in callbacks:
+        cb.start(run)
+
+    def save(kind: str, info: dict) -> None:
+        weights = model.state_dict()
+        if ema is not None:  # checkpoints hold the averaged weights
+            weights = dict(weights)
+            for (name, _), e in zip(model.named_parameters(), ema):
+                weights[name] = e
+        ck = checkpoint.Checkpoint(spec.text, spec.source.name, weights, stats, splits.classes, spec.overrides, info)
+        if kind == "last":
+            tensors, meta = state.optimizer_to_tensors(optimizer)
+            ck.state = {**tensors, **state.rng_to_tensors(shuffle)}
+            if aug_gen is not None:
+                ck.state["rng/augment"] = aug_gen.get_state()
+            if ema is not None:
+                ck.state.update({f"ema/{i}": e for i, e in enumerate(ema)})
+            ck.state_meta = {"optimizer": meta, "book": book}
+        checkpoint.save(out / f"{kind}.safetensors", ck)
+
+    def swap_ema():
+        if ema is not None:
+            with torch.no_grad():
+                for p, e in zip(model.parameters(), ema):
+                    tmp = p.detach().clone()
+                    p.copy_(e)
+                    e.copy_(tmp)
+
+    def set_lr(step: int) -> float:
+        lr = lr_at(step, lr0, spec.schedule.main.kind, spec.schedule.main.params, spec.schedule.warmup,
+                   steps_per_epoch, total_steps) * book["plateau_scale"]
+        for g in optimizer.param_groups:
+            g["lr"] = lr * g["lr_mult"]
+        return lr
+
+    def diverged(loss: float, where: str) -> NncError:
+        return NncError(f"training diverged at {where}: loss {loss:.4g} (it started at {book['start_loss']:.4g}). "
+                        f"The learning rate ({spec.optimizer.params.lr:g}) is the likely cause; try 3-10x lower. "
+                        f"The last good checkpoint is {out / 'last.safetensors'}", exit_code=EXIT_DIVERGED)
+
+    if not resume:  # so that a run that diverges at once still leaves a good checkpoint
+        save("last", {"epoch": 0, "step": 0, "metrics": {}})
+
+    # --- the loop
+    from nnc.runtime.progress import EpochProgress
+
+    progress = EpochProgress(quiet)
+    sample_every = cfg.monitor_every if callbacks else 0
+    t_start = time.perf_counter()
+    model.train()
+    try:
+        for epoch in range(book["epoch"], cfg.epochs):
+            run.epoch = epoch
+            perm = torch.randperm(n_train, generator=shuffle).to(dev)
+            seen, loss_sum, correct = 0, torch.zeros((), device=dev), torch.zeros((), device=dev)
+            t0 = time.perf_counter()
+            bar = progress.start(epoch, cfg.epochs, steps_per_epoch)
+            for i in range(0, n_train, batch):
+                step = book["step"]
+                lr = set_lr(step)
+                idx = perm[i:i + batch]
+                xb, yb = xtr[idx], ytr[idx]
+                if aug:
+                    xb = augment_batch(xb, aug, aug_gen)
+                sampled = sample_every and step % sample_every == 0
+
+                def closure():
+                    optimizer.zero_grad(set_to_none=True)
+                    with torch.autocast(dev.type, torch.bfloat16, enabled=amp):
+                        scores = model(xb)
+                    loss = loss_fn(scores.float(), yb)
+                    total = loss + P.penalty(penalized, l1, l2_in_loss) if (l1 or l2_in_loss) else loss
+                    total.backward()
+                    closure.scores, closure.loss = scores, loss
+                    return total
+
+                if opt_def.full_batch:
+                    optimizer.step(closure)
+                else:
+                    closure()
+                    if cfg.clip_norm:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+                    if cfg.clip_value:
+                        torch.nn.utils.clip_grad_value_(model.parameters(), cfg.clip_value)
+                    if sampled:
+                        for cb in callbacks:
+                            cb.before_step(run)
+                    optimizer.step()
+                if max_norm:
+                    P.apply_max_norm(max_norm, spec.regularize.max_norm)
+                if ema is not None:
+                    torch._foreach_lerp_(ema, [p.detach() for p in model.parameters()], 1 - cfg.ema)
+                loss_v = closure.loss.item()
+                if book["start_loss"] is None:
+                    book["start_loss"] = loss_v
+                if not math.isfinite(loss_v) or loss_v > EXPLODE * max(book["start_loss"], 1e-8) and step > 0:
+                    raise diverged(loss_v, f"epoch {epoch + 1}, step {step + 1}")
+                run.step, run.loss = step, loss_v
+                if sampled:
+                    for cb in callbacks:
+                        cb.after_step(run)
+                nb = len(idx)
+                seen += nb
+                loss_sum += closure.loss.detach() * nb
+                if n_classes:
+                    correct += (closure.scores.argmax(1) == yb).sum()
+                book["step"] = step + 1
+                progress.advance(bar, loss_v, seen, time.perf_counter() - t0, lr)
+
+            # --- end of epoch: validate, log, checkpoint, early stopping, plateau
+            train_time = time.perf_counter() - t0
+            swap_ema()
+            val = evaluate(model, xva, yva, loss_fn, n_classes, autocast=amp) if len(xva) else None
+            swap_ema()
+            rec = {"epoch": epoch + 1, "step": book["step"], "lr": lr, "train_loss": float(loss_sum) / seen,
+                   "train_accuracy": float(correct) / seen if n_classes else None,
+                   "val_loss": val.loss if val else None, "val_accuracy": val.accuracy if val else None,
+                   "samples_per_s": seen / train_time, "time": time.perf_counter() - t_start}
+            for cb in callbacks:
+                rec.update(cb.epoch_end(run, rec) or {})
+            log.write(rec, tb_step=epoch + 1)
+            progress.epoch_line(rec)
+            metric = rec.get(watch) if rec.get(watch) is not None else rec["train_loss"]
+            better = lambda a, b, d=0.0: b is None or (a > b + d if "accuracy" in watch else a < b - d)
+            min_delta = cfg.early_stop.min_delta if cfg.early_stop else 0.0
+            book["epoch"] = epoch + 1
+            if better(metric, book["best"], min_delta):
+                book.update(best=metric, best_epoch=epoch + 1, bad_epochs=0)
+                save("best", {"epoch": epoch + 1, "step": book["step"], "metrics": rec})
+            else:
+                book["bad_epochs"] += 1
+            if plateau is not None:
+                pm = rec.get(plateau.metric)
+                if pm is not None:
+                    up = "accuracy" in plateau.metric
+                    if book["plateau_best"] is None or (pm > book["plateau_best"] + plateau.threshold if up
+                                                        else pm < book["plateau_best"] - plateau.threshold):
+                        book.update(plateau_best=pm, plateau_bad=0)
+                    else:
+                        book["plateau_bad"] += 1
+                        if book["plateau_bad"] > plateau.patience:
+                            book["plateau_scale"] = max(book["plateau_scale"] * plateau.factor, plateau.min_lr / lr0)
+                            book["plateau_bad"] = 0
+            save("last", {"epoch": epoch + 1, "step": book["step"], "metrics": rec})
+            if cfg.early_stop and book["bad_epochs"] >= cfg.early_stop.patience:
+                progress.note(f"early stop: {watch} has not improved for {cfg.early_stop.patience} epochs "
+                              f"(best {book['best']:.4f} at epoch {book['best_epoch']})")
+                break
+    finally:
+        progress.close()
+
+    # --- the end: best weights, test metrics, plots
+    best = checkpoint.load(out / "best.safetensors")
+    model.load_state_dict(best.model)
+    test = evaluate(model, xte, yte, loss_fn, n_classes, autocast=amp) if len(xte) else None
+    final = {"test_loss": test.loss if test else None, "test_accuracy": test.accuracy if test else None,
+             "best_epoch": book["best_epoch"], "epochs": book["epoch"], "best_checkpoint": str(out / "best.safetensors"),
+             "time": time.perf_counter() - t_start, "params": graph.n_params}
+    log.write({"final": final})
+    for cb in callbacks:
+        cb.end(run)
+    log.close()
+    from nnc.runtime.plots import training_curves
+
+    final["plots"] = [str(p) for p in training_curves(out / "metrics.jsonl", out)]
+    return final
