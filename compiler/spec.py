@@ -8,9 +8,9 @@ and printed by `nnc show --resolved`. A file without a version line is read as
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from nnc.compiler.diagnostics import Collector, Diagnostic, NncError, Source, Span, did_you_mean, unknown
 from nnc.compiler.initializers import INITIALIZERS
@@ -69,6 +69,10 @@ class InitRule:
     span: Span | None = None
 
 
+# One name or several: `freeze fc1`, `freeze fc1 fc2`, `skip=(fc7, fc8)`.
+Names = Annotated[tuple[str, ...], BeforeValidator(lambda v: (v,) if isinstance(v, str) else v)]
+
+
 class Regularize(Params):
     l2: float = Field(0.0, ge=0)  # L + l2/2 * ||w||^2, gradient l2*w
     l1: float = Field(0.0, ge=0)  # L + l1 * |w|  (both together: elastic net)
@@ -84,7 +88,7 @@ class EarlyStop(Params):
 
 class Finetune(Params):
     path: str = Field(alias="from")
-    skip: tuple[str, ...] = ()  # layers left at their fresh initialization (e.g. a new fc8)
+    skip: Names = ()  # layers left at their fresh initialization (e.g. a new fc8)
 
 
 class Train(Params):
@@ -97,7 +101,7 @@ class Train(Params):
     clip_value: float | None = Field(None, gt=0)
     ema: float | None = Field(None, gt=0, lt=1)
     finetune: Finetune | None = None
-    freeze: tuple[str, ...] = ()
+    freeze: Names = ()
     monitor_every: int = Field(50, ge=0)  # steps between monitor samples; 0 turns monitors off
 
 

@@ -68,12 +68,12 @@ def load_arrays(graph: Graph):
         if y.dtype.kind == "f":
             raise _error(graph, f"{spec.loss.kind} needs integer class labels, the data has float targets",
                          "use loss mse or l1 for regression")
-        if len(y) and (y.min() < 0 or y.max() >= outputs):
-            raise _error(graph, f"labels out of range: found labels {int(y.min())}..{int(y.max())}, "
-                                f"but the last layer has {outputs} outputs (classes 0..{outputs - 1})")
         if arrays.classes is not None and len(arrays.classes) != outputs:
             raise _error(graph, f"the data has {len(arrays.classes)} classes, but the last layer has {outputs} outputs",
                          f"set the last dense layer to {len(arrays.classes)} units")
+        if len(y) and (y.min() < 0 or y.max() >= outputs):
+            raise _error(graph, f"labels out of range: found labels {int(y.min())}..{int(y.max())}, "
+                                f"but the last layer has {outputs} outputs (classes 0..{outputs - 1})")
     else:
         y = y.astype(np.float32)
     return x, y, arrays.classes

@@ -112,6 +112,26 @@ SCHEDULES = {d.kind: d for d in (
 )}
 
 
+class Plateau:
+    """Reduce on plateau: the scale on the scheduled rate, updated once per epoch."""
+
+    def __init__(self, p: OnPlateau, lr0: float, state: dict | None = None):
+        self.p, self.lr0 = p, lr0
+        self.state = state or {"scale": 1.0, "best": None, "bad": 0}
+
+    def update(self, value: float | None) -> float:
+        s, p = self.state, self.p
+        if value is not None:
+            up = "accuracy" in p.metric
+            if s["best"] is None or (value > s["best"] + p.threshold if up else value < s["best"] - p.threshold):
+                s.update(best=value, bad=0)
+            else:
+                s["bad"] += 1
+                if s["bad"] > p.patience:
+                    s.update(scale=max(s["scale"] * p.factor, p.min_lr / self.lr0), bad=0)
+        return s["scale"]
+
+
 def lr_at(step: int, lr0: float, main_kind: str, main: Params, warmup: Warmup | None,
           steps_per_epoch: int, total_steps: int) -> float:
     """The learning rate for optimizer step `step` (0-based). on_plateau is handled by the

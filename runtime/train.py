@@ -26,7 +26,7 @@ from nnc.runtime.data import Splits, load_splits
 from nnc.runtime.evaluate import evaluate
 from nnc.runtime.losses import LOSSES
 from nnc.runtime.optimizers import OPTIMIZERS
-from nnc.runtime.schedules import lr_at
+from nnc.runtime.schedules import Plateau, lr_at
 
 EXPLODE = 3.0  # the notes: stop when the cost is ever > 3x the original cost
 
@@ -156,9 +156,8 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
 
     # --- bookkeeping (all of it restored by --resume)
     watch = cfg.early_stop.metric if cfg.early_stop else ("val_accuracy" if n_classes else "val_loss")
-    plateau = spec.schedule.main.params if spec.schedule.main.kind == "on_plateau" else None
-    book = {"epoch": 0, "step": 0, "best": None, "best_epoch": -1, "bad_epochs": 0, "plateau_scale": 1.0,
-            "plateau_best": None, "plateau_bad": 0, "start_loss": None}
+    book = {"epoch": 0, "step": 0, "best": None, "best_epoch": -1, "bad_epochs": 0, "start_loss": None,
+            "plateau": {"scale": 1.0, "best": None, "bad": 0}}
     if resume:
         ck = checkpoint.load(Path(resume) / "last.safetensors", with_state=True)
         model.load_state_dict(ck.model)
@@ -171,6 +170,7 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
                 e.copy_(ck.state[f"ema/{i}"])
         book.update(ck.state_meta["book"])
         stats = {k: v for k, v in ck.preprocess.items()} or stats
+    plateau = Plateau(spec.schedule.main.params, lr0, book["plateau"]) if spec.schedule.main.kind == "on_plateau" else None
     log = MetricsLog(out, resume=bool(resume))
     (out / "spec.nnspec").write_text(spec.text)
     run = Run(graph, model, optimizer, out, dev, log)
@@ -204,7 +204,7 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
 
     def set_lr(step: int) -> float:
         lr = lr_at(step, lr0, spec.schedule.main.kind, spec.schedule.main.params, spec.schedule.warmup,
-                   steps_per_epoch, total_steps) * book["plateau_scale"]
+                   steps_per_epoch, total_steps) * book["plateau"]["scale"]
         for g in optimizer.param_groups:
             g["lr"] = lr * g["lr_mult"]
         return lr
@@ -306,17 +306,7 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
             else:
                 book["bad_epochs"] += 1
             if plateau is not None:
-                pm = rec.get(plateau.metric)
-                if pm is not None:
-                    up = "accuracy" in plateau.metric
-                    if book["plateau_best"] is None or (pm > book["plateau_best"] + plateau.threshold if up
-                                                        else pm < book["plateau_best"] - plateau.threshold):
-                        book.update(plateau_best=pm, plateau_bad=0)
-                    else:
-                        book["plateau_bad"] += 1
-                        if book["plateau_bad"] > plateau.patience:
-                            book["plateau_scale"] = max(book["plateau_scale"] * plateau.factor, plateau.min_lr / lr0)
-                            book["plateau_bad"] = 0
+                plateau.update(rec.get(plateau.p.metric))
             save("last", {"epoch": epoch + 1, "step": book["step"], "metrics": rec})
             if cfg.early_stop and book["bad_epochs"] >= cfg.early_stop.patience:
                 progress.note(f"early stop: {watch} has not improved for {cfg.early_stop.patience} epochs "

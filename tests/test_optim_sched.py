@@ -1,0 +1,160 @@
+"""Optimizers against the notes' update formulas, schedules against their closed forms."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nnc.compiler.spec import load_text
+from nnc.runtime.optimizers import OPTIMIZERS
+from nnc.runtime.schedules import SCHEDULES, OnPlateau, Plateau, Warmup, lr_at
+
+RNG = np.random.default_rng(0)
+A = RNG.standard_normal((6, 4))
+B = RNG.standard_normal(6)
+X0 = RNG.standard_normal(4)
+
+
+def grad(x):  # f(x) = 0.5 ||Ax - b||^2
+    return A.T @ (A @ x - B)
+
+
+def notes_updates(kind, p, steps):
+    """The update rules as the notes write them, in numpy."""
+    x, v, cache, m, t = X0.copy(), np.zeros(4), np.zeros(4), np.zeros(4), 0
+    for _ in range(steps):
+        dx = grad(x)
+        if kind == "sgd":
+            x += -p["lr"] * dx
+        elif kind == "momentum":
+            v = p["mu"] * v - p["lr"] * dx
+            x += v
+        elif kind == "nesterov":
+            v_prev = v.copy()
+            v = p["mu"] * v - p["lr"] * dx
+            x += -p["mu"] * v_prev + (1 + p["mu"]) * v
+        elif kind == "adagrad":
+            cache += dx ** 2
+            x += -p["lr"] * dx / (np.sqrt(cache) + 1e-8)
+        elif kind == "rmsprop":
+            cache = p["decay"] * cache + (1 - p["decay"]) * dx ** 2
+            x += -p["lr"] * dx / (np.sqrt(cache) + 1e-8)
+        elif kind in ("adam", "adamw"):
+            t += 1
+            if kind == "adamw":
+                x *= 1 - p["lr"] * p["weight_decay"]
+            m = 0.9 * m + 0.1 * dx
+            cache = 0.999 * cache + 0.001 * dx ** 2
+            x += -p["lr"] * (m / (1 - 0.9 ** t)) / (np.sqrt(cache / (1 - 0.999 ** t)) + 1e-8)
+    return x
+
+
+CASES = {
+    "sgd": {"lr": 0.05},
+    "momentum": {"lr": 0.05, "mu": 0.9},
+    "nesterov": {"lr": 0.05, "mu": 0.9},
+    "adagrad": {"lr": 0.1},
+    "rmsprop": {"lr": 0.01, "decay": 0.9},
+    "adam": {"lr": 0.01},
+    "adamw": {"lr": 0.01, "weight_decay": 0.1},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_optimizer_matches_notes(kind):
+    d = OPTIMIZERS[kind]
+    x = torch.tensor(X0, requires_grad=True)
+    opt = d.build(d.params(**CASES[kind]), [{"params": [x], "lr_mult": 1.0}])
+    At, Bt = torch.tensor(A), torch.tensor(B)
+    for _ in range(10):
+        opt.zero_grad()
+        (0.5 * ((At @ x - Bt) ** 2).sum()).backward()
+        opt.step()
+    np.testing.assert_allclose(x.detach().numpy(), notes_updates(kind, CASES[kind], 10), rtol=1e-6, atol=1e-9)
+
+
+def test_sgd_momentum_word_equals_momentum_optimizer():
+    a = notes_updates("momentum", {"lr": 0.05, "mu": 0.9}, 5)
+    x = torch.tensor(X0, requires_grad=True)
+    opt = OPTIMIZERS["sgd"].build(OPTIMIZERS["sgd"].params(lr=0.05, momentum=0.9), [{"params": [x]}])
+    for _ in range(5):
+        opt.zero_grad()
+        (0.5 * ((torch.tensor(A) @ x - torch.tensor(B)) ** 2).sum()).backward()
+        opt.step()
+    np.testing.assert_allclose(x.detach().numpy(), a, rtol=1e-9)
+
+
+def test_lbfgs_reaches_the_least_squares_minimum():
+    x = torch.tensor(X0, requires_grad=True)
+    opt = OPTIMIZERS["lbfgs"].build(OPTIMIZERS["lbfgs"].params(), [{"params": [x]}])
+    At, Bt = torch.tensor(A), torch.tensor(B)
+
+    def closure():
+        opt.zero_grad()
+        loss = 0.5 * ((At @ x - Bt) ** 2).sum()
+        loss.backward()
+        return loss
+    for _ in range(5):
+        opt.step(closure)
+    np.testing.assert_allclose(x.detach().numpy(), np.linalg.lstsq(A, B, rcond=None)[0], atol=1e-4)
+
+
+def test_every_optimizer_word_is_tested():
+    assert set(CASES) | {"lbfgs"} == set(OPTIMIZERS)
+
+
+# ---------------------------------------------------------------- schedules
+
+
+def sched(kind, **kw):
+    return SCHEDULES[kind].params(**kw)
+
+
+def test_step_decay_in_epochs():
+    p = sched("step", every=5, factor=0.5)
+    # 10 steps per epoch: epochs 0-4 at lr0, 5-9 at lr0/2, 10 at lr0/4
+    assert lr_at(0, 0.1, "step", p, None, 10, 200) == pytest.approx(0.1)
+    assert lr_at(49, 0.1, "step", p, None, 10, 200) == pytest.approx(0.1)
+    assert lr_at(50, 0.1, "step", p, None, 10, 200) == pytest.approx(0.05)
+    assert lr_at(100, 0.1, "step", p, None, 10, 200) == pytest.approx(0.025)
+
+
+def test_exponential_and_inverse_time_follow_the_notes():
+    for t in (0, 3, 17):
+        assert lr_at(t, 0.2, "exponential", sched("exponential", k=0.1, unit="steps"), None, 1, 100) == \
+            pytest.approx(0.2 * math.exp(-0.1 * t))
+        assert lr_at(t, 0.2, "inverse_time", sched("inverse_time", k=0.5, unit="steps"), None, 1, 100) == \
+            pytest.approx(0.2 / (1 + 0.5 * t))
+
+
+def test_multistep():
+    p = sched("multistep", at=(2, 4), factor=0.1)
+    got = [lr_at(e * 10, 1.0, "multistep", p, None, 10, 60) for e in range(6)]
+    assert got == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_cosine_endpoints_and_warmup():
+    p = sched("cosine", min_lr=0.001)
+    w = Warmup(steps=10)
+    assert lr_at(0, 0.1, "cosine", p, w, 10, 110) == pytest.approx(0.01)  # step 0 of warm-up: lr0 / 10
+    assert lr_at(9, 0.1, "cosine", p, w, 10, 110) == pytest.approx(0.1)   # end of warm-up
+    assert lr_at(10, 0.1, "cosine", p, w, 10, 110) == pytest.approx(0.1)  # cosine starts at lr0
+    assert lr_at(60, 0.1, "cosine", p, w, 10, 110) == pytest.approx(0.001 + 0.099 * 0.5)
+    assert lr_at(110, 0.1, "cosine", p, w, 10, 110) == pytest.approx(0.001)  # the last step
+
+
+def test_constant():
+    assert lr_at(999, 0.3, "constant", sched("constant"), None, 10, 1000) == 0.3
+
+
+def test_on_plateau_reduces_after_patience():
+    pl = Plateau(OnPlateau(metric="val_loss", factor=0.5, patience=1), 0.1)
+    scales = [pl.update(v) for v in (1.0, 0.9, 0.95, 0.95, 0.95, 0.95)]
+    # better, better, bad 1, bad 2 -> cut, bad 1, bad 2 -> cut
+    assert scales == [1, 1, 1, 0.5, 0.5, 0.25]
+
+
+def test_schedule_section_parses_warmup_plus_main():
+    spec = load_text("model m {\n input vector(4)\n dense 2\n}\nschedule warmup(epochs=2), step(every=3)\n")
+    assert spec.schedule.warmup.epochs == 2 and spec.schedule.main.kind == "step"

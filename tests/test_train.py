@@ -1,0 +1,242 @@
+"""`nnc train` / `nnc eval` end to end on real (small) data, driven through the real CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import SPECS, run_nnc
+from nnc.compiler.shapes import check
+from nnc.compiler.spec import load_spec, load_text
+from nnc.runtime import checkpoint
+from nnc.runtime.data import load_splits
+from nnc.runtime.train import train
+
+MLP = """
+model M {{
+    input vector(64)
+    dense fc1 32
+    relu
+    {extra}
+    dense fc2 10
+}}
+optimizer adam(lr=3e-3)
+data digits, val 0.15, test 0.15{data}
+train batch 64, epochs {epochs}{train}
+"""
+
+
+def mlp(tmp_path, extra="", data=", preprocess mean_image normalize", epochs=3, train_="", reg=""):
+    text = MLP.format(extra=extra, data=data, epochs=epochs, train=train_) + reg
+    path = tmp_path / "m.nnspec"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name,target", [("digits_cnn", 0.98), ("digits_mlp", 0.97)])
+def test_readme_specs_reach_their_accuracy(tmp_path, name, target):
+    r = run_nnc("train", SPECS / f"{name}.nnspec", "--out", tmp_path / "run", "--json")
+    assert r.returncode == 0, r.stderr
+    final = json.loads(r.stdout.strip().splitlines()[-1])
+    assert final["test_accuracy"] >= target
+    assert (tmp_path / "run" / "best.safetensors").is_file()
+    assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
+    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in rows if "train_loss" in r]
+    assert {"train_loss", "val_loss", "train_accuracy", "val_accuracy", "lr", "samples_per_s"} <= set(epochs[0])
+    assert "final" in rows[-1]
+    # nnc eval on the best checkpoint reports the same test accuracy
+    ev = run_nnc("eval", tmp_path / "run" / "best.safetensors", "--json")
+    assert ev.returncode == 0, ev.stderr
+    got = json.loads(ev.stdout)
+    assert got["accuracy"] == pytest.approx(final["test_accuracy"], abs=1e-6)
+    assert np.array(got["confusion"]).sum() == got["n"] == len(got["predictions"])
+
+
+def test_kill_and_resume_ends_like_an_uninterrupted_run(tmp_path):
+    path = mlp(tmp_path, extra="dropout 0.3", epochs=4, train_=", monitor_every 1",
+               reg="\nschedule cosine\nregularize l2 1e-3\n")
+    graph = check(load_spec(str(path)))
+    full = train(graph, tmp_path / "full", device="cpu", quiet=True)
+
+    class Kill:  # dies in the middle of the third epoch, like a SIGKILL after the epoch-2 checkpoint
+        def start(self, run): pass
+        def before_step(self, run): pass
+        def epoch_end(self, run, rec): pass
+        def end(self, run): pass
+
+        def after_step(self, run):
+            if run.epoch == 2 and run.step % 7 == 3:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(graph, tmp_path / "cut", device="cpu", quiet=True, callbacks=[Kill()])
+    assert checkpoint.load(tmp_path / "cut" / "last.safetensors").info["epoch"] == 2
+    r = run_nnc("train", "--resume", tmp_path / "cut", "--json", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    resumed = json.loads(r.stdout.strip().splitlines()[-1])
+    assert resumed["test_loss"] == pytest.approx(full["test_loss"], rel=1e-6)
+    assert resumed["test_accuracy"] == full["test_accuracy"]
+
+    def epochs(d):
+        return [json.loads(l) for l in (tmp_path / d / "metrics.jsonl").read_text().splitlines() if '"train_loss"' in l]
+    a, b = epochs("full"), epochs("cut")
+    assert [r["epoch"] for r in b] == [1, 2, 3, 4]
+    for x, y in zip(a, b):
+        assert x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-6)
+        assert x["val_loss"] == pytest.approx(y["val_loss"], rel=1e-6)
+
+
+def test_preprocessing_statistics_come_from_the_training_split_only(tmp_path):
+    path = mlp(tmp_path, epochs=1)
+    graph = check(load_spec(str(path)))
+    train(graph, tmp_path / "run", device="cpu", quiet=True)
+    ck = checkpoint.load(tmp_path / "run" / "best.safetensors")
+    splits = load_splits(graph)
+    np.testing.assert_allclose(ck.preprocess["mean"], splits.train.x.mean(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ck.preprocess["std"], np.where(splits.train.x.std(0) > 1e-8, splits.train.x.std(0), 1),
+                               rtol=1e-4, atol=1e-5)
+    everything = np.concatenate([splits.train.x, splits.val.x, splits.test.x])
+    assert not np.allclose(ck.preprocess["mean"], everything.mean(0), atol=1e-4)
+
+
+def test_max_norm_holds_after_every_update(tmp_path):
+    path = mlp(tmp_path, epochs=1, reg="regularize max_norm 0.5\n")
+    train(check(load_spec(str(path))), tmp_path / "run", device="cpu", quiet=True)
+    ck = checkpoint.load(tmp_path / "run" / "last.safetensors")
+    for name in ("fc1.weight", "fc2.weight"):
+        assert ck.model[name].norm(dim=1).max() <= 0.5 + 1e-5
+
+
+def test_finetune_freezes_and_skips_layers(tmp_path):
+    base = mlp(tmp_path, epochs=1)
+    train(check(load_spec(str(base))), tmp_path / "base", device="cpu", quiet=True)
+    src = checkpoint.load(tmp_path / "base" / "best.safetensors").model
+    text = base.read_text().replace("train batch 64", f'train finetune(from="{tmp_path / "base" / "best.safetensors"}", '
+                                                         f"skip=fc2), freeze fc1, batch 64")
+    text += "optimizer_placeholder"
+    text = text.replace("optimizer_placeholder", "")
+    (tmp_path / "ft.nnspec").write_text(text.replace("optimizer adam(lr=3e-3)",
+                                                     "optimizer adam(lr=3e-3), lr_mult(fc2=10)"))
+    graph = check(load_spec(str(tmp_path / "ft.nnspec")))
+    train(graph, tmp_path / "ft", device="cpu", quiet=True)
+    got = checkpoint.load(tmp_path / "ft" / "best.safetensors").model
+    assert torch.equal(got["fc1.weight"], src["fc1.weight"])  # loaded and frozen
+    assert not torch.equal(got["fc2.weight"], src["fc2.weight"])  # re-initialized and trained
+
+
+@pytest.mark.parametrize("data,message", [
+    ('npz("missing.npz")', "does not exist"),
+    ("synthetic(n=64, classes=12)", "labels out of range"),
+])
+def test_bad_data_stops_before_training(tmp_path, data, message):
+    path = mlp(tmp_path, data="").with_name("bad.nnspec")
+    path.write_text(MLP.format(extra="", data="", epochs=1, train="").replace("data digits", f"data {data}"))
+    r = run_nnc("train", path, "--out", tmp_path / "run", cwd=tmp_path)
+    assert r.returncode == 1
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "run" / "best.safetensors").exists()
+
+
+def test_data_shape_and_class_count_mismatch(tmp_path):
+    x = np.random.default_rng(0).standard_normal((40, 5, 5)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(40) % 3)
+    np.savez(tmp_path / "s.npz", x=x.reshape(40, 25)[:, :8], y=np.array(["a", "b", "c", "d"] * 10))
+    for fname, message in (("d.npz", "but the model's input is vector(8)"), ("s.npz", "the data has 4 classes")):
+        text = f'model M {{\n input vector(8)\n dense 3\n}}\ndata npz("{tmp_path / fname}")\ntrain epochs 1\n'
+        (tmp_path / "x.nnspec").write_text(text)
+        r = run_nnc("train", tmp_path / "x.nnspec", "--out", tmp_path / "run")
+        assert r.returncode == 1, r.stderr
+        assert message in r.stderr and "Traceback" not in r.stderr
+        assert "x.nnspec:5:1" in r.stderr  # points at the data section
+
+
+def test_set_overrides_are_validated(tmp_path):
+    path = mlp(tmp_path, epochs=1)
+    r = run_nnc("train", path, "--set", "optimizer.lr=-1", "--out", tmp_path / "run")
+    assert r.returncode == 1 and "lr must be > 0" in r.stderr
+    spec = load_spec(str(path), ("optimizer.lr=0.5", "train.epochs=7"))
+    assert spec.optimizer.params.lr == 0.5 and spec.train.epochs == 7
+
+
+def test_search_ranges_need_nnc_search(tmp_path):
+    path = tmp_path / "r.nnspec"
+    path.write_text("model M {\n input vector(64)\n dense 10\n}\noptimizer sgd(lr=loguniform(1e-4, 1e-1))\n")
+    r = run_nnc("train", path, "--out", tmp_path / "run")
+    assert r.returncode == 1 and "nnc search" in r.stderr and "r.nnspec:5:18" in r.stderr
+
+
+def test_sources_npz_csv_imagefolder(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog"):
+        (tmp_path / "img" / c).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray((rng.random((10, 12, 3)) * 255).astype(np.uint8)).save(tmp_path / "img" / c / f"{i}.png")
+    rows = "\n".join(f"{a:.3f},{b:.3f},{int(a > b)}" for a, b in rng.random((30, 2)))
+    (tmp_path / "t.csv").write_text("a,b,label\n" + rows + "\n")
+    cases = [(f'imagefolder("{tmp_path / "img"}")', "image(3, 8, 8)", 2),
+             (f'csv("{tmp_path / "t.csv"}", label=label)', "vector(2)", 2)]
+    for data, inp, classes in cases:
+        spec = load_text(f"model M {{\n input {inp}\n dense {classes}\n}}\ndata {data}, val 0.2, test 0.2\n")
+        splits = load_splits(check(spec))
+        n = len(splits.train) + len(splits.val) + len(splits.test)
+        assert n in (12, 30) and splits.train.x.shape[1:] == check(spec).input.dims
+        assert set(np.unique(np.concatenate([splits.train.y, splits.val.y, splits.test.y]))) == {0, 1}
+    spec = load_text(f'model M {{\n input vector(2)\n dense 2\n}}\ndata imagefolder("{tmp_path / "nope"}")\n')
+    with pytest.raises(Exception, match="does not exist"):
+        load_splits(check(spec))
+
+
+def test_dropout_is_inverted_and_off_in_eval():
+    from nnc import build_model
+
+    spec = load_text("model M {\n input vector(1000)\n dropout 0.5\n}\nloss mse\n")
+    model = build_model(spec)
+    x = torch.ones(200, 1000)
+    model.train()
+    y = model(x)
+    assert set(torch.unique(y).tolist()) == {0.0, 2.0}  # kept units are scaled by 1/(1-p) during training
+    assert y.mean().item() == pytest.approx(1.0, abs=0.02)
+    model.eval()
+    assert torch.equal(model(x), x)  # nothing to rescale at test time
+
+
+def test_svm_loss_is_the_notes_hinge():
+    from nnc.runtime.losses import svm_loss
+
+    s = torch.tensor([[3.2, 5.1, -1.7], [1.3, 4.9, 2.0], [2.2, 2.5, -3.1]])
+    y = torch.tensor([0, 1, 2])
+    # the notes' worked example: L = (2.9 + 0 + 12.9) / 3
+    assert svm_loss(s, y).item() == pytest.approx((2.9 + 0 + 12.9) / 3, rel=1e-5)
+
+
+def test_l2_excludes_biases_by_default():
+    from nnc import build_model
+    from nnc.runtime.params import param_groups
+
+    for decay_bias, want_bias in (("", 0.0), (", decay_bias true", 0.01)):
+        spec = load_text(f"model M {{\n input vector(4)\n dense 3\n batchnorm\n dense 2\n}}\nregularize l2 0.01{decay_bias}\n")
+        graph = check(spec)
+        model = build_model(graph)
+        groups = param_groups(model, graph, coupled_l2=True)
+        decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+        for name, p in model.named_parameters():
+            want = 0.01 if name.endswith("weight") and not name.startswith("bn") else want_bias
+            assert decay[id(p)] == want, name
+    # and behaviourally: one SGD step on a zero data loss moves weights by lr*l2*w, biases not at all
+    spec = load_text("model M {\n input vector(4)\n dense 3\n}\nregularize l2 0.5\noptimizer sgd(lr=0.1)\n")
+    graph = check(spec)
+    model = build_model(graph)
+    with torch.no_grad():
+        model.fc1.bias.fill_(1.0)
+    w0 = model.fc1.weight.detach().clone()
+    from nnc.runtime.optimizers import OPTIMIZERS
+
+    opt = OPTIMIZERS["sgd"].build(spec.optimizer.params, param_groups(model, graph, True))
+    (model(torch.zeros(1, 4)) * 0).sum().backward()
+    opt.step()
+    torch.testing.assert_close(model.fc1.weight, w0 * (1 - 0.1 * 0.5))
+    assert torch.equal(model.fc1.bias, torch.ones(3))
