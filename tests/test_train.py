@@ -128,7 +128,7 @@ def test_finetune_freezes_and_skips_layers(tmp_path):
 
 @pytest.mark.parametrize("data,message", [
     ('npz("missing.npz")', "does not exist"),
-    ("synthetic(n=64, classes=12)", "labels out of range"),
+    ("synthetic(n=64, classes=12)", "the data has 12 classes, but the last layer has 10 outputs"),
 ])
 def test_bad_data_stops_before_training(tmp_path, data, message):
     path = mlp(tmp_path, data="").with_name("bad.nnspec")
@@ -143,7 +143,9 @@ def test_data_shape_and_class_count_mismatch(tmp_path):
     x = np.random.default_rng(0).standard_normal((40, 5, 5)).astype(np.float32)
     np.savez(tmp_path / "d.npz", x=x, y=np.arange(40) % 3)
     np.savez(tmp_path / "s.npz", x=x.reshape(40, 25)[:, :8], y=np.array(["a", "b", "c", "d"] * 10))
-    for fname, message in (("d.npz", "but the model's input is vector(8)"), ("s.npz", "the data has 4 classes")):
+    np.savez(tmp_path / "l.npz", x=x.reshape(40, 25)[:, :8], y=np.arange(40) % 5)
+    for fname, message in (("d.npz", "but the model's input is vector(8)"), ("s.npz", "the data has 4 classes"),
+                           ("l.npz", "labels out of range: found labels 0..4, but the last layer has 3 outputs")):
         text = f'model M {{\n input vector(8)\n dense 3\n}}\ndata npz("{tmp_path / fname}")\ntrain epochs 1\n'
         (tmp_path / "x.nnspec").write_text(text)
         r = run_nnc("train", tmp_path / "x.nnspec", "--out", tmp_path / "run")
