@@ -27,7 +27,8 @@ def cmd_train(args) -> int:
         out = args.out or args.resume
     else:
         if not args.spec:
-            raise SystemExit("nnc train: give a SPEC, or --resume RUN_DIR")
+            print("nnc train: error: give a SPEC, or --resume RUN_DIR", file=sys.stderr)
+            return 2
         spec = load_spec(args.spec, tuple(overrides))
         out = args.out or _default_out(args.spec)
     graph = check(spec)
