@@ -1,0 +1,254 @@
+"""`nnc doctor`: the notes' sanity checks before a long run, on the spec's real training data.
+
+1. the loss at initialization, regularization off, is close to chance (ln C for softmax);
+2. turning regularization up raises the loss;
+3. the model overfits 20 examples (regularization and dropout off) to 100% training accuracy;
+4. gradient check: centered differences in float64 vs autograd, per parameter tensor;
+5. a coarse learning-rate sweep in log space: where the loss goes down without exploding.
+
+Every check returns a `Check` with its measured numbers; the CLI prints them and exits 4 when
+one failed. Dropout is switched off (p=0) rather than the model put in eval mode, so that
+batchnorm still normalizes with batch statistics as it does in training.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from nnc.compiler.shapes import Graph
+from nnc.compiler.torch_build import build_model
+from nnc.runtime import params as P, preprocess
+from nnc.runtime.data import load_splits
+from nnc.runtime.losses import LOSSES
+from nnc.runtime.optimizers import OPTIMIZERS
+
+# |loss0 - chance| / chance. The notes' "~2.3 for 10 classes" assumes scores near 0; scores of
+# std s across classes add about s^2/2 nats, and He / Xavier inits give s ~ 1: +0.5 nats, 22% of
+# ln 10 (the digits nets measure 2.89, 26%). 35% still catches a summed instead of averaged loss
+# (x batch), a wrong class count and an init that blows the scores up.
+CHANCE_TOL = 0.35
+EXPLODE = 3.0  # the notes' rule, as in train.py
+# the notes' gradient-check thresholds on the relative error |a - n| / (|a| + |n|)
+WRONG, UNCOMFORTABLE, HAPPY = 1e-2, 1e-4, 1e-7
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    summary: str  # the measured numbers, one line
+    details: dict = field(default_factory=dict)
+
+
+@dataclass
+class TensorGrad:
+    name: str
+    entries: int  # how many entries were checked
+    worst: float  # the largest relative error among them
+    verdict: str  # happy / ok / uncomfortable / wrong
+
+
+def verdict(rel: float) -> str:
+    if rel > WRONG:
+        return "wrong"
+    if rel > UNCOMFORTABLE:
+        return "uncomfortable"
+    if rel > HAPPY:
+        return "ok"  # fine for objectives with kinks (ReLU, max pooling, hinge)
+    return "happy"
+
+
+def no_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """Set every dropout module's p to 0 (in place); train mode is kept for batchnorm."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.dropout._DropoutNd):
+            m.p = 0.0
+    return model
+
+
+def gradient_check(model: torch.nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, h: float = 1e-5,
+                   samples: int = 10, seed: int = 0) -> list[TensorGrad]:
+    """Compare autograd with centered differences (f(w+h) - f(w-h)) / 2h in float64 on a copy
+    of `model` (dropout off), for up to `samples` random entries of each parameter tensor.
+    Both gradients zero counts as a relative error of 0."""
+    m = no_dropout(copy.deepcopy(model)).double().train()
+    x = x.double() if x.is_floating_point() else x
+    y = y.double() if y.is_floating_point() else y
+    f = lambda: loss_fn(m(x), y)
+    m.zero_grad(set_to_none=True)
+    f().backward()
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if not p.requires_grad or p.grad is None:
+                continue
+            flat, grad = p.view(-1), p.grad.view(-1)
+            idx = torch.randperm(flat.numel(), generator=gen)[:samples] if flat.numel() > samples else torch.arange(flat.numel())
+            worst = 0.0
+            for i in idx.tolist():
+                old = flat[i].item()
+                flat[i] = old + h
+                fp = f().item()
+                flat[i] = old - h
+                fm = f().item()
+                flat[i] = old
+                num, ana = (fp - fm) / (2 * h), grad[i].item()
+                denom = abs(num) + abs(ana)
+                worst = max(worst, abs(ana - num) / denom if denom > 0 else 0.0)
+            out.append(TensorGrad(name, len(idx), worst, verdict(worst)))
+    return out
+
+
+# ---------------------------------------------------------------- the doctor
+
+
+class Doctor:
+    """Holds the preprocessed training split and builds fresh models for each check."""
+
+    def __init__(self, graph: Graph, device: str = "cpu"):
+        spec = graph.spec
+        self.graph, self.dev = graph, torch.device(device)
+        splits = load_splits(graph)
+        steps = [(c.kind, c.params) for c in spec.data.preprocess]
+        x = splits.train.x
+        if steps and spec.model.input.kind != "tokens":
+            x = preprocess.apply(preprocess.fit(steps, x), x.astype(np.float32))
+        self.x = torch.as_tensor(np.ascontiguousarray(x)).to(self.dev)
+        self.y = torch.as_tensor(splits.train.y).to(self.dev)
+        self.loss_def = LOSSES[spec.loss.kind]
+        self.loss_fn = self.loss_def.build(spec.loss.params)
+        self.classes = graph.output.features if self.loss_def.classification else None
+        self.gen = torch.Generator().manual_seed(spec.train.seed)
+
+    def model(self, dropout: bool = True) -> torch.nn.Module:
+        m = build_model(self.graph).to(self.dev).train()
+        return m if dropout else no_dropout(m)
+
+    def subset(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randperm(len(self.x), generator=self.gen)[:n].to(self.dev)
+        return self.x[idx], self.y[idx]
+
+    # --- 1. loss at init
+    def init_loss(self, n: int = 512) -> Check:
+        x, y = self.subset(n)
+        with torch.no_grad():
+            scores = self.model(dropout=False)(x).float()
+            loss = self.loss_fn(scores, y).item()
+        spread = scores.std(1).mean().item() if scores.dim() == 2 and scores.shape[1] > 1 else 0.0
+        if self.loss_def.chance is None:
+            return Check("loss at init", math.isfinite(loss), f"{loss:.4f} (no chance value for {self.loss_def.kind})",
+                         {"loss": loss})
+        chance = self.loss_def.chance(self.graph.spec.loss.params, self.classes)
+        off = abs(loss - chance) / chance
+        return Check("loss at init ≈ chance", off <= CHANCE_TOL,
+                     f"{loss:.4f} vs chance {chance:.4f} ({100 * off:.0f}% off, limit {100 * CHANCE_TOL:.0f}%; "
+                     f"score std {spread:.2f})", {"loss": loss, "chance": chance, "relative_off": off, "score_std": spread})
+
+    # --- 2. regularization raises the loss
+    def regularization(self, n: int = 512) -> Check:
+        x, y = self.subset(n)
+        model = self.model(dropout=False)
+        reg = self.graph.spec.regularize
+        l2 = max(reg.l2 * 1e3, 1.0)
+        with torch.no_grad():
+            data = self.loss_fn(model(x).float(), y).item()
+            pen = float(P.penalty(P.decayed(model, self.graph), 0.0, l2))
+        total = data + pen
+        return Check("regularization raises the loss", total > data * 1.01,
+                     f"{data:.4f} without, {total:.4f} with l2={l2:g}", {"loss": data, "with_l2": total, "l2": l2})
+
+    # --- 3. overfit a tiny subset
+    def overfit(self, n: int = 20, max_steps: int = 300, lr: float = 1e-3) -> Check:
+        x, y = self.subset(n)
+        model = self.model(dropout=False)
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        first = loss = acc = None
+        for step in range(1, max_steps + 1):
+            opt.zero_grad(set_to_none=True)
+            scores = model(x).float()
+            l = self.loss_fn(scores, y)
+            l.backward()
+            opt.step()
+            loss = l.item()
+            first = loss if first is None else first
+            if self.classes:
+                acc = (scores.argmax(1) == y).float().mean().item()
+                if acc == 1.0 and loss < 0.05:
+                    break
+            elif loss < 1e-3 * first:
+                break
+        ok = acc == 1.0 if self.classes else loss < 1e-2 * first
+        what = f"training accuracy {100 * acc:.0f}%, " if self.classes else ""
+        return Check(f"overfits {n} examples", ok, f"{what}loss {first:.3f} -> {loss:.4f} in {step} steps (adam lr {lr:g})",
+                     {"accuracy": acc, "first_loss": first, "loss": loss, "steps": step})
+
+    # --- 4. gradient check
+    def gradients(self, n: int = 4, samples: int = 10) -> Check:
+        x, y = self.subset(n)
+        results = gradient_check(self.model(dropout=False), self.loss_fn, x, y, samples=samples)
+        worst = max(results, key=lambda r: r.worst)
+        bad = [r.name for r in results if r.verdict == "wrong"]
+        summary = (f"worst relative error {worst.worst:.2e} ({worst.name}, {worst.verdict}) over "
+                   f"{len(results)} tensors, {sum(r.entries for r in results)} entries")
+        if bad:
+            summary += f"; wrong: {', '.join(bad)}"
+        return Check("gradient check", not bad, summary, {"tensors": [asdict(r) for r in results]})
+
+    # --- 5. learning-rate sweep
+    def lr_sweep(self, lrs=tuple(10.0 ** np.arange(-5, 1.01, 0.75)), steps: int = 100, n: int = 512) -> Check:
+        spec = self.graph.spec
+        x, y = self.subset(n)
+        batch = min(spec.train.batch, n)
+        opt_def = OPTIMIZERS[spec.optimizer.kind]
+        rows = []
+        for lr in lrs:
+            torch.manual_seed(spec.train.seed)
+            model = self.model()
+            p = spec.optimizer.params.model_copy(update={"lr": float(lr)})
+            opt = opt_def.build(p, [{"params": list(model.parameters()), "lr_mult": 1.0}])
+            losses, exploded = [], False
+            for step in range(steps):
+                i = (step * batch) % n
+                xb, yb = (x, y) if opt_def.full_batch else (x[i:i + batch], y[i:i + batch])
+
+                def closure():
+                    opt.zero_grad(set_to_none=True)
+                    l = self.loss_fn(model(xb).float(), yb)
+                    l.backward()
+                    closure.loss = l.item()
+                    return l
+
+                opt.step(closure) if opt_def.full_batch else (closure(), opt.step())
+                losses.append(closure.loss)
+                if not math.isfinite(closure.loss) or closure.loss > EXPLODE * losses[0]:
+                    exploded = True
+                    break
+            end = float(np.mean(losses[-10:]))
+            rows.append({"lr": float(lr), "first": losses[0], "end": end, "exploded": exploded,
+                         "down": not exploded and end < 0.9 * losses[0]})
+        good = [r["lr"] for r in rows if r["down"]]
+        best = min((r for r in rows if r["down"]), key=lambda r: r["end"], default=None)
+        lr0 = spec.optimizer.params.lr
+        if good:
+            summary = (f"loss goes down for lr {min(good):.1e} .. {max(good):.1e} (best {best['lr']:.1e}: "
+                       f"{best['first']:.3f} -> {best['end']:.3f}); spec lr {lr0:g} is "
+                       + ("inside" if min(good) <= lr0 <= max(good) else "OUTSIDE") + " it")
+        else:
+            summary = f"the loss went down for none of {len(rows)} learning rates ({lrs[0]:.0e} .. {lrs[-1]:.0e})"
+        return Check(f"lr sweep ({spec.optimizer.kind}, {steps} steps)", bool(good), summary,
+                     {"rows": rows, "good_range": [min(good), max(good)] if good else None, "spec_lr": lr0})
+
+
+CHECKS = ("init_loss", "regularization", "overfit", "gradients", "lr_sweep")
+
+
+def run_doctor(graph: Graph, device: str = "cpu", checks=CHECKS) -> list[Check]:
+    torch.manual_seed(graph.spec.train.seed)
+    doc = Doctor(graph, device)
+    return [getattr(doc, c)() for c in checks]
