@@ -109,7 +109,10 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
     spec, cfg = graph.spec, graph.spec.train
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    callbacks = callbacks or []
+    if callbacks is None:  # the babysitting monitors are on by default; callbacks=[] turns them off
+        from nnc.runtime.monitors import default_monitors
+
+        callbacks = default_monitors(graph)
     if spec.search:
         r = spec.search[0]
         raise NncError(Diagnostic(f"this spec has {len(spec.search)} search range(s) ({', '.join(s.path for s in spec.search)}): "

@@ -1,0 +1,259 @@
+"""Babysitting monitors for `nnc train` (the notes' "what to watch while it learns").
+
+On sampled steps (every `train.monitor_every` steps) the `Monitor` records, per parameter
+tensor, the gradient norm and the update / weight ratio ||w_after - w_before|| / ||w_before||
+(about 1e-3 is healthy), and per layer the activation mean and std, the fraction of dead ReLUs
+(units that are zero for every example of the batch) and of saturated tanh / sigmoid units.
+Records go to metrics.jsonl (`"monitor": "step"`) and TensorBoard (scalars, and activation
+histograms once per epoch). At epoch end it adds the epoch's averages, warnings and the
+train / validation gap hint to the epoch record; at the end of the run it draws dashboard.png
+and, for conv nets, filters.png.
+
+Forward hooks exist only during the forward pass of a sampled step: one pre-hook on the
+model counts training forwards and registers the per-layer hooks on every `monitor_every`-th
+one; the model's forward hook removes them again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+
+import torch
+
+from nnc.compiler.shapes import Graph
+from nnc.runtime import params as P
+
+RELU_LIKE = ("relu", "leaky_relu", "prelu", "elu")
+SATURATING = ("tanh", "sigmoid")
+WATCHED = RELU_LIKE + SATURATING + ("maxout", "dense", "conv", "batchnorm", "layernorm")
+RATIO_LOW, RATIO_HIGH = 1e-5, 1e-1  # warn when a weight's epoch-mean update ratio is outside
+GAP_BIG, GAP_NONE, LOW_ACC = 0.10, 0.02, 0.95
+
+
+def activation_stats(kind: str, out: torch.Tensor) -> dict[str, torch.Tensor]:
+    """mean, std and (by kind) the dead or saturated fraction of one layer's output (B, ...)."""
+    out = out.detach().float()
+    s = {"mean": out.mean(), "std": out.std()}
+    if kind in ("relu", "prelu", "leaky_relu", "elu"):
+        dead = out <= 0 if kind == "relu" else out == 0
+        s["dead"] = dead.reshape(len(out), -1).all(0).float().mean()  # a unit: one (channel, position)
+    elif kind == "tanh":
+        s["saturated"] = (out.abs() > 0.99).float().mean()
+    elif kind == "sigmoid":
+        s["saturated"] = ((out < 0.01) | (out > 0.99)).float().mean()
+    return s
+
+
+class Monitor:
+    def __init__(self, graph: Graph, histograms: bool = True, pictures: bool = True):
+        self.graph = graph
+        self.every = graph.spec.train.monitor_every
+        self.histograms, self.pictures = histograms, pictures
+        self.layers = [(l.path, l.kind) for l in graph.layers() if l.kind in WATCHED]
+        self.role = P.roles(graph)
+
+    # --- hooks: registered for one forward pass of a sampled step
+    def _pre(self, module, args):
+        if not module.training or not self.every:
+            return
+        if self.skip > 0:
+            self.skip -= 1
+            return
+        self.skip = self.every - 1
+        self.acts = {}
+        for path, kind in self.layers:
+            sub = module.get_submodule(path)
+            self.handles.append(sub.register_forward_hook(self._capture(path, kind)))
+
+    def _capture(self, path: str, kind: str):
+        def hook(module, args, out):
+            self.acts[path] = (kind, out.detach())
+        return hook
+
+    def _post(self, module, args, out):
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+    # --- the callback protocol of runtime/train.py
+    def start(self, run) -> None:
+        self.run, self.skip, self.handles, self.acts = run, 0, [], {}
+        self.params = [(n, p) for n, p in run.model.named_parameters() if p.requires_grad]
+        self.before: list[torch.Tensor] = []
+        self.grad_norms: dict[str, float] = {}
+        self.epoch_ratios: dict[str, list[float]] = defaultdict(list)
+        self.epoch_acts: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        self.hist_epoch = -1
+        self.tb_queue: list[tuple] = []
+        self.own = [run.model.register_forward_pre_hook(self._pre), run.model.register_forward_hook(self._post)]
+
+    def before_step(self, run) -> None:
+        with torch.no_grad():
+            self.before = [p.detach().clone() for _, p in self.params]
+            norms = torch.stack([p.grad.norm() if p.grad is not None else torch.zeros((), device=p.device)
+                                 for _, p in self.params]).tolist()
+        self.grad_norms = {n: v for (n, _), v in zip(self.params, norms)}
+
+    def after_step(self, run) -> None:
+        rec = {"monitor": "step", "epoch": run.epoch + 1, "step": run.step, "loss": run.loss}
+        tb = self.tb_queue  # written at epoch end, outside the timed loop
+        if self.before:
+            with torch.no_grad():
+                pairs = torch.stack([torch.stack(((p.detach() - b).norm(), b.norm()))
+                                     for (_, p), b in zip(self.params, self.before)]).tolist()
+            # None: the weights were all zero (a bias initialized to 0), the ratio is undefined
+            ratios = {n: u / w if w > 0 else None for (n, _), (u, w) in zip(self.params, pairs)}
+            rec["update_ratio"] = ratios
+            rec["grad_norm"] = self.grad_norms
+            for n, r in ratios.items():
+                if r is not None:
+                    self.epoch_ratios[n].append(r)
+                    tb.append(("scalar", f"update_ratio/{n}", r, run.step))
+            for n, g in self.grad_norms.items():
+                tb.append(("scalar", f"grad_norm/{n}", g, run.step))
+            self.before = []
+        if self.acts:
+            stats = {path: activation_stats(kind, out) for path, (kind, out) in self.acts.items()}
+            flat = [(path, k, v) for path, s in stats.items() for k, v in s.items()]
+            values = torch.stack([v for _, _, v in flat]).tolist() if flat else []
+            act: dict[str, dict[str, float]] = defaultdict(dict)
+            for (path, k, _), v in zip(flat, values):
+                act[path][k] = v
+                self.epoch_acts[path][k].append(v)
+                tb.append(("scalar", f"activation_{k}/{path}", v, run.step))
+            rec["activations"] = dict(act)
+            if self.histograms and self.hist_epoch != run.epoch:
+                self.hist_epoch = run.epoch
+                for path, (_, out) in self.acts.items():
+                    tb.append(("histogram", f"activations/{path}", out.float().cpu(), run.step))
+            self.acts = {}
+        run.log.write(rec)
+
+    def flush_tb(self, run) -> None:
+        if self.tb_queue:
+            tb = run.log.tb
+            for kind, tag, value, step in self.tb_queue:
+                (tb.add_scalar if kind == "scalar" else tb.add_histogram)(tag, value, step)
+            self.tb_queue.clear()
+
+    def epoch_end(self, run, record: dict) -> dict:
+        self.flush_tb(run)
+        extra: dict = {}
+        warnings: list[str] = []
+        ratios = {n: 10 ** (sum(math.log10(max(r, 1e-30)) for r in rs) / len(rs)) for n, rs in self.epoch_ratios.items() if rs}
+        if ratios:
+            extra["update_ratio"] = ratios
+            for n, r in ratios.items():  # weights only: a bias starting at 0 has a meaningless ratio
+                if self.role.get(n, "weight") == "weight" and not RATIO_LOW <= r <= RATIO_HIGH:
+                    warnings.append(f"{n}: update/weight ratio {r:.0e} (healthy ~1e-3; "
+                                    + ("learning rate too low?" if r < RATIO_LOW else "learning rate too high?") + ")")
+        acts = {path: {k: sum(v) / len(v) for k, v in s.items()} for path, s in self.epoch_acts.items()}
+        if acts:
+            extra["activations"] = acts
+            for path, s in acts.items():
+                if s.get("dead", 0) > 0.5:
+                    warnings.append(f"{path}: {100 * s['dead']:.0f}% dead ReLUs")
+                if s.get("saturated", 0) > 0.5:
+                    warnings.append(f"{path}: {100 * s['saturated']:.0f}% saturated units")
+        tr, va = record.get("train_accuracy"), record.get("val_accuracy")
+        if tr is not None and va is not None:
+            gap = tr - va
+            extra["gap"] = gap
+            if gap > GAP_BIG:
+                extra["gap_hint"] = f"train/val gap {100 * gap:.0f} points: overfitting, more regularization (l2, dropout) or data"
+                warnings.append(extra["gap_hint"])
+            elif gap < GAP_NONE and tr < LOW_ACC:
+                extra["gap_hint"] = f"no train/val gap at {100 * tr:.0f}% train accuracy: underfitting, more capacity"
+        if warnings:
+            extra["warnings"] = warnings
+        self.epoch_ratios.clear()
+        self.epoch_acts.clear()
+        return extra
+
+    def end(self, run) -> None:
+        for h in self.own:
+            h.remove()
+        self.flush_tb(run)
+        if self.pictures:
+            dashboard(run.log.path, run.out / "dashboard.png")
+            first = next((l for l in self.graph.layers() if l.tensors), None)
+            if first is not None and first.kind == "conv":
+                filters(run.model.get_submodule(first.path).weight.detach().float().cpu(), run.out / "filters.png")
+
+
+def default_monitors(graph: Graph) -> list:
+    return [Monitor(graph)]
+
+
+# ---------------------------------------------------------------- pictures
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def dashboard(metrics, path) -> None:
+    """2x2: loss, accuracy (per epoch), update ratios of the weights and activation std (per sample)."""
+    plt = _plt()
+    with open(metrics) as f:
+        rows = [json.loads(line) for line in f]
+    epochs = [r for r in rows if "train_loss" in r]
+    samples = [r for r in rows if r.get("monitor") == "step"]
+    fig, ax = plt.subplots(2, 2, figsize=(11, 8), dpi=90)
+    ep = [r["epoch"] for r in epochs]
+    for k in ("train_loss", "val_loss"):
+        pts = [(e, r[k]) for e, r in zip(ep, epochs) if r.get(k) is not None]
+        if pts:
+            ax[0, 0].plot(*zip(*pts), marker="o", ms=3, label=k.replace("_", " "))
+    ax[0, 0].set(title="loss", xlabel="epoch", yscale="log")
+    for k in ("train_accuracy", "val_accuracy"):
+        pts = [(e, r[k]) for e, r in zip(ep, epochs) if r.get(k) is not None]
+        if pts:
+            ax[0, 1].plot(*zip(*pts), marker="o", ms=3, label=k.replace("_", " "))
+    ax[0, 1].set(title="accuracy", xlabel="epoch")
+    ratio_rows = [r for r in samples if "update_ratio" in r]
+    for n in (ratio_rows[0]["update_ratio"] if ratio_rows else {}):
+        if n.endswith("weight"):
+            pts = [(r["step"], r["update_ratio"][n]) for r in ratio_rows if (r["update_ratio"].get(n) or 0) > 0]
+            if pts:
+                ax[1, 0].plot(*zip(*pts), label=n)
+    ax[1, 0].axhline(1e-3, color="gray", ls="--", lw=1, label="1e-3")
+    ax[1, 0].set(title="update / weight ratio", xlabel="step", yscale="log")
+    act_rows = [r for r in samples if "activations" in r]
+    for layer in (act_rows[-1]["activations"] if act_rows else {}):
+        pts = [(r["step"], r["activations"][layer]["std"]) for r in act_rows if layer in r["activations"]]
+        ax[1, 1].plot(*zip(*pts), label=layer)
+    ax[1, 1].set(title="activation std per layer", xlabel="step")
+    for a in ax.flat:
+        a.grid(alpha=0.3)
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def filters(w: torch.Tensor, path) -> None:
+    """First-layer filters (O, C, k, k) as a grid; RGB when C == 3, else channel 0 in gray."""
+    plt = _plt()
+    o = w.shape[0]
+    cols = math.ceil(math.sqrt(o))
+    rows = math.ceil(o / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.8, rows * 0.8), dpi=90, squeeze=False)
+    for i, a in enumerate(axes.flat):
+        a.axis("off")
+        if i >= o:
+            continue
+        f = w[i]
+        img = f.permute(1, 2, 0) if f.shape[0] == 3 else f[0]
+        img = (img - img.min()) / (img.max() - img.min() + 1e-12)
+        a.imshow(img.numpy(), cmap=None if f.shape[0] == 3 else "gray", interpolation="nearest")
+    fig.suptitle("first-layer filters")
+    fig.savefig(path)
+    plt.close(fig)
