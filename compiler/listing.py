@@ -5,6 +5,7 @@ from __future__ import annotations
 from nnc.compiler.layers import LAYERS
 from nnc.compiler.shapes import Graph, LayerInfo, ResidualInfo
 from nnc.compiler.spec import DEFAULTS, SECTIONS
+from nnc.compiler.values import format_value
 
 
 def _flops(n: int) -> str:
@@ -72,7 +73,7 @@ def resolved_sections(graph: Graph) -> list[tuple[str, str, str]]:
         "init": ", ".join(f"{r.layer + ' ' if r.layer else ''}{r.target} {r.init}" +
                           (f" before {r.before}" if r.before else "") for r in spec.init),
         "loss": str(spec.loss),
-        "regularize": ", ".join(f"{k} {v}" for k, v in spec.regularize.model_dump().items()),
+        "regularize": _fields(spec.regularize),
         "optimizer": str(spec.optimizer.choice) + "".join(f", {k}({', '.join(f'{n}={f:g}' for n, f in m.items())})"
                                                           for k, m in (("lr_mult", spec.optimizer.lr_mult),
                                                                        ("decay_mult", spec.optimizer.decay_mult)) if m),
@@ -81,12 +82,29 @@ def resolved_sections(graph: Graph) -> list[tuple[str, str, str]]:
         "data": ", ".join([str(spec.data.source), f"val {spec.data.val:g}", f"test {spec.data.test:g}"] +
                           ([f"preprocess {' '.join(map(str, spec.data.preprocess))}"] if spec.data.preprocess else []) +
                           ([f"augment {' '.join(map(str, spec.data.augment))}"] if spec.data.augment else [])),
-        "train": ", ".join(f"{k} {v}" for k, v in spec.train.model_dump(by_alias=True).items() if v not in (None, ())),
+        "train": _fields(spec.train),
     }
+    overridden = {o.split("=")[0].split(".")[0] for o in spec.overrides}
     for s in SECTIONS[1:]:
-        origin = f"line {spec.spans[s].line}" if s in spec.spans else f"default: {DEFAULTS[s]}"
+        origin = f"line {spec.spans[s].line}" if s in spec.spans and spec.spans[s].line else f"default: {DEFAULTS[s]}"
+        if s in overridden:
+            origin += ", with --set"
         rows.append((s, texts[s], origin))
     return rows
+
+
+def _fields(params) -> str:
+    """`key value` pairs of a section, nested options as calls: early_stop(patience=8, ...)."""
+    out = []
+    for k, v in params.model_dump(by_alias=True).items():
+        if v is None or v == ():
+            continue
+        if isinstance(v, dict):
+            v = "(" + ", ".join(f"{a}={format_value(b)}" for a, b in v.items() if b is not None) + ")"
+            out.append(f"{k}{v}")
+        else:
+            out.append(f"{k} {format_value(v)}")
+    return ", ".join(out)
 
 
 def listing_json(graph: Graph) -> dict:

@@ -668,11 +668,15 @@ def _apply_overrides(sections: dict[str, Statement], overrides: tuple[str, ...],
     for text in overrides:
         key, sep, value = text.partition("=")
         path = key.strip().split(".")
-        if not sep or len(path) != 2 or path[0] not in SECTIONS or path[0] == "model":
-            raise NncError(f"--set {text}: expected SECTION.KEY=VALUE with a section among "
+        if not sep or len(path) > 2 or path[0] not in SECTIONS or path[0] == "model":
+            raise NncError(f"--set {text}: expected SECTION.KEY=VALUE or SECTION=ENTRIES with a section among "
                            f"{', '.join(s for s in SECTIONS if s != 'model')}, e.g. --set optimizer.lr=3e-4")
+        if len(path) == 1:  # --set schedule="step(every=5)": the whole section, as if written on its line
+            (stmt,) = parse(f"{path[0]} {value}\n", f"--set {text}")
+            sections[path[0]] = _unplace(stmt)
+            continue
         section, field_ = path
-        v = parse_value(value.strip(), f"--set {text}")
+        v = _unplace(parse_value(value.strip(), f"--set {text}"))
         stmt = sections.get(section)
         word = Value("word", field_, v.span)
         if section in ("optimizer", "loss") and field_ not in ("lr_mult", "decay_mult"):
@@ -685,6 +689,24 @@ def _apply_overrides(sections: dict[str, Statement], overrides: tuple[str, ...],
                 entries = [e for e in _entries(stmt) if not (e.items[0].kind == "word" and e.items[0].value == field_)]
                 stmt = Statement((Entry((stmt.head,), stmt.head.span), *entries, new), None, stmt.span)
         sections[section] = stmt
+
+
+def _unplace(node):
+    """Spans of --set text point into the command line, not the spec: drop them (line 0 is
+    rendered without a location)."""
+    from dataclasses import fields, replace
+
+    from nnc.grammar.parse import Call, Entry
+
+    nowhere = Span(0, 0, 0, 0)
+    if isinstance(node, tuple):
+        return tuple(_unplace(n) for n in node)
+    if isinstance(node, (Value, Entry, Statement, Call)):
+        changes = {f.name: _unplace(getattr(node, f.name)) for f in fields(node)}
+        return replace(node, **{k: (nowhere if isinstance(v, Span) else v) for k, v in changes.items()})
+    if isinstance(node, Span):
+        return nowhere
+    return node
 
 
 def _set_call_arg(stmt: Statement | None, section: str, key: str, v: Value) -> Statement:

@@ -51,16 +51,16 @@ class Choice:
     span: Span | None = None
 
     def __str__(self) -> str:
-        args = ", ".join(f"{k}={_fmt(v)}" for k, v in self.params.model_dump(by_alias=True).items()
+        args = ", ".join(f"{k}={format_value(v)}" for k, v in self.params.model_dump(by_alias=True).items()
                          if v is not None)
         return f"{self.kind}({args})" if args else self.kind
 
 
-def _fmt(v: Any) -> str:
+def format_value(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:g}"
     if isinstance(v, (tuple, list)):
-        return "(" + ", ".join(_fmt(x) for x in v) + ")"
+        return "(" + ", ".join(format_value(x) for x in v) + ")"
     if isinstance(v, str):
         return v if v.isidentifier() else f'"{v}"'
     return str(v).lower() if isinstance(v, bool) else str(v)
@@ -135,7 +135,7 @@ def describe_error(e: dict, what: str) -> tuple[str, str | None]:
     field = ".".join(loc)
     subject = f"{what} {field}".strip() if field else what
     t, ctx, got = e["type"], e.get("ctx", {}), e.get("input")
-    shown = _fmt(got) if not isinstance(got, dict) else "a call"
+    shown = format_value(got) if not isinstance(got, dict) else "a call"
     bounds = {"greater_than": f"> {ctx.get('gt')}", "greater_than_equal": f">= {ctx.get('ge')}",
               "less_than": f"< {ctx.get('lt')}", "less_than_equal": f"<= {ctx.get('le')}"}
     if t in bounds:
