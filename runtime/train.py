@@ -138,6 +138,9 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
 
     # --- model and optimizer
     model = build_model(graph).to(dev)
+    if any(l.kind == "conv" for l in graph.layers()):  # ~1.1-1.2x faster conv training in eager mode (DESIGN.md)
+        model = model.to(memory_format=torch.channels_last)
+        xtr = xtr.contiguous(memory_format=torch.channels_last)
     if cfg.finetune and not resume:
         _finetune(model, graph)
     opt_def = OPTIMIZERS[spec.optimizer.kind]
