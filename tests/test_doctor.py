@@ -1,0 +1,132 @@
+"""nnc doctor: the notes' sanity checks, and the gradient check on hand-made layers."""
+
+import json
+
+import pytest
+import torch
+
+from nnc.compiler.diagnostics import EXIT_SANITY
+from nnc.compiler.shapes import check
+from nnc.compiler.spec import load_spec
+from nnc.runtime.doctor import gradient_check, run_doctor, verdict
+
+from conftest import SPECS, run_nnc
+
+
+def test_doctor_digits_cnn_passes_and_prints_numbers():
+    r = run_nnc("doctor", SPECS / "digits_cnn.nnspec")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for words in ("loss at init", "vs chance 2.3026", "overfits 20 examples", "training accuracy 100%",
+                  "gradient check", "conv1.weight", "lr sweep", "loss goes down for lr", "5 of 5 checks passed"):
+        assert words in r.stdout, words
+
+
+def test_doctor_json():
+    r = run_nnc("doctor", SPECS / "digits_mlp.nnspec", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["passed"] is True
+    checks = {c["name"]: c for c in out["checks"]}
+    assert len(checks) == 5
+    init = checks["loss at init ≈ chance"]["details"]
+    assert init["chance"] == pytest.approx(2.302585, abs=1e-5)
+    assert abs(init["loss"] - init["chance"]) / init["chance"] < 0.35
+    grads = checks["gradient check"]["details"]["tensors"]
+    assert [g["name"] for g in grads] == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+    assert all(g["worst"] < 1e-4 and g["entries"] == 10 for g in grads)
+    sweep = next(c for n, c in checks.items() if n.startswith("lr sweep"))["details"]
+    lo, hi = sweep["good_range"]
+    assert lo < 3e-3 < hi  # the spec's adam lr is inside the range that works
+    assert any(r["exploded"] for r in sweep["rows"] if r["lr"] >= 1.0)  # adam at lr 1+ blows up
+
+
+def test_init_check_fails_on_huge_init(tmp_path):
+    """Scores blown up by the init: the loss at init is far from ln 10 and the check says so."""
+    text = (SPECS / "digits_mlp.nnspec").read_text().replace("init       weights he, bias constant(0)",
+                                                             "init       weights gaussian(std=5), bias constant(0)")
+    path = tmp_path / "huge.nnspec"
+    path.write_text(text)
+    [c] = run_doctor(check(load_spec(str(path), ())), checks=("init_loss",))
+    assert not c.passed
+    assert c.details["loss"] > 10 * c.details["chance"]
+
+
+def test_doctor_exit_4_when_a_check_fails(tmp_path):
+    text = (SPECS / "digits_mlp.nnspec").read_text().replace("weights he,", "weights gaussian(std=5),")
+    path = tmp_path / "huge.nnspec"
+    path.write_text(text)
+    r = run_nnc("doctor", path, "--json")
+    assert r.returncode == EXIT_SANITY, r.stderr
+    out = json.loads(r.stdout)
+    assert out["passed"] is False
+    assert not next(c for c in out["checks"] if c["name"].startswith("loss at init"))["passed"]
+
+
+# ---------------------------------------------------------------- gradient check
+
+
+class GoodReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * (x > 0).to(g.dtype)
+
+
+class BadReLU(GoodReLU):
+    @staticmethod
+    def backward(ctx, g):  # twice the true gradient
+        (x,) = ctx.saved_tensors
+        return 2 * g * (x > 0).to(g.dtype)
+
+
+class Net(torch.nn.Module):
+    def __init__(self, relu):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1, self.fc2, self.relu = torch.nn.Linear(6, 20), torch.nn.Linear(20, 3), relu
+
+    def forward(self, x):
+        return self.fc2(self.relu.apply(self.fc1(x)))
+
+
+def _data():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(4, 6, generator=g), torch.tensor([0, 1, 2, 1])
+
+
+def test_gradient_check_passes_a_correct_layer():
+    x, y = _data()
+    res = gradient_check(Net(GoodReLU), torch.nn.functional.cross_entropy, x, y)
+    assert [r.name for r in res] == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+    assert [r.entries for r in res] == [10, 10, 10, 3]  # a sample of 10 for large tensors, all of a small one
+    assert max(r.worst for r in res) < 1e-7
+    assert all(r.verdict == "happy" for r in res)
+
+
+def test_gradient_check_flags_a_wrong_backward():
+    x, y = _data()
+    res = {r.name: r for r in gradient_check(Net(BadReLU), torch.nn.functional.cross_entropy, x, y)}
+    # below the bad ReLU, every gradient is doubled: |2n - n| / (2n + n) = 1/3 (or 0 where both are 0)
+    for name in ("fc1.weight", "fc1.bias"):
+        assert res[name].verdict == "wrong"
+        assert res[name].worst == pytest.approx(1 / 3, rel=1e-4)
+    for name in ("fc2.weight", "fc2.bias"):  # above it, autograd is right
+        assert res[name].worst < 1e-7
+
+
+def test_gradient_check_leaves_the_model_alone():
+    model = Net(GoodReLU)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = _data()
+    gradient_check(model, torch.nn.functional.cross_entropy, x, y)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.fc1.weight.dtype == torch.float32 and model.fc1.weight.grad is None
+
+
+def test_verdict_thresholds():
+    assert [verdict(v) for v in (0.5, 1e-3, 1e-5, 1e-9, 0.0)] == ["wrong", "uncomfortable", "ok", "happy", "happy"]

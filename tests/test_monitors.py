@@ -1,0 +1,151 @@
+"""Monitors during `nnc train`: explosion, activation statistics (the lecture's init experiment),
+dead ReLUs, update ratios, records in metrics.jsonl and the pictures."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from nnc.compiler.diagnostics import EXIT_DIVERGED
+from nnc.compiler.shapes import check
+from nnc.compiler.spec import load_spec, load_text
+from nnc.compiler.torch_build import build_model
+from nnc.runtime import checkpoint
+from nnc.runtime.monitors import Monitor
+from nnc.runtime.train import train
+
+from conftest import SPECS, run_nnc
+
+
+def _records(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def deep_tanh(init: str) -> str:
+    """The lecture's experiment: 10 tanh layers of 500 units (on digits instead of random data)."""
+    body = "\n".join("    dense 500\n    tanh" for _ in range(10))
+    return f"""nnspec 1
+model DeepTanh {{
+    input vector(64)
+{body}
+    dense out 10
+}}
+init       {init}
+loss       cross_entropy
+optimizer  sgd(lr=1e-3)
+data       digits, val 0.1, test 0.2, preprocess mean_image normalize
+train      batch 128, epochs 1, monitor_every 1000
+"""
+
+
+def _first_sample(text, name, tmp_path):
+    graph = check(load_text(text, name))
+    # step 0 is sampled, at init (the default monitors also draw pictures, not needed here)
+    train(graph, tmp_path / name, quiet=True, callbacks=[Monitor(graph, histograms=False, pictures=False)])
+    step = next(r for r in _records(tmp_path / name / "metrics.jsonl") if r.get("monitor") == "step")
+    assert step["step"] == 0
+    return step["activations"]
+
+
+def test_deep_tanh_small_gaussian_collapses_xavier_does_not(tmp_path):
+    small = _first_sample(deep_tanh("weights gaussian(std=0.01), bias constant(0)"), "small", tmp_path)
+    xavier = _first_sample(deep_tanh("weights xavier, bias constant(0)"), "xavier", tmp_path)
+    s_std = [small[f"tanh{i}"]["std"] for i in range(1, 11)]
+    x_std = [xavier[f"tanh{i}"]["std"] for i in range(1, 11)]
+    # std 0.01: every layer multiplies the spread by about 0.01 * sqrt(500) = 0.22
+    assert all(b < 0.5 * a for a, b in zip(s_std, s_std[1:]))
+    assert s_std[9] < 1e-5 * s_std[0]
+    assert all(abs(small[f"tanh{i}"]["mean"]) < 1e-2 for i in range(1, 11))
+    # xavier: the spread stays of the same order in every layer
+    assert min(x_std) > 0.2 and x_std[9] > 0.3 * x_std[0]
+    assert xavier["tanh10"]["saturated"] < 0.05
+
+
+def test_negative_bias_kills_relus(tmp_path):
+    text = (SPECS / "digits_mlp.nnspec").read_text().replace("bias constant(0)", "bias constant(-10) before relu")
+    text = text.replace("epochs 30, early_stop(patience=10, metric=val_loss)", "epochs 1")
+    graph = check(load_text(text, "dead"))
+    train(graph, tmp_path / "dead", quiet=True)
+    recs = _records(tmp_path / "dead" / "metrics.jsonl")
+    step = next(r for r in recs if r.get("monitor") == "step")
+    assert step["activations"]["relu1"]["dead"] > 0.95
+    epoch = next(r for r in recs if "train_loss" in r)
+    assert epoch["activations"]["relu1"]["dead"] > 0.95
+    assert any("relu1" in w and "dead ReLUs" in w for w in epoch["warnings"])
+
+
+def test_healthy_relus_are_not_dead(tmp_path):
+    text = (SPECS / "digits_mlp.nnspec").read_text().replace(
+        "epochs 30, early_stop(patience=10, metric=val_loss)", "epochs 1")
+    train(check(load_text(text, "ok")), tmp_path / "ok", quiet=True)
+    step = next(r for r in _records(tmp_path / "ok" / "metrics.jsonl") if r.get("monitor") == "step")
+    assert step["activations"]["relu1"]["dead"] < 0.2
+
+
+def test_huge_learning_rate_exits_3_and_keeps_last_checkpoint(tmp_path):
+    out = tmp_path / "boom"
+    r = run_nnc("train", SPECS / "digits_mlp.nnspec", "--set", "optimizer.lr=1e4", "--out", out, "-q")
+    assert r.returncode == EXIT_DIVERGED, r.stdout + r.stderr
+    assert "diverged at epoch 1, step" in r.stderr and "learning rate" in r.stderr
+    step = int(r.stderr.split("diverged at epoch 1, step ")[1].split(":")[0])
+    assert step <= 5
+    ck = checkpoint.load(out / "last.safetensors")
+    assert ck.info["step"] == 0
+    assert all(torch.isfinite(t).all() for t in ck.model.values())
+    model = build_model(check(load_spec(str(SPECS / "digits_mlp.nnspec"), ())))
+    model.load_state_dict(ck.model)
+
+
+def test_train_writes_monitor_records_and_pictures(tmp_path):
+    out = tmp_path / "cnn"
+    r = run_nnc("train", SPECS / "digits_cnn.nnspec", "--epochs", "1", "--set", "train.monitor_every=10",
+                "--out", out, "-q")
+    assert r.returncode == 0, r.stderr
+    recs = _records(out / "metrics.jsonl")
+    steps = [r for r in recs if r.get("monitor") == "step"]
+    assert [s["step"] for s in steps] == [0, 10, 20, 30]  # 1258 training examples / batch 32 = 40 steps
+    params = ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+    for s in steps:
+        assert list(s["update_ratio"]) == params and list(s["grad_norm"]) == params
+        assert set(s["activations"]) == {"conv1", "relu1", "conv2", "relu2", "fc1", "relu3", "fc2"}
+        assert 1e-6 < s["update_ratio"]["fc1.weight"] < 1
+    epochs = [r for r in recs if "train_loss" in r]
+    assert len(epochs) == 1
+    for e in epochs:
+        assert set(e["update_ratio"]) >= {"conv1.weight", "fc2.weight"}
+        assert 0 <= e["activations"]["relu1"]["dead"] <= 1 and "gap" in e
+    for png in ("dashboard.png", "filters.png", "loss.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / png).stat().st_size > 3_000, png
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_update_ratio_is_the_step_size_over_the_weights(tmp_path):
+    """sgd, no momentum: the update is lr * grad, so ratio == lr * ||grad|| / ||w||."""
+    text = (SPECS / "digits_mlp.nnspec").read_text().replace("adam(lr=3e-3)", "sgd(lr=0.01)").replace(
+        "l2 1e-4", "l2 0").replace("dropout 0.2", "").replace("epochs 30, early_stop(patience=10, metric=val_loss)", "epochs 1")
+    text = text.replace("schedule   cosine", "schedule   constant")
+    train(check(load_text(text, "sgd")), tmp_path / "sgd", quiet=True)
+    step = next(r for r in _records(tmp_path / "sgd" / "metrics.jsonl") if r.get("monitor") == "step")
+    model = build_model(check(load_text(text, "sgd")))
+    w = model.fc1.weight.detach().norm().item()
+    assert step["update_ratio"]["fc1.weight"] == pytest.approx(0.01 * step["grad_norm"]["fc1.weight"] / w, rel=1e-4)
+
+
+def test_hooks_exist_only_during_sampled_forwards():
+    graph = check(load_spec(str(SPECS / "digits_mlp.nnspec"), ("train.monitor_every=3",)))
+    model = build_model(graph).train()
+    mon = Monitor(graph, histograms=False, pictures=False)
+    mon.start(SimpleNamespace(model=model))
+    captured = []
+    x = torch.randn(8, 64)
+    for _ in range(7):
+        model(x)
+        captured.append(sorted(mon.acts))
+        mon.acts = {}
+        assert all(not m._forward_hooks for m in model.children())
+    assert captured == [["fc1", "fc2", "relu1"], [], [], ["fc1", "fc2", "relu1"], [], [], ["fc1", "fc2", "relu1"]]
+    model.eval()
+    model(x), model(x), model(x)  # evaluation passes neither count nor capture
+    assert mon.acts == {}
