@@ -34,11 +34,44 @@ def _same(cost: int):
     return infer
 
 
-def _simple(kind: str, cost: int, doc: str, build):
+def _simple(kind: str, cost: int, doc: str, build, onnx, source):
     def infer(p, x: Shape) -> Inferred:
         _numeric(x, kind)
         return _same(cost)(p, x)
-    return LayerDef(kind, NoParams, infer, build, doc, prefix=kind, activation=True)
+    return LayerDef(kind, NoParams, infer, build, doc, prefix=kind, activation=True, onnx=onnx, source=source)
+
+
+def _unary(op: str, **attrs):
+    return lambda e, info, x: e.op(op, [x], info.path, **attrs)
+
+
+def _softmax_axis(x: Shape) -> int:
+    return 1 if x.kind in ("image", "vector") else -1
+
+
+def _softmax_onnx(e, info, x: str) -> str:
+    return e.op("Softmax", [x], info.path, axis=_softmax_axis(info.input))
+
+
+def _prelu_onnx(e, info, x: str) -> str:
+    slope = e.tensor(info, "weight")
+    if info.input.kind == "image":
+        slope = slope.reshape(-1, 1, 1)  # (C, 1, 1) broadcasts over (N, C, H, W)
+    return e.op("PRelu", [x, e.param(info, "weight", slope)], info.path)
+
+
+def _maxout_onnx(e, info, x: str) -> str:
+    p: Maxout = info.params
+    shape = info.input
+    axis = 1 if shape.kind in ("image", "vector") else len(shape.dims)  # the features, batch axis counted
+    dims = [0, *shape.dims]  # 0: keep the (dynamic) batch size
+    split = dims[:axis] + [dims[axis] // p.pieces, p.pieces] + dims[axis + 1:]
+    grouped = e.op("Reshape", [x, e.ints(split, f"{info.path}.shape")], f"{info.path}.groups")
+    return e.reduce_max(grouped, axis + 1, info.path)
+
+
+def _maxout_source(p: Maxout, x: Shape) -> str:
+    return f"Maxout({p.pieces}, dim={_softmax_axis(x)})"
 
 
 def _relu(p, x):
@@ -97,19 +130,26 @@ def _maxout(p: Maxout, x: Shape):
     return M(p.pieces, 1 if x.kind in ("image", "vector") else -1)
 
 
-RELU = _simple("relu", 1, "max(0, x)", _relu)
-TANH = _simple("tanh", 4, "tanh(x), in (-1, 1)", _tanh)
-SIGMOID = _simple("sigmoid", 4, "1 / (1 + e^-x), in (0, 1)", _sigmoid)
-SOFTMAX = _simple("softmax", 3, "softmax over the features (channels of an image)", _softmax)
+RELU = _simple("relu", 1, "max(0, x)", _relu, _unary("Relu"), lambda p, x: "nn.ReLU()")
+TANH = _simple("tanh", 4, "tanh(x), in (-1, 1)", _tanh, _unary("Tanh"), lambda p, x: "nn.Tanh()")
+SIGMOID = _simple("sigmoid", 4, "1 / (1 + e^-x), in (0, 1)", _sigmoid, _unary("Sigmoid"), lambda p, x: "nn.Sigmoid()")
+SOFTMAX = _simple("softmax", 3, "softmax over the features (channels of an image)", _softmax, _softmax_onnx,
+                  lambda p, x: f"nn.Softmax(dim={_softmax_axis(x)})")
 LEAKY_RELU = LayerDef("leaky_relu", Slope, _same(2), _leaky, "max(alpha*x, x)",
-                      positional=("alpha",), prefix="leaky_relu", activation=True)
+                      positional=("alpha",), prefix="leaky_relu", activation=True,
+                      onnx=lambda e, info, x: e.op("LeakyRelu", [x], info.path, alpha=info.params.alpha),
+                      source=lambda p, x: f"nn.LeakyReLU({p.alpha!r})")
 ELU = LayerDef("elu", Elu, _same(4), _elu, "x if x > 0 else alpha*(e^x - 1)",
-               positional=("alpha",), prefix="elu", activation=True)
+               positional=("alpha",), prefix="elu", activation=True,
+               onnx=lambda e, info, x: e.op("Elu", [x], info.path, alpha=info.params.alpha),
+               source=lambda p, x: f"nn.ELU({p.alpha!r})")
 PRELU = LayerDef("prelu", NoParams, prelu_infer, _prelu,
                  "max(a*x, x) with a learned slope a per channel (image) or feature (vector), initially 0.25",
-                 prefix="prelu", activation=True)
+                 prefix="prelu", activation=True, onnx=_prelu_onnx,
+                 source=lambda p, x: f"nn.PReLU({x.features}, init=0.25)")
 MAXOUT = LayerDef("maxout", Maxout, maxout_infer, _maxout,
                   "max over groups of `pieces` consecutive channels/features: F -> F / pieces",
-                  positional=("pieces",), prefix="maxout", activation=True)
+                  positional=("pieces",), prefix="maxout", activation=True, onnx=_maxout_onnx,
+                  source=_maxout_source)
 
 LAYERS = (RELU, LEAKY_RELU, PRELU, ELU, MAXOUT, TANH, SIGMOID, SOFTMAX)

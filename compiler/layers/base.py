@@ -116,6 +116,12 @@ class LayerDef:
     label: Callable[[str, Any], str] | None = None  # lecture listing text; None: not listed
     activation: bool = False  # a nonlinearity (for "bias ... before relu" and the `auto` init)
     kwargs: dict = field(default_factory=dict)
+    # ONNX emitter: (emitter, LayerInfo, input value name) -> output value name. The emitter
+    # (compiler/onnx_export.Emitter) owns every onnx import; layer files never import onnx.
+    onnx: Callable[[Any, Any, str], str] | None = None
+    # standalone PyTorch source (compiler/pysrc): (params, input shape) -> the constructor
+    # expression, or (constructor, forward lines using {m} for the module and x for the value)
+    source: Callable[[Any, Shape], "str | tuple[str, tuple[str, ...]]"] | None = None
 
 
 def upper_label(text: str) -> Callable[[str, Any], str]:

@@ -87,9 +87,23 @@ def conv_label(name: str, p: Conv) -> str:
     return f"{name.upper()}: {p.filters} {_size(p.kernel)} filters at stride {stride}, pad {pad_s}{extra}"
 
 
+def conv_onnx(e, info, x: str) -> str:
+    p: Conv = info.params
+    ins = [x, e.param(info, "weight")] + ([e.param(info, "bias")] if p.bias else [])
+    return e.op("Conv", ins, info.path, kernel_shape=list(p.kernel), strides=list(p.stride),
+                pads=[p.pad[0], p.pad[1], p.pad[0], p.pad[1]], dilations=list(p.dilation), group=p.groups)
+
+
+def conv_source(p: Conv, x: Shape) -> str:
+    extra = "".join(f", {k}={v}" for k, v, d in (("dilation", p.dilation, (1, 1)), ("groups", p.groups, 1),
+                                                  ("bias", p.bias, True)) if v != d)
+    return (f"nn.Conv2d({x.dims[0]}, {p.filters}, kernel_size={p.kernel}, stride={p.stride}, "
+            f"padding={p.pad}{extra})")
+
+
 CONV = LayerDef("conv", Conv, conv_infer, conv_torch,
                 "2-D convolution: (C, H, W) -> (filters, H_out, W_out)",
-                positional=("filters",), prefix="conv", label=conv_label)
+                positional=("filters",), prefix="conv", label=conv_label, onnx=conv_onnx, source=conv_source)
 
 
 # ---------------------------------------------------------------- pooling
@@ -140,12 +154,27 @@ def avgpool_torch(p: Pool, x: Shape):
     return nn.AvgPool2d(p.kernel, p.strides, p.pad, count_include_pad=True)
 
 
+def _pool_onnx(op: str, **extra):
+    def emit(e, info, x: str) -> str:
+        p: Pool = info.params
+        return e.op(op, [x], info.path, kernel_shape=list(p.kernel), strides=list(p.strides),
+                    pads=[p.pad[0], p.pad[1], p.pad[0], p.pad[1]], **extra)
+    return emit
+
+
+def _pool_source(cls: str, extra: str = ""):
+    return lambda p, x: f"nn.{cls}(kernel_size={p.kernel}, stride={p.strides}, padding={p.pad}{extra})"
+
+
 MAXPOOL = LayerDef("maxpool", Pool, lambda p, x: _pool_infer(p, x, "maxpool"), maxpool_torch,
                    "max pooling: (C, H, W) -> (C, H_out, W_out); stride defaults to the kernel",
-                   positional=("kernel",), prefix="pool", label=_pool_label("MAX"))
+                   positional=("kernel",), prefix="pool", label=_pool_label("MAX"),
+                   onnx=_pool_onnx("MaxPool"), source=_pool_source("MaxPool2d"))
 AVGPOOL = LayerDef("avgpool", Pool, lambda p, x: _pool_infer(p, x, "avgpool"), avgpool_torch,
                    "average pooling (padding counted as zeros): (C, H, W) -> (C, H_out, W_out)",
-                   positional=("kernel",), prefix="pool", label=_pool_label("AVG"))
+                   positional=("kernel",), prefix="pool", label=_pool_label("AVG"),
+                   onnx=_pool_onnx("AveragePool", count_include_pad=1),
+                   source=_pool_source("AvgPool2d", ", count_include_pad=True"))
 
 
 class NoParams(Params):
@@ -163,8 +192,13 @@ def gap_torch(p: NoParams, x: Shape):
     return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
+def gap_onnx(e, info, x: str) -> str:
+    return e.op("Flatten", [e.op("GlobalAveragePool", [x], f"{info.path}.pool")], info.path, axis=1)
+
+
 GLOBAL_AVGPOOL = LayerDef("global_avgpool", NoParams, gap_infer, gap_torch,
-                          "global average pooling: (C, H, W) -> (C)", prefix="gap",
+                          "global average pooling: (C, H, W) -> (C)", prefix="gap", onnx=gap_onnx,
+                          source=lambda p, x: "nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())",
                           label=lambda name, p: f"{name.upper()}: global average pool")
 
 LAYERS = (CONV, MAXPOOL, AVGPOOL, GLOBAL_AVGPOOL)

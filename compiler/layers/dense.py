@@ -33,9 +33,15 @@ def dense_torch(p: Dense, x: Shape):
     return nn.Linear(x.dims[0], p.units, p.bias)
 
 
+def dense_onnx(e, info, x: str) -> str:
+    ins = [x, e.param(info, "weight")] + ([e.param(info, "bias")] if info.params.bias else [])
+    return e.op("Gemm", ins, info.path, transB=1)
+
+
 DENSE = LayerDef("dense", Dense, dense_infer, dense_torch,
                  "fully connected: (D) -> (units); an image input is flattened first (C*H*W, channel-major)",
-                 positional=("units",), prefix="fc", label=lambda name, p: f"{name.upper()}: {p.units} neurons")
+                 positional=("units",), prefix="fc", label=lambda name, p: f"{name.upper()}: {p.units} neurons",
+                 onnx=dense_onnx, source=lambda p, x: f"nn.Linear({x.dims[0]}, {p.units}" + ("" if p.bias else ", bias=False") + ")")
 
 
 class NoParams(Params):
@@ -55,7 +61,9 @@ def flatten_torch(p: NoParams, x: Shape):
 
 
 FLATTEN = LayerDef("flatten", NoParams, flatten_infer, flatten_torch,
-                   "flatten: (C, H, W) or (T, D) -> (C*H*W) or (T*D), channel-major", prefix="flatten")
+                   "flatten: (C, H, W) or (T, D) -> (C*H*W) or (T*D), channel-major", prefix="flatten",
+                   onnx=lambda e, info, x: e.op("Flatten", [x], info.path, axis=1),
+                   source=lambda p, x: "nn.Flatten()")
 
 
 class Dropout(Params):
@@ -70,7 +78,9 @@ def dropout_torch(p: Dropout, x: Shape):
 
 DROPOUT = LayerDef("dropout", Dropout, lambda p, x: Inferred(x), dropout_torch,
                    "inverted dropout: zeroes a fraction p while training and scales the rest by 1/(1-p); "
-                   "the identity at evaluation", positional=("p",), prefix="drop")
+                   "the identity at evaluation", positional=("p",), prefix="drop",
+                   onnx=lambda e, info, x: x,  # training only: never in an exported graph
+                   source=lambda p, x: f"nn.Dropout({p.p!r})")
 
 
 class Embedding(Params):
@@ -89,9 +99,14 @@ def embedding_torch(p: Embedding, x: Shape):
     return nn.Embedding(x.vocab, p.dim)
 
 
+def embedding_onnx(e, info, x: str) -> str:
+    return e.op("Gather", [e.param(info, "weight"), x], info.path, axis=0)
+
+
 EMBEDDING = LayerDef("embedding", Embedding, embedding_infer, embedding_torch,
                      "embedding: (T) token ids below the vocabulary -> (T, dim)",
                      positional=("dim",), prefix="embed",
-                     label=lambda name, p: f"{name.upper()}: {p.dim}-d embedding")
+                     label=lambda name, p: f"{name.upper()}: {p.dim}-d embedding",
+                     onnx=embedding_onnx, source=lambda p, x: f"nn.Embedding({x.vocab}, {p.dim})")
 
 LAYERS = (DENSE, FLATTEN, DROPOUT, EMBEDDING)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from pydantic import Field
 
 from .base import Inferred, LayerDef, Params, Shape, ShapeError, Tensor
@@ -27,11 +28,31 @@ def lrn_torch(p: LRN, x: Shape):
     return nn.LocalResponseNorm(p.size, p.alpha, p.beta, p.k)
 
 
+def lrn_onnx(e, info, x: str) -> str:
+    p: LRN = info.params
+    if p.size % 2:  # ONNX's window is centred exactly like torch's only for odd sizes
+        return e.op("LRN", [x], info.path, size=p.size, alpha=p.alpha, beta=p.beta, bias=p.k)
+    # even size: torch sums channels c - size//2 .. c + (size-1)//2; spell that out
+    path = info.path
+    sq = e.op("Mul", [x, x], f"{path}.sq")
+    sq5 = e.op("Unsqueeze", [sq, e.ints([1], f"{path}.axis1")], f"{path}.sq5")  # (N, 1, C, H, W)
+    padded = e.op("Pad", [sq5, e.ints([0, 0, p.size // 2, 0, 0, 0, 0, (p.size - 1) // 2, 0, 0], f"{path}.pads")],
+                  f"{path}.padded")
+    mean = e.op("AveragePool", [padded], f"{path}.mean", kernel_shape=[p.size, 1, 1])
+    mean = e.op("Squeeze", [mean, e.ints([1], f"{path}.axis1b")], f"{path}.mean4")
+    one = np.float32
+    den = e.op("Add", [e.op("Mul", [mean, e.const(one(p.alpha), f"{path}.alpha")], f"{path}.scaled"),
+                       e.const(one(p.k), f"{path}.k")], f"{path}.base")
+    den = e.op("Pow", [den, e.const(one(p.beta), f"{path}.beta")], f"{path}.den")
+    return e.op("Div", [x, den], path)
+
+
 LRN_DEF = LayerDef(
     "lrn", LRN, lrn_infer, lrn_torch,
     "local response normalization across channels: b = a / (k + alpha/size * sum a^2)^beta "
     "(PyTorch, Caffe and ONNX divide alpha by size; the AlexNet paper does not)",
-    prefix="norm", label=lambda name, p: f"{name.upper()}: Normalization layer")
+    prefix="norm", label=lambda name, p: f"{name.upper()}: Normalization layer", onnx=lrn_onnx,
+    source=lambda p, x: f"nn.LocalResponseNorm({p.size}, alpha={p.alpha!r}, beta={p.beta!r}, k={p.k!r})")
 
 
 class BatchNorm(Params):
@@ -53,10 +74,22 @@ def batchnorm_torch(p: BatchNorm, x: Shape):
     return cls(x.features, eps=p.eps, momentum=p.momentum)
 
 
+def batchnorm_onnx(e, info, x: str) -> str:
+    p: BatchNorm = info.params
+    ins = [e.param(info, n) for n in ("weight", "bias", "running_mean", "running_var")]
+    return e.op("BatchNormalization", [x, *ins], info.path, epsilon=p.eps)  # inference mode
+
+
+def batchnorm_source(p: BatchNorm, x: Shape) -> str:
+    cls = "BatchNorm2d" if x.kind == "image" else "BatchNorm1d"
+    return f"nn.{cls}({x.features}, eps={p.eps!r}, momentum={p.momentum!r})"
+
+
 BATCHNORM = LayerDef(
     "batchnorm", BatchNorm, batchnorm_infer, batchnorm_torch,
     "batch normalization per channel (image) or feature (vector), running statistics at eval",
-    prefix="bn", label=lambda name, p: f"{name.upper()}: Batch normalization")
+    prefix="bn", label=lambda name, p: f"{name.upper()}: Batch normalization", onnx=batchnorm_onnx,
+    source=batchnorm_source)
 
 
 class LayerNorm(Params):
@@ -80,9 +113,16 @@ def layernorm_torch(p: LayerNorm, x: Shape):
     return nn.LayerNorm(list(_normalized(x)), eps=p.eps)
 
 
+def layernorm_onnx(e, info, x: str) -> str:
+    axis = -len(_normalized(info.input))
+    ins = [x, e.param(info, "weight"), e.param(info, "bias")]
+    return e.op("LayerNormalization", ins, info.path, axis=axis, epsilon=info.params.eps)
+
+
 LAYERNORM = LayerDef(
     "layernorm", LayerNorm, layernorm_infer, layernorm_torch,
     "layer normalization over (C, H, W) of an image, or the last axis of a vector or sequence",
-    prefix="ln", label=lambda name, p: f"{name.upper()}: Layer normalization")
+    prefix="ln", label=lambda name, p: f"{name.upper()}: Layer normalization", onnx=layernorm_onnx,
+    source=lambda p, x: f"nn.LayerNorm({list(_normalized(x))}, eps={p.eps!r})")
 
 LAYERS = (LRN_DEF, BATCHNORM, LAYERNORM)

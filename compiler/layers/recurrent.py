@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 from pydantic import Field
 
 from .base import Inferred, LayerDef, Params, Positive, Shape, ShapeError, Tensor
@@ -73,9 +74,60 @@ def _label(kind: str):
     return label
 
 
+# PyTorch's gate blocks -> ONNX's: LSTM (i, f, g, o) -> (i, o, f, c); GRU (r, z, n) -> (z, r, h)
+ONNX_GATES = {"rnn": (0,), "lstm": (0, 3, 1, 2), "gru": (1, 0, 2)}
+ONNX_OP = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+
+
+def _onnx(kind: str):
+    def emit(e, info, x: str) -> str:
+        p: Recurrent = info.params
+        h, dirs, order = p.hidden, 2 if p.bidirectional else 1, ONNX_GATES[kind]
+
+        def gates(a):  # reorder the gate blocks along axis 0
+            return np.concatenate([a[i * h:(i + 1) * h] for i in order])
+
+        path = info.path
+        seq = e.op("Transpose", [x], f"{path}.time_major", perm=[1, 0, 2])  # (T, N, D)
+        extra = {"linear_before_reset": 1} if kind == "gru" else {}
+        if kind == "rnn":
+            extra["activations"] = [p.activation.capitalize()] * dirs
+        for layer in range(p.layers):
+            sfx = ("", "_reverse")[:dirs]
+            t = {n: np.stack([gates(e.tensor(info, f"{n}_l{layer}{s}")) for s in sfx])
+                 for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+            w = e.param(info, f"W_l{layer}", t["weight_ih"])
+            r = e.param(info, f"R_l{layer}", t["weight_hh"])
+            b = e.param(info, f"B_l{layer}", np.concatenate([t["bias_ih"], t["bias_hh"]], axis=1))
+            y, y_h = e.op(ONNX_OP[kind], [seq, w, r, b], f"{path}.l{layer}", n_out=2, hidden_size=h,
+                          direction="bidirectional" if dirs == 2 else "forward", **extra)
+            # Y: (T, dirs, N, H) -> (T, N, dirs*H), forward then backward features as in torch
+            y = e.op("Transpose", [y], f"{path}.l{layer}.steps", perm=[0, 2, 1, 3])
+            seq = e.op("Reshape", [y, e.ints([0, 0, dirs * h], f"{path}.l{layer}.shape")], f"{path}.l{layer}.out")
+        if p.output == "sequence":
+            return e.op("Transpose", [seq], path, perm=[1, 0, 2])  # (N, T, dirs*H)
+        last = e.op("Transpose", [y_h], f"{path}.last", perm=[1, 0, 2])  # (N, dirs, H)
+        return e.op("Reshape", [last, e.ints([0, dirs * h], f"{path}.last_shape")], path)
+    return emit
+
+
+def _source(kind: str):
+    def source(p: Recurrent, x: Shape) -> tuple[str, tuple[str, ...]]:
+        cls = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[kind]
+        extra = f", nonlinearity={p.activation!r}" if kind == "rnn" and p.activation != "tanh" else ""
+        extra += ", bidirectional=True" if p.bidirectional else ""
+        ctor = f"nn.{cls}({x.dims[1]}, {p.hidden}, num_layers={p.layers}, batch_first=True{extra})"
+        if p.output == "sequence":
+            return ctor, ("x, _ = {m}(x)",)
+        h = "h[0]" if kind == "lstm" else "h"  # LSTM returns (h_n, c_n); h_n: (layers*dirs, B, H)
+        last = f"torch.cat([{h}[-2], {h}[-1]], 1)" if p.bidirectional else f"{h}[-1]"
+        return ctor, ("_, h = {m}(x)", f"x = {last}")
+    return source
+
+
 LAYERS = tuple(
     LayerDef(kind, Recurrent, _infer(kind), _build(kind),
              f"{kind}: (T, D) -> (hidden*dirs) with `return last`, (T, hidden*dirs) with `return sequence`",
-             positional=("hidden",), prefix=kind, label=_label(kind))
+             positional=("hidden",), prefix=kind, label=_label(kind), onnx=_onnx(kind), source=_source(kind))
     for kind in ("rnn", "lstm", "gru")
 )
