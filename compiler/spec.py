@@ -548,6 +548,12 @@ def _validate_nodes(drafts: list[_Draft], ctx: Ctx) -> tuple[Node, ...]:
             continue
         for k, s in d.spans.items():
             ctx.spans[f"model.{d.name}.{k}"] = s
+        from dataclasses import replace as _replace
+
+        ranges = ctx.conv.ranges  # a layer's ranges were recorded before auto-naming: fill in its name
+        for i, r in enumerate(ranges):
+            if r.path.startswith("model.{name}.") and r.span in d.spans.values():
+                ranges[i] = _replace(r, path=r.path.replace("{name}", d.name or d.kind))
         params = validate(LAYERS[d.kind].params, d.raw, d.name if d.name else d.kind, d.span, d.spans, ctx.errors)
         if params is not None:
             out.append(LayerNode(d.kind, d.name, params, d.span, d.spans))

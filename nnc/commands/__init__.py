@@ -7,6 +7,6 @@ from __future__ import annotations
 
 import importlib
 
-MODULES: tuple[str, ...] = ("train", "doctor", "export")
+MODULES: tuple[str, ...] = ("train", "doctor", "search", "export")
 
 REGISTER = [importlib.import_module(f"nnc.commands.{m}").register for m in MODULES]

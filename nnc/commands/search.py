@@ -1,0 +1,138 @@
+"""`nnc search` (hyperparameter search over a spec's ranges) and `nnc ensemble`."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def _fmt(v) -> str:
+    from nnc.compiler.values import format_value
+
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return format_value(v)
+
+
+def _state(row: dict) -> str:
+    """complete, pruned@E (at epoch E), exploded@E (the 3x rule or NaN), failed."""
+    if row["state"] == "fail" and row["reason"].startswith("training diverged"):
+        return f"exploded@{row['epochs_run'] + 1}"
+    if row["state"] == "pruned":
+        return f"pruned@{row['epochs_run']}"
+    return row["state"] + (f" ({row['reason']})" if row["reason"] else "")
+
+
+def cmd_search(args) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from nnc.runtime.search import Config, search
+
+    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    if not stages or any(s not in ("coarse", "fine") for s in stages) or len(set(stages)) != len(stages):
+        print(f"nnc search: error: --stages takes coarse, fine or coarse,fine; got {args.stages!r}", file=sys.stderr)
+        return 2
+    if args.trials < 1 or args.jobs < 1:
+        print("nnc search: error: --trials and --jobs must be >= 1", file=sys.stderr)
+        return 2
+    out = args.out or str(Path("runs") / f"search_{Path(args.spec).stem}")
+    cfg = Config(args.spec, out, args.trials, args.epochs, args.coarse_epochs, stages, args.sampler, args.seed,
+                 args.jobs, args.device)
+    err = Console(stderr=True, highlight=False)
+
+    def on_trial(row):
+        if not args.quiet:
+            v = f"{row['value']:.4f}" if row["value"] is not None else row["reason"] or row["state"]
+            err.print(f"trial {row['number']:3d} [{row['stage']}] "
+                      + ", ".join(f"{k}={_fmt(x)}" for k, x in row["params"].items()) + f": {v}")
+
+    res = search(cfg, on_trial)
+    if args.json:
+        print(json.dumps({"metric": res.metric, "best": res.best, "best_spec": str(res.best_spec) if res.best_spec else None,
+                          "plot": str(res.plot) if res.plot else None, "warnings": res.warnings, "trials": res.trials}))
+        for w in res.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        return 0
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    for stage, epochs, params in res.stages:
+        console.print(f"{stage} stage: {epochs} epoch(s), " + ", ".join(f"{p.name} {p.describe()}" for p in params))
+    names = [r.path for r in res.spec.search]
+    table = Table(title=f"{len(res.trials)} trials, by {res.metric} (study {Path(out) / 'study.db'})")
+    table.add_column("#", justify="right")  # the trial number (its run is DIR/trial_NNN)
+    table.add_column("stage")
+    for n in names:
+        table.add_column(n, justify="right")
+    table.add_column("epochs", justify="right")
+    table.add_column(res.metric, justify="right")
+    table.add_column("state")
+    for row in res.trials:
+        value = f"{row['value']:.4f}" if row["value"] is not None else (f"({row['last']:.4f})" if row["last"] is not None else "")
+        state = _state(row)
+        table.add_row(str(row["number"]), row["stage"], *[_fmt(row["params"][n]) if n in row["params"] else "" for n in names],
+                      str(row["epochs_run"] if row["epochs_run"] is not None else ""), value, state)
+    console.print(table)
+    for w in res.warnings:
+        err.print(f"[bold yellow]warning:[/] {w}" if err.is_terminal else f"warning: {w}")
+    if res.best is None:
+        print("no trial completed: nothing to write", file=sys.stderr)
+        return 1
+    console.print(f"best: trial {res.best['number']}, {res.metric} {res.best['value']:.4f}")
+    console.print(f"best spec: {res.best_spec}")
+    console.print(f"plot: {res.plot}")
+    return 0
+
+
+def cmd_ensemble(args) -> int:
+    from nnc.runtime.ensemble import evaluate_ensemble, export_onnx
+
+    res = evaluate_ensemble(args.checkpoints, args.split)
+    if args.output:
+        res["onnx"] = export_onnx(args.checkpoints, args.output)
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    table = Table(title=f"{args.split} split, {res['n']} examples")
+    table.add_column("model")
+    table.add_column("accuracy", justify="right")
+    table.add_column("loss", justify="right")
+    for m in res["members"]:
+        table.add_row(m["checkpoint"], f"{100 * m['accuracy']:.2f}%", f"{m['loss']:.4f}")
+    table.add_row("mean of members", f"{100 * res['mean_accuracy']:.2f}%", "", end_section=True)
+    table.add_row(f"ensemble of {len(res['members'])}", f"{100 * res['accuracy']:.2f}%", f"{res['loss']:.4f}")
+    console.print(table)
+    if args.output:
+        o = res["onnx"]
+        console.print(f"wrote {o['path']} with {o['exporter']} (onnxruntime matches PyTorch on {o['checked_on']} "
+                      f"examples: max |diff| {o['max_abs_diff']:.2e})")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("search", help="hyperparameter search over a spec's ranges (random or TPE, coarse to fine)")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--trials", type=int, required=True, help="trials per stage")
+    p.add_argument("--epochs", type=int, help="epochs per trial of the last stage (default: the spec's)")
+    p.add_argument("--coarse-epochs", type=int, help="epochs per coarse trial (default: a third of --epochs)")
+    p.add_argument("--stages", default="coarse,fine", help="coarse,fine (default), or one of them")
+    p.add_argument("--sampler", choices=("random", "tpe"), default="random")
+    p.add_argument("--out", metavar="DIR", help="study directory (default: runs/search_<spec name>)")
+    p.add_argument("--jobs", type=int, default=1, help="trials in parallel processes (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="the sampler's seed")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("-q", "--quiet", action="store_true", help="no per-trial lines")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("ensemble", help="evaluate (and export) the average of models' predicted probabilities")
+    p.add_argument("checkpoints", nargs="+", metavar="CKPT")
+    p.add_argument("-o", "--output", metavar="FILE.onnx", help="export the ensemble as one ONNX graph")
+    p.add_argument("--split", choices=("test", "val", "train"), default="test")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ensemble)

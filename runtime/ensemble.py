@@ -1,0 +1,198 @@
+"""`nnc ensemble`: the average of several models' class probabilities, as the notes recommend
+(same model with different initializations, top models of a search, checkpoints of one run).
+
+Members must read the same data the same way: the same source, input and split (the split
+is seeded by `train seed`, so members trained with different seeds were tested on examples
+another member trained on; that is refused rather than reported as a gain). Each member keeps
+its own preprocessing; the exported ONNX graph takes raw inputs and returns the averaged
+probabilities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nnc.compiler.diagnostics import NncError
+from nnc.compiler.shapes import Graph
+from nnc.runtime import preprocess
+from nnc.runtime.data import load_splits
+from nnc.runtime.evaluate_cli import load_model
+from nnc.runtime.losses import LOSSES
+
+
+@dataclass
+class Member:
+    path: str
+    graph: Graph
+    model: torch.nn.Module
+    stats: dict  # preprocessing statistics (numpy)
+    classes: list[str] | None
+
+
+def _split_key(graph: Graph) -> tuple:
+    spec = graph.spec
+    return (str(spec.data.source), spec.data.val, spec.data.test, spec.train.seed, str(spec.model.input))
+
+
+def load_members(paths: list[str]) -> list[Member]:
+    if len(paths) < 2:
+        raise NncError("an ensemble needs at least two checkpoints")
+    members = []
+    for p in paths:
+        graph, model, ck = load_model(p, "cpu")
+        if not LOSSES[graph.spec.loss.kind].classification:
+            raise NncError(f"{p}: {graph.spec.loss.kind} is not a classification loss; an ensemble averages "
+                           "class probabilities")
+        members.append(Member(str(p), graph, model, dict(ck.preprocess), ck.classes))
+    first = members[0]
+    names = ("data source", "val fraction", "test fraction", "train seed (it fixes the split)", "input")
+    for m in members[1:]:
+        for name, a, b in zip(names, _split_key(first.graph), _split_key(m.graph)):
+            if a != b:
+                raise NncError(f"{m.path} and {first.path} differ in {name}: {b} vs {a}; ensemble members must "
+                               "share their data, input and split",
+                               help="train members with the same data line and seed, varying something else "
+                                    "(width, dropout, learning rate), or use checkpoints of one run")
+        if m.graph.output.dims != first.graph.output.dims or m.classes != first.classes:
+            raise NncError(f"{m.path} predicts {m.graph.output} ({m.classes}), {first.path} {first.graph.output} "
+                           f"({first.classes}): members must predict the same classes")
+    return members
+
+
+@torch.no_grad()
+def probabilities(m: Member, x: np.ndarray) -> torch.Tensor:
+    """The member's softmax over raw inputs x, its own preprocessing applied."""
+    t = torch.as_tensor(np.ascontiguousarray(x))
+    if m.stats and t.is_floating_point():
+        t = preprocess.apply({k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in m.stats.items()}, t)
+    return torch.cat([torch.softmax(m.model(t[i:i + 1024]).float(), 1) for i in range(0, len(t), 1024)])
+
+
+def evaluate_ensemble(paths: list[str], split: str = "test") -> dict:
+    members = load_members(paths)
+    part = getattr(load_splits(members[0].graph), split)
+    if not len(part):
+        raise NncError(f"the {split} split is empty")
+    x = part.x.astype(np.float32) if part.x.dtype.kind == "f" else part.x
+    y = torch.as_tensor(part.y)
+    rows, total = [], None
+    for m in members:
+        p = probabilities(m, x)
+        total = p if total is None else total + p
+        rows.append(_score(p, y) | {"checkpoint": m.path})
+    avg = total / len(members)
+    res = _score(avg, y)
+    return {"split": split, "n": len(y), "members": rows, "mean_accuracy": float(np.mean([r["accuracy"] for r in rows])),
+            "accuracy": res["accuracy"], "loss": res["loss"]}
+
+
+def _score(p: torch.Tensor, y: torch.Tensor) -> dict:
+    """Accuracy and cross-entropy (negative log of the averaged probability) of probabilities p."""
+    nll = -torch.log(p.gather(1, y[:, None]).clamp_min(1e-12)).mean()
+    return {"accuracy": float((p.argmax(1) == y).float().mean()), "loss": float(nll)}
+
+
+# ---------------------------------------------------------------- ONNX
+
+
+def _emit_members(members: list[Member]):
+    """One graph: each member emitted by nnc's exporter (probabilities out, preprocessing in),
+    names prefixed m0/, m1/, ..., all reading the shared raw `input`; then Sum / k."""
+    import onnx
+    from onnx import compose, helper
+
+    from nnc.compiler.onnx_export import INPUT, emit
+
+    nodes, inits = [], []
+    outs = []
+    for i, m in enumerate(members):
+        proto = emit(m.graph, m.model.state_dict(), m.stats, m.classes, probabilities=True)
+        proto = compose.add_prefix(proto, f"m{i}/")
+        g = proto.graph
+        for n in g.node:
+            n.input[:] = [INPUT if s == f"m{i}/{INPUT}" else s for s in n.input]
+        nodes.extend(g.node)
+        inits.extend(g.initializer)
+        outs.append(g.output[0].name)
+        first = proto
+    k = helper.make_tensor("ensemble/k", onnx.TensorProto.FLOAT, [], [float(len(members))])
+    nodes.append(helper.make_node("Sum", outs, ["ensemble/sum"], name="ensemble/Sum"))
+    nodes.append(helper.make_node("Div", ["ensemble/sum", "ensemble/k"], ["probabilities"], name="ensemble/Div"))
+    inp = first.graph.input[0]
+    inp.name = INPUT
+    out = helper.make_tensor_value_info("probabilities", onnx.TensorProto.FLOAT, [inp.type.tensor_type.shape.dim[0].dim_param, members[0].graph.output.features])
+    graph = helper.make_graph(nodes, "ensemble", [inp], [out], inits + [k])
+    model = helper.make_model(graph, opset_imports=list(first.opset_import), producer_name="nnc")
+    model.ir_version = first.ir_version
+    return model, "nnc.compiler.onnx_export"
+
+
+class _Average(torch.nn.Module):
+    """Raw inputs -> each member's preprocessing, model and softmax -> their mean."""
+
+    def __init__(self, members: list[Member]):
+        super().__init__()
+        self.models = torch.nn.ModuleList(m.model for m in members)
+        for i, m in enumerate(members):
+            for k in ("mean", "std", "proj"):
+                self.register_buffer(f"pre{i}_{k}", torch.from_numpy(np.asarray(m.stats[k], np.float32))
+                                     if k in m.stats else None)
+
+    def forward(self, x):
+        total = 0
+        for i, model in enumerate(self.models):
+            t = x
+            mean = getattr(self, f"pre{i}_mean")
+            if mean is not None:
+                t = (t - mean) / getattr(self, f"pre{i}_std")
+            proj = getattr(self, f"pre{i}_proj")
+            if proj is not None:
+                t = t @ proj
+            total = total + torch.softmax(model(t), 1)
+        return total / len(self.models)
+
+
+def _torch_export(members: list[Member]):
+    """Fallback when nnc's emitter cannot export a member: torch's TorchScript exporter."""
+    import io
+
+    import onnx
+
+    module = _Average(members).eval()
+    dims = members[0].graph.spec.model.input.dims
+    buf = io.BytesIO()
+    torch.onnx.export(module, (torch.zeros(2, *dims),), buf, input_names=["input"], output_names=["probabilities"],
+                      dynamic_axes={"input": {0: "N"}, "probabilities": {0: "N"}}, opset_version=17, dynamo=False)
+    return onnx.load_from_string(buf.getvalue()), "torch.onnx.export (TorchScript)"
+
+
+def export_onnx(paths: list[str], out: str | Path, split: str = "test") -> dict:
+    """Write one ONNX graph (raw input -> averaged probabilities) after checking it with
+    onnxruntime against PyTorch on the split's inputs."""
+    import onnx
+    import onnxruntime as ort
+
+    members = load_members(paths)
+    try:
+        model, how = _emit_members(members)
+    except (ImportError, NotImplementedError, KeyError, AttributeError):
+        model, how = _torch_export(members)
+    onnx.checker.check_model(model)
+    part = getattr(load_splits(members[0].graph), split)
+    x = np.ascontiguousarray(part.x.astype(np.float32))[:256]
+    want = sum(probabilities(m, x) for m in members).numpy() / len(members)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    diff = float(np.abs(got - want).max())
+    if got.shape != want.shape or not diff <= 1e-4:
+        raise NncError(f"the exported ensemble disagrees with PyTorch (max |diff| {diff:.3g}); nothing was written")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_bytes(model.SerializeToString())
+    tmp.replace(out)
+    return {"path": str(out), "max_abs_diff": diff, "checked_on": len(x), "exporter": how}

@@ -1,0 +1,421 @@
+"""`nnc search`: random (or TPE) hyperparameter search over a spec's ranges, as the notes say.
+
+Search in log space where the range says so, prefer random search to grid search, stage it
+from coarse (few epochs, the spec's ranges) to fine (longer, ranges narrowed around the top
+coarse trials), stop trials that explode (the 3x rule, in `train`) or fall clearly behind
+(optuna's MedianPruner on the per-epoch validation metric), and warn when the best value lies
+on the border of its range. The study lives in `DIR/study.db`: re-running continues it.
+
+Each trial is a real `train()` run in `DIR/trial_NNN/` on the spec text with each range call
+replaced by the sampled value; the best trial's text is written as `DIR/best.nnspec`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from nnc.compiler.diagnostics import EXIT_DIVERGED, NncError
+from nnc.compiler.spec import Spec, load_text
+from nnc.compiler.values import SearchRange, format_value
+
+STUDY = "nnc-search"
+BORDER = 0.10  # warn when the best value lies within 10% of its range's width from a border
+TOP = 0.25  # the fine stage narrows each range to the top quarter of the coarse trials
+
+
+# ---------------------------------------------------------------- ranges and values
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched value: its spec range and the bounds the current stage samples from."""
+
+    range: SearchRange
+    lo: Any = None
+    hi: Any = None
+    choices: tuple = ()
+
+    @property
+    def name(self) -> str:
+        return self.range.path
+
+    @classmethod
+    def of(cls, r: SearchRange) -> "Param":
+        if r.dist == "choice":
+            return cls(r, choices=tuple(r.args))
+        return cls(r, r.args[0], r.args[1])
+
+    def describe(self) -> str:
+        if self.range.dist == "choice":
+            return f"choice({', '.join(format_value(c) for c in self.choices)})"
+        return f"{self.range.dist}({format_value(self.lo)}, {format_value(self.hi)})"
+
+
+def suggest(trial, p: Param) -> Any:
+    """Sample one value: log-uniform for loguniform ranges (uniform in log10 space)."""
+    d = p.range.dist
+    if d == "loguniform":
+        return trial.suggest_float(p.name, p.lo, p.hi, log=True)
+    if d == "uniform":
+        return trial.suggest_float(p.name, p.lo, p.hi)
+    if d == "intuniform":
+        return trial.suggest_int(p.name, p.lo, p.hi)
+    return trial.suggest_categorical(p.name, list(p.choices))
+
+
+def _offset(lines: list[str], line: int, col: int) -> int:
+    return sum(len(l) for l in lines[:line - 1]) + col - 1
+
+
+def resolve_text(text: str, values: dict[SearchRange, Any]) -> str:
+    """The spec text with each range call replaced by its value (comments and layout kept)."""
+    lines = text.splitlines(keepends=True)
+    cuts = sorted(((_offset(lines, r.span.line, r.span.column), _offset(lines, r.span.end_line, r.span.end_column),
+                    format_value(v)) for r, v in values.items()), reverse=True)
+    for start, end, v in cuts:
+        text = text[:start] + v + text[end:]
+    return text
+
+
+def narrow(params: list[Param], top: list[dict]) -> list[Param]:
+    """Fine-stage ranges: the span of the top trials' values, widened by a margin (a quarter
+    of that span, at least 5% of the original range; in log space for log ranges), kept
+    inside the spec's range. Choices stay as they are (optuna's categoricals are fixed per study)."""
+    out = []
+    for p in params:
+        vals = [t[p.name] for t in top if p.name in t]
+        r = p.range
+        if not vals:
+            out.append(p)
+            continue
+        if r.dist == "choice":  # optuna fixes a categorical's choices for the whole study
+            out.append(p)
+            continue
+        f, g = (math.log10, lambda x: 10 ** x) if r.log else (float, float)
+        lo0, hi0 = f(r.args[0]), f(r.args[1])
+        a, b = f(min(vals)), f(max(vals))
+        m = max(0.25 * (b - a), 0.05 * (hi0 - lo0))
+        lo, hi = g(max(lo0, a - m)), g(min(hi0, b + m))
+        if r.dist == "intuniform":
+            lo, hi = math.floor(lo), math.ceil(hi)
+            if lo == hi:
+                hi = min(r.args[1], hi + 1) if hi < r.args[1] else hi
+                lo = max(r.args[0], lo - 1) if lo == hi else lo
+        out.append(Param(r, lo, hi))
+    return out
+
+
+def border_warnings(spec: Spec, best: dict) -> list[str]:
+    """The notes: a best value on the border of its range means the range should grow."""
+    out = []
+    for r in spec.search:
+        if r.dist == "choice" or r.path not in best:
+            continue
+        v = best[r.path]
+        f = math.log10 if r.log else float
+        lo, hi = f(r.args[0]), f(r.args[1])
+        pos = (f(v) - lo) / (hi - lo)
+        space = " in log space" if r.log else ""
+        if pos <= BORDER or pos >= 1 - BORDER:
+            side = "lower" if pos <= BORDER else "upper"
+            out.append(f"best {r.path} = {format_value(v)} lies within {BORDER:.0%} of the {side} border of "
+                       f"{r.dist}({format_value(r.args[0])}, {format_value(r.args[1])}){space} "
+                       f"(line {r.span.line}): the optimum may lie outside; widen the range and search again")
+    return out
+
+
+# ---------------------------------------------------------------- one trial
+
+
+class Exploded(Exception):
+    """A trial whose loss blew up (NaN or > 3x its start): recorded as failed, with its reason."""
+
+
+class _Pruned(Exception):
+    pass
+
+
+class PruneOnEpoch:
+    """A train() callback: reports the validation metric each epoch; stops pruned trials."""
+
+    def __init__(self, trial, metric: str, last: int):
+        self.trial, self.metric, self.last, self.best, self.epochs = trial, metric, last, None, 0
+
+    def start(self, run):
+        pass
+
+    def before_step(self, run):
+        pass
+
+    def after_step(self, run):
+        pass
+
+    def end(self, run):
+        pass
+
+    def epoch_end(self, run, record: dict):
+        v = record.get(self.metric)
+        self.epochs = record["epoch"]
+        if v is None:
+            return None
+        maximize = "accuracy" in self.metric
+        if self.best is None or (v > self.best if maximize else v < self.best):
+            self.best = v
+        self.trial.report(self.best, record["epoch"])
+        if record["epoch"] < self.last and self.trial.should_prune():  # never discard a finished run
+            raise _Pruned(f"pruned after epoch {record['epoch']}: {self.metric} {self.best:.4f} below the median")
+        return None
+
+
+def metric_of(spec: Spec) -> str:
+    from nnc.runtime.losses import LOSSES
+
+    return "val_accuracy" if LOSSES[spec.loss.kind].classification else "val_loss"
+
+
+@dataclass
+class Config:
+    spec_path: str
+    out: str
+    trials: int
+    epochs: int | None = None  # the last stage's epochs (default: the spec's)
+    coarse_epochs: int | None = None  # default: a third of the last stage's
+    stages: tuple[str, ...] = ("coarse", "fine")
+    sampler: str = "random"
+    seed: int = 0
+    jobs: int = 1
+    device: str = "cpu"
+
+
+def _objective(cfg: Config, spec: Spec, params: list[Param], stage: str, epochs: int):
+    import optuna
+
+    from nnc.compiler.shapes import check
+    from nnc.runtime.train import train
+
+    metric = metric_of(spec)
+
+    def objective(trial: optuna.Trial) -> float:
+        values = {p.range: suggest(trial, p) for p in params}
+        run_dir = Path(cfg.out) / f"trial_{trial.number:03d}"
+        trial.set_user_attr("stage", stage)
+        trial.set_user_attr("epochs", epochs)
+        trial.set_user_attr("dir", str(run_dir))
+        graph = check(load_text(resolve_text(spec.text, values), spec.source.name, (f"train.epochs={epochs}",)))
+        cb = PruneOnEpoch(trial, metric, epochs)
+        try:
+            train(graph, run_dir, device=cfg.device, quiet=True, callbacks=[cb])
+        except NncError as e:
+            if e.exit_code != EXIT_DIVERGED:
+                raise
+            reason = e.diagnostics[0].message.split(". ")[0]
+            trial.set_user_attr("reason", reason)
+            trial.set_user_attr("epochs_run", cb.epochs)
+            raise Exploded(reason) from None
+        except _Pruned as e:
+            trial.set_user_attr("reason", str(e))
+            trial.set_user_attr("epochs_run", cb.epochs)
+            raise optuna.TrialPruned(str(e)) from None
+        trial.set_user_attr("epochs_run", cb.epochs)
+        if cb.best is None:
+            raise NncError(f"nnc search needs a validation split to rank trials by {metric} (data ... val 0.1)")
+        return cb.best
+
+    return objective
+
+
+# ---------------------------------------------------------------- the study
+
+
+def _study(cfg: Config, spec: Spec, create: bool = True):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = f"sqlite:///{Path(cfg.out).resolve() / 'study.db'}"
+    direction = "maximize" if metric_of(spec) == "val_accuracy" else "minimize"
+    study = optuna.create_study(study_name=STUDY, storage=storage, load_if_exists=True, direction=direction,
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0))
+    return study
+
+
+def _sampler(cfg: Config, offset: int):
+    import optuna
+
+    seed = cfg.seed + offset  # a continued study must not replay the first run's draws
+    if cfg.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, cfg.trials // 2)))
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _worker(cfg: Config, params: list[Param], stage: str, epochs: int, n: int, offset: int) -> None:
+    """One process of a --jobs J stage: its share of the trials, on the shared study."""
+    import torch
+
+    from nnc.compiler.spec import load_spec
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(cfg.jobs, 1)))
+    spec = load_spec(cfg.spec_path)
+    study = _study(cfg, spec)
+    study.sampler = _sampler(cfg, offset)
+    study.optimize(_objective(cfg, spec, params, stage, epochs), n_trials=n, catch=(Exploded,))
+
+
+def _fail_stale(study) -> None:
+    """Trials left RUNNING by an interrupted search will never finish: mark them failed."""
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(t._trial_id, "reason", "interrupted")
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+
+
+@dataclass
+class SearchResult:
+    spec: Spec
+    metric: str
+    trials: list[dict]  # sorted best first: number, stage, state, value, params, reason, epochs_run
+    stages: list[tuple[str, int, list[Param]]] = field(default_factory=list)  # (stage, epochs, ranges)
+    best: dict | None = None
+    best_spec: Path | None = None
+    plot: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def search(cfg: Config, on_trial: Callable[[dict], None] | None = None) -> SearchResult:
+    import optuna
+
+    from nnc.compiler.spec import load_spec
+
+    spec = load_spec(cfg.spec_path)
+    if not spec.search:
+        raise NncError(f"{cfg.spec_path}: no search ranges to search over",
+                       help="write a range for a value, e.g. optimizer adam(lr=loguniform(1e-4, 1e-1))")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    study = _study(cfg, spec)
+    known = study.user_attrs.get("spec_text")
+    if known is None:
+        study.set_user_attr("spec_text", spec.text)
+    elif known != spec.text:
+        raise NncError(f"{out / 'study.db'} holds a search of a different spec text; "
+                       "give another --out to start a new study")
+    _fail_stale(study)
+    last_epochs = cfg.epochs or spec.train.epochs
+    coarse_epochs = cfg.coarse_epochs or max(1, last_epochs // 3)
+    params = [Param.of(r) for r in spec.search]
+    result = SearchResult(spec, metric_of(spec), [])
+    for i, stage in enumerate(cfg.stages):
+        epochs = coarse_epochs if stage == "coarse" and len(cfg.stages) > 1 else last_epochs
+        if stage == "fine":
+            done = [t for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+                    if t.user_attrs.get("stage") != "fine"]
+            if len(done) >= 2:
+                done.sort(key=lambda t: t.value, reverse=study.direction == optuna.study.StudyDirection.MAXIMIZE)
+                params = narrow(params, [t.params for t in done[:max(2, math.ceil(TOP * len(done)))]])
+        result.stages.append((stage, epochs, params))
+        offset = len(study.trials)
+        if cfg.jobs > 1:
+            _parallel(cfg, params, stage, epochs, offset)
+        else:
+            study.sampler = _sampler(cfg, offset)
+            callbacks = [lambda s, t: on_trial(_row(t))] if on_trial else []
+            study.optimize(_objective(cfg, spec, params, stage, epochs), n_trials=cfg.trials,
+                           catch=(Exploded,), callbacks=callbacks)
+    _finish(study, result, out)
+    return result
+
+
+def _parallel(cfg: Config, params: list[Param], stage: str, epochs: int, offset: int) -> None:
+    """--jobs J: J processes share the SQLite study (train's plots use pyplot, which is not
+    thread-safe, so processes rather than optuna's threads)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    shares = [cfg.trials // cfg.jobs + (k < cfg.trials % cfg.jobs) for k in range(cfg.jobs)]
+    with ProcessPoolExecutor(cfg.jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_worker, cfg, params, stage, epochs, n, offset + 1000 * k)
+                   for k, n in enumerate(shares) if n]
+        for f in futures:
+            f.result()
+
+
+def _row(t) -> dict:
+    return {"number": t.number, "stage": t.user_attrs.get("stage", ""), "state": t.state.name.lower(),
+            "value": t.value if t.state.name == "COMPLETE" else None, "params": dict(t.params),
+            "reason": t.user_attrs.get("reason", ""), "epochs_run": t.user_attrs.get("epochs_run"),
+            "last": max(t.intermediate_values.items())[1] if t.intermediate_values else None}
+
+
+def _finish(study, result: SearchResult, out: Path) -> None:
+    import optuna
+
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    rows = [_row(t) for t in study.get_trials(deepcopy=False)]
+    sign = -1 if maximize else 1
+    rows.sort(key=lambda r: (r["value"] is None, sign * (r["value"] if r["value"] is not None else 0), r["number"]))
+    result.trials = rows
+    complete = [r for r in rows if r["value"] is not None]
+    if not complete:
+        return
+    best = complete[0]
+    result.best = best
+    values = {r: best["params"][r.path] for r in result.spec.search}
+    header = (f"# resolved by nnc search from {result.spec.source.name}: trial {best['number']}, "
+              f"{result.metric} {best['value']:.4f} ({best['stage']} stage, {best['epochs_run']} epochs)\n")
+    result.best_spec = out / "best.nnspec"
+    result.best_spec.write_text(header + resolve_text(result.spec.text, values))
+    result.warnings = border_warnings(result.spec, best["params"])
+    result.plot = scatter(result, out / "search.png")
+
+
+# ---------------------------------------------------------------- the plot
+
+
+def scatter(result: SearchResult, path: Path) -> Path:
+    """Metric vs each hyperparameter, one panel each (log x-axis for log ranges): completed
+    trials as dots by stage, pruned ones at their last reported value as crosses."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    ranges = result.spec.search
+    fig = Figure(figsize=(3.2 * len(ranges), 2.8), dpi=80, layout="constrained")
+    axes = fig.subplots(1, len(ranges), squeeze=False)[0]
+    colors = {"coarse": "tab:blue", "fine": "tab:orange"}
+    for ax, r in zip(axes, ranges):
+        for row in result.trials:
+            if r.path not in row["params"]:
+                continue
+            x = row["params"][r.path]
+            x = r.args.index(x) if r.dist == "choice" else x
+            if row["value"] is not None:
+                ax.scatter([x], [row["value"]], s=18, color=colors.get(row["stage"], "tab:green"))
+            elif row["last"] is not None:
+                ax.scatter([x], [row["last"]], s=18, marker="x", color="tab:gray")
+        if r.log:
+            ax.set_xscale("log")
+        if r.dist == "choice":
+            ax.set_xticks(range(len(r.args)), [format_value(a) for a in r.args])
+        else:
+            ax.set_xlim(*_padded(r))
+        ax.set_xlabel(f"{r.path} ({r.dist})")
+        ax.set_ylabel(result.metric)
+        ax.grid(alpha=0.3)
+    handles = [matplotlib.lines.Line2D([], [], ls="", marker=m, color=c, label=l)
+               for l, m, c in (("coarse", "o", colors["coarse"]), ("fine", "o", colors["fine"]), ("pruned", "x", "tab:gray"))]
+    axes[0].legend(handles=handles, fontsize=7, loc="lower left")
+    fig.savefig(path)
+    return path
+
+
+def _padded(r: SearchRange) -> tuple[float, float]:
+    lo, hi = r.args
+    if r.log:
+        return lo / 10 ** (0.05 * math.log10(hi / lo)), hi * 10 ** (0.05 * math.log10(hi / lo))
+    pad = 0.05 * (hi - lo)
+    return lo - pad, hi + pad
