@@ -235,9 +235,12 @@ class _Pass:
         steps = [(c.kind, c.params) for c in spec.data.preprocess]
         for c in spec.data.preprocess:
             d = PREPROCESS[c.kind]
-            if (x.kind == "image" and not d.images) or (x.kind == "vector" and not d.vectors) or x.kind in ("sequence", "tokens"):
+            # sequences take the steps that work elementwise on any shape (mean_image, normalize)
+            ok = {"image": d.images, "vector": d.vectors, "sequence": d.images and d.vectors, "tokens": False}
+            if not ok[x.kind]:
                 self.out.error(c.span, f"preprocess {c.kind} does not apply to {x.kind} inputs",
-                               "pca and whiten are for vector inputs; channel_mean for images")
+                               "pca and whiten are for vector inputs, channel_mean for images; "
+                               "mean_image and normalize for images, vectors and sequences")
         for c in spec.data.augment:
             if x.kind != "image":
                 self.out.error(c.span, f"augment {c.kind} needs image inputs, the model reads {x}")

@@ -141,6 +141,7 @@ def fit_warning(axis: str, size: int, k: int, s: int, p: int, d: int = 1) -> str
         return None
     keff = d * (k - 1) + 1
     pad = f" + 2*{p}" if p else ""
-    return (f"({size}{pad} - {keff}) / {s} + 1 = {exact:g} along {axis}: not an integer, "
-            f"the output is floored to {floored} and the last {int(round((exact - floored) * s))} "
-            f"row(s)/column(s) of the input are never read")
+    dropped = int(round((exact - floored) * s))
+    lost = (f"only padding falls off the end, no input is lost" if dropped <= p else
+            f"the last {dropped - p} row(s)/column(s) of the input are never read")
+    return f"({size}{pad} - {keff}) / {s} + 1 = {exact:g} along {axis}: not an integer, floored to {floored}; {lost}"

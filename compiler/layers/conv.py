@@ -31,6 +31,8 @@ def _window(x: Shape, k, s, p, d, what: str) -> tuple[tuple[int, int], list]:
         msg = fit_warning(axis, size, kk, ss, pp, dd)
         if msg:
             warns.append(("stride", msg))
+    if len(warns) == 2 and warns[0][1].replace("height", "width") == warns[1][1]:
+        warns = [("stride", warns[0][1].replace("along height", "along height and width"))]
     return (out[0], out[1]), warns
 
 
