@@ -27,7 +27,7 @@ from nnc.runtime import params as P
 
 RELU_LIKE = ("relu", "leaky_relu", "prelu", "elu")
 SATURATING = ("tanh", "sigmoid")
-WATCHED = RELU_LIKE + SATURATING + ("maxout", "dense", "conv", "batchnorm", "layernorm")
+WATCHED = RELU_LIKE + SATURATING + ("maxout", "dense", "conv", "batchnorm", "layernorm", "rnn", "lstm", "gru")
 RATIO_LOW, RATIO_HIGH = 1e-5, 1e-1  # warn when a weight's epoch-mean update ratio is outside
 GAP_BIG, GAP_NONE, LOW_ACC = 0.10, 0.02, 0.95
 
@@ -234,7 +234,7 @@ def dashboard(metrics, path) -> None:
     ax[0, 1].set(title="accuracy", xlabel="epoch")
     ratio_rows = [r for r in samples if "update_ratio" in r]
     for n in (ratio_rows[0]["update_ratio"] if ratio_rows else {}):
-        if n.endswith("weight"):
+        if n.rsplit(".", 1)[-1].startswith("weight"):  # recurrent layers have weight_ih_l0, weight_hh_l0, ...
             pts = [(r["step"], r["update_ratio"][n]) for r in ratio_rows if (r["update_ratio"].get(n) or 0) > 0]
             if pts:
                 ax[1, 0].plot(*zip(*pts), label=n)
