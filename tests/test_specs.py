@@ -1,0 +1,189 @@
+"""The spec library (specs/*.nnspec) compiles to PyTorch modules that match the inferred graph:
+parameter counts, parameter names and every layer's output shape, checked with forward hooks
+on a real forward pass. Plus the well-known totals, and the examples of docs/language.md."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from nnc.compiler.shapes import LayerInfo, ResidualInfo, check
+from nnc.compiler.spec import load_spec, load_text
+
+from conftest import ROOT, SPECS
+
+SPEC_NAMES = ["alexnet", "vgg16", "resnet18", "lenet5", "two_layer", "deep_tanh", "digits_mlp", "digits_cnn",
+              "seq_lstm"]
+
+# The totals the papers / lecture notes quote (torchvision agrees for resnet18 and vgg16).
+KNOWN_TOTALS = {
+    "alexnet": 62_378_344,
+    "vgg16": 138_357_544,
+    "resnet18": 11_689_512,
+    "lenet5": 61_706,
+    "two_layer": 308_310,  # 3072*100 + 100 + 100*10 + 10
+}
+
+
+def test_the_library_is_what_these_tests_cover():
+    assert sorted(p.stem for p in SPECS.glob("*.nnspec")) == sorted(SPEC_NAMES)
+
+
+@pytest.mark.parametrize("name", SPEC_NAMES)
+def test_spec_has_a_source_header(name):
+    text = (SPECS / f"{name}.nnspec").read_text()
+    first = text.splitlines()[0]
+    assert first.startswith("#"), f"{name}.nnspec should open with a comment saying where the architecture comes from"
+    assert len(first.lstrip("# ").strip()) > 10
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN_TOTALS))
+def test_known_parameter_totals(name):
+    graph = check(load_spec(SPECS / f"{name}.nnspec"))
+    assert graph.n_params == KNOWN_TOTALS[name]
+
+
+def _walk(nodes):
+    """Every (module path, expected output dims, info) of the graph, residual blocks included."""
+    for n in nodes:
+        if isinstance(n, ResidualInfo):
+            yield from _walk(n.body)
+            for p in n.proj or ():
+                yield p.path, p.output, p
+            yield n.path, n.output, n
+        else:
+            yield n.path, n.output, n
+
+
+def _example(shape, batch=2):
+    import torch
+
+    if shape.kind == "tokens":
+        return torch.randint(0, shape.vocab, (batch, *shape.dims))
+    return torch.randn(batch, *shape.dims, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("name", SPEC_NAMES)
+def test_built_module_matches_the_graph(name):
+    import torch
+
+    from nnc.compiler.torch_build import build_model
+
+    graph = check(load_spec(SPECS / f"{name}.nnspec"))
+    model = build_model(graph).eval()
+
+    # (a) parameter count, and every tensor named after its layer with the inferred shape
+    assert sum(p.numel() for p in model.parameters()) == graph.n_params
+    expected = {f"{l.path}.{t.name}": t.shape for l in graph.layers() for t in l.tensors}
+    got = {k: tuple(v.shape) for k, v in model.named_parameters()}
+    assert got == expected
+
+    # (b) every layer's output shape, captured on the module named after the layer
+    seen: dict[str, tuple] = {}
+    hooks = []
+    entries = list(_walk(graph.nodes))
+    assert len({path for path, _, _ in entries}) == len(entries), "module paths must be unique"
+    for path, _, _ in entries:
+        module = model.get_submodule(path)
+        hooks.append(module.register_forward_hook(
+            lambda m, i, o, path=path: seen.__setitem__(path, tuple(o.shape))))
+    with torch.no_grad():
+        out = model(_example(graph.input))
+    for h in hooks:
+        h.remove()
+    for path, shape, info in entries:
+        assert path in seen, f"{path} never ran"
+        assert seen[path] == (2, *shape.dims), f"{name}: {path} ({getattr(info, 'kind', 'residual')})"
+    assert tuple(out.shape) == (2, *graph.output.dims)
+    assert torch.isfinite(out).all()
+    # every child of the top module is a node of the graph, in order
+    assert [n for n, _ in model.named_children()] == [n.name for n in graph.nodes]
+
+
+def test_resnet18_structure():
+    """The residual blocks: identity shortcuts in stage 1, 1x1 conv + BN projections in stages 2-4."""
+    graph = check(load_spec(SPECS / "resnet18.nnspec"))
+    blocks = [n for n in graph.nodes if isinstance(n, ResidualInfo)]
+    assert len(blocks) == 8
+    assert [b.proj is not None for b in blocks] == [False, False, True, False, True, False, True, False]
+    assert [b.output.dims for b in blocks[::2]] == [(64, 56, 56), (128, 28, 28), (256, 14, 14), (512, 7, 7)]
+    for b in blocks:
+        if b.proj:
+            conv, bn = b.proj
+            assert conv.params.kernel == (1, 1) and conv.params.stride == (2, 2) and not conv.params.bias
+            assert conv.n_params == b.input.dims[0] * b.output.dims[0]
+            assert bn.kind == "batchnorm"
+    assert graph.output.dims == (1000,)
+
+
+def test_resnet18_against_torchvision():
+    tv = pytest.importorskip("torchvision")
+    import torch
+
+    from nnc.compiler.torch_build import build_model
+
+    ref = tv.models.resnet18()
+    assert sum(p.numel() for p in ref.parameters()) == KNOWN_TOTALS["resnet18"]
+    graph = check(load_spec(SPECS / "resnet18.nnspec"))
+    ours = build_model(graph).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert ref.eval()(x).shape == ours(x).shape
+    # the same tensor shapes, in the same order
+    assert [tuple(p.shape) for p in ref.parameters()] == [tuple(p.shape) for p in ours.parameters()]
+
+
+def test_lenet5_against_a_hand_written_module():
+    """An independent reference: LeNet-5 written out in torch.nn has the same tensors."""
+    from torch import nn
+
+    from nnc.compiler.torch_build import build_model
+
+    ref = nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
+                        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+                        nn.Linear(84, 10))
+    ours = build_model(check(load_spec(SPECS / "lenet5.nnspec")))
+    assert [tuple(p.shape) for p in ref.parameters()] == [tuple(p.shape) for p in ours.parameters()]
+
+
+def test_alexnet_listing_shapes():
+    """The lecture's AlexNet listing: [55x55x96] CONV1, [27x27x96] POOL1, ... [6x6x256] POOL3."""
+    graph = check(load_spec(SPECS / "alexnet.nnspec"))
+    shapes = {l.name: l.output.listing for l in graph.layers()}
+    assert shapes["conv1"] == "55x55x96"
+    assert shapes["pool1"] == "27x27x96"
+    assert shapes["conv2"] == "27x27x256"
+    assert shapes["pool2"] == "13x13x256"
+    assert shapes["conv5"] == "13x13x256"
+    assert shapes["pool3"] == "6x6x256"
+    assert shapes["fc6"] == "4096"
+
+
+# ---------------------------------------------------------------- docs/language.md examples
+
+DOC = ROOT / "docs" / "language.md"
+
+
+def _doc_blocks() -> list[tuple[int, str]]:
+    """(line, text) of every ```nnspec block of the language reference that is a complete spec."""
+    if not DOC.exists():
+        return []
+    text = DOC.read_text()
+    out = []
+    for m in re.finditer(r"^```nnspec[ \t]*\n(.*?)^```", text, re.S | re.M):
+        body = m.group(1)
+        first = next((ln.strip() for ln in body.splitlines() if ln.strip() and not ln.strip().startswith("#")), "")
+        if first.startswith("nnspec 1") or first.startswith("model"):
+            out.append((text.count("\n", 0, m.start()) + 2, body))
+    return out
+
+
+def test_language_reference_has_examples():
+    assert DOC.exists()
+    assert len(_doc_blocks()) >= 5
+
+
+@pytest.mark.parametrize("line,body", _doc_blocks(), ids=lambda v: f"line{v}" if isinstance(v, int) else "")
+def test_language_reference_examples_check(line, body):
+    graph = check(load_text(body, f"docs/language.md:{line}"))
+    assert graph.n_params >= 0
