@@ -80,7 +80,7 @@ class Emitter:
     def param(self, info: LayerInfo, name: str, array: np.ndarray | None = None) -> str:
         """An initializer for the layer's tensor `name` (or a transformed copy of it)."""
         value = self.tensor(info, name) if array is None else array
-        return self.const(value.astype(np.float32), f"{info.path}.{name}")
+        return self.const(value.astype(np.float32, copy=False), f"{info.path}.{name}")
 
     def reduce_max(self, x: str, axis: int, hint: str) -> str:
         if self.opset >= 18:  # axes became an input in opset 18
@@ -217,10 +217,12 @@ def compare(got: np.ndarray, want: np.ndarray) -> dict:
 
 def verify(model_proto, graph: Graph, torch_model, stats: dict, probabilities: bool,
            batches=(1, 3)) -> dict:
-    """onnxruntime vs the PyTorch module (eval mode) on random inputs; NncError on a mismatch."""
+    """onnxruntime vs the PyTorch module (eval mode) on random inputs; NncError on a mismatch.
+
+    `model_proto` may be the ModelProto or its serialized bytes (big models: serialize once)."""
     import onnxruntime as ort
 
-    data = model_proto.SerializeToString()
+    data = model_proto if isinstance(model_proto, bytes) else model_proto.SerializeToString()
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
@@ -247,21 +249,21 @@ def export(graph: Graph, torch_model, stats: dict | None, classes: list[str] | N
     torch_model.eval()
     stats = {k: np.asarray(v) for k, v in (stats or {}).items()}
     model = emit(graph, torch_model.state_dict(), stats, classes, opset, probabilities)
+    data = model.SerializeToString()  # once: the checker, onnxruntime and the file share it (VGG16: 550 MB)
     try:
-        onnx.checker.check_model(model, full_check=False)
+        onnx.checker.check_model(data, full_check=False)
     except onnx.checker.ValidationError as e:  # an emitter bug, not a user error
         raise RuntimeError(f"nnc emitted an invalid ONNX graph: {e}") from e
-    report = verify(model, graph, torch_model, stats, probabilities)
+    report = verify(data, graph, torch_model, stats, probabilities)
     if out is not None:
-        _write(model, Path(out))
+        _write(data, Path(out))
     return Exported(model, model.graph.output[0].name, report)
 
 
-def _write(model, path: Path) -> None:
+def _write(data: bytes, path: Path) -> None:
     import os
     import tempfile
 
-    data = model.SerializeToString()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
