@@ -194,7 +194,12 @@ def _registry_choice(v: Value, registry: dict, what: str, path: str, ctx: Ctx) -
         ctx.errors.append(unknown(name_span, what, name, registry))
         return None
     d = registry[name]
-    raw = ctx.conv.plain(v, path) if v.kind == "call" else {}
+    raw = {}
+    if v.kind == "call":  # the call is the registry entry itself, even where its word is also a
+        # search range's (the `uniform` initializer): only its arguments may be ranges
+        call = v.value
+        raw = {"kind": call.name, "args": [ctx.conv.plain(a, f"{path}.{i}") for i, a in enumerate(call.args)]}
+        raw.update({k: ctx.conv.plain(kv, f"{path}.{k}") for k, kv in call.kwargs})
     spans = {}
     if v.kind == "call":
         names = [f.alias or n for n, f in d.params.model_fields.items()]

@@ -102,7 +102,8 @@ def _load_extra_commands() -> None:
     inside their handlers, so `nnc check` stays torch-free)."""
     from nnc import commands
 
-    _EXTRA_COMMANDS.extend(commands.REGISTER)
+    if not _EXTRA_COMMANDS:  # main() may run more than once in a process (tests, notebooks)
+        _EXTRA_COMMANDS.extend(commands.REGISTER)
 
 
 def main(argv: list[str] | None = None) -> int:
