@@ -191,3 +191,84 @@ def test_corrupt_checkpoint(tmp_path, nnc_cli, damage):
     assert r.returncode == 1, r.stderr
     assert "checkpoint" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "m.onnx").exists()
+
+
+# ---------------------------------------------------------------- a trained model, end to end
+
+
+@pytest.fixture(scope="module")
+def trained_cnn(tmp_path_factory):
+    """digits_cnn trained for 2 epochs by `nnc train`, exported by `nnc export`, and the raw
+    (unpreprocessed) test split that `nnc eval` scores, saved as .npy like a user would."""
+    from conftest import run_nnc
+
+    d = tmp_path_factory.mktemp("trained_cnn")
+    r = run_nnc("train", ROOT / "specs" / "digits_cnn.nnspec", "--epochs", "2", "--out", d / "run", "--device", "cpu",
+                "-q")
+    assert r.returncode == 0, r.stderr
+    ckpt = d / "run" / "best.safetensors"
+    r = run_nnc("export", ckpt, "-o", d / "cnn.onnx")
+    assert r.returncode == 0, r.stderr
+    from nnc.runtime.data import load_splits
+
+    test = load_splits(check(checkpoint.load(ckpt).spec())).test
+    np.save(d / "test_x.npy", test.x)
+    return d, ckpt, d / "cnn.onnx", test
+
+
+def test_infer_on_raw_test_split_matches_eval(trained_cnn, nnc_cli):
+    d, ckpt, model, test = trained_cnn
+    r = nnc_cli("infer", model, d / "test_x.npy", "--json", "--top", "3")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    preds = np.array([p["class"] for p in out["predictions"]])
+    assert len(preds) == len(test.y) and all(len(p["top"]) == 3 for p in out["predictions"])
+    assert out["predictions"][0]["label"] == str(preds[0])  # the digits' class names are "0".."9"
+    r = nnc_cli("eval", ckpt, "--json", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    ev = json.loads(r.stdout)
+    assert ev["n"] == len(test.y) and ev["accuracy"] > 0.5
+    conf = np.zeros((10, 10), int)
+    np.add.at(conf, (test.y, preds), 1)
+    assert conf.tolist() == ev["confusion"]  # same predictions per true class as `nnc eval`
+    assert float((preds == test.y).mean()) == pytest.approx(ev["accuracy"], abs=1e-6)
+    from nnc.runtime.evaluate_cli import load_model  # and per example, against the checkpoint in torch
+
+    _, torch_model, ck = load_model(str(ckpt), "cpu")
+    with torch.no_grad():
+        stats = {k: torch.from_numpy(np.asarray(v)) for k, v in ck.preprocess.items()}
+        want = torch_model(apply(stats, torch.from_numpy(test.x))).argmax(1).numpy()
+    assert (preds == want).all()
+
+
+def test_infer_wrong_shape_is_a_clear_error(trained_cnn, nnc_cli):
+    d, _, model, _ = trained_cnn
+    np.save(d / "bad.npy", np.zeros((3, 7, 7), np.float32))
+    r = nnc_cli("infer", model, d / "bad.npy")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "(3, 7, 7) does not fit the model's input (1, 8, 8)" in r.stderr
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_infer_corrupt_model(tmp_path, nnc_cli, damage):
+    graph = check(load_spec(str(ROOT / "specs" / "digits_mlp.nnspec")))
+    good = tmp_path / "good.onnx"
+    export(graph, build_model(graph), None, None, good)
+    bad = tmp_path / "bad.onnx"
+    data = good.read_bytes()
+    bad.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"\x00garbage\xff" * 50)
+    np.save(tmp_path / "x.npy", np.zeros((2, 64), np.float32))
+    r = nnc_cli("infer", bad, tmp_path / "x.npy")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "not a loadable ONNX model" in r.stderr and "truncated or corrupt" in r.stderr
+    r = nnc_cli("infer", good, tmp_path / "x.npy", "--json")
+    assert r.returncode == 0 and len(json.loads(r.stdout)["predictions"]) == 2
+
+
+def test_eval_truncated_checkpoint(trained_cnn, nnc_cli, tmp_path):
+    _, ckpt, _, _ = trained_cnn
+    bad = tmp_path / "cut.safetensors"
+    bad.write_bytes(ckpt.read_bytes()[:-100])
+    r = nnc_cli("eval", bad)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "not a readable safetensors checkpoint" in r.stderr

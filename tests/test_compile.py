@@ -1,0 +1,135 @@
+"""`nnc compile`: standalone PyTorch source that imports only torch, takes nnc's weights with a
+strict `load_state_dict`, and computes exactly what the nnc-built module computes."""
+
+import ast
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from export_cases import EXTRA, KINDS, randomize, spec_text
+from nnc.compiler.pysrc import class_name, generate
+from nnc.compiler.shapes import check
+from nnc.compiler.spec import load_spec, load_text
+from nnc.compiler.torch_build import build_model
+from nnc.runtime import checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = sorted((ROOT / "specs").glob("*.nnspec"))
+FORWARD_FLOPS = 3e9  # per example; above it (VGG16) only the structure and the weights are checked
+
+
+def imports(source: str) -> set[str]:
+    """Top-level package of every import statement in `source`."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            names.add((node.module or "").split(".")[0] if node.level == 0 else ".")
+    return names
+
+
+def load_module(path: Path, name: str):
+    """Import a generated file as a fresh module, the way a user's project would."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def example(graph, batch=3, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    inp = graph.input
+    if inp.kind == "tokens":
+        return torch.randint(0, inp.vocab, (batch, *inp.dims), generator=gen)
+    return torch.randn((batch, *inp.dims), generator=gen)
+
+
+def compiled_matches(graph, model, tmp_path, forward=True):
+    """Generate, import, strict-load `model`'s weights, compare outputs bit for bit."""
+    source = generate(graph)
+    assert imports(source) == {"torch"}, imports(source)
+    assert "nnc" not in {*imports(source)} and "import nnc" not in source
+    assert source == generate(graph)  # deterministic
+    path = tmp_path / f"gen_{tmp_path.name}.py"
+    path.write_text(source)
+    mod = load_module(path, path.stem)
+    gen_model = getattr(mod, class_name(graph))()
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in gen_model.state_dict().items()} == want
+    gen_model.load_state_dict(model.state_dict())  # strict, names unchanged
+    gen_model.eval()
+    model.eval()
+    if forward:
+        x = example(graph)
+        with torch.no_grad():
+            a, b = model(x), gen_model(x)
+        assert a.shape == b.shape and torch.equal(a, b), (a - b).abs().max()
+    return source
+
+
+@pytest.mark.parametrize("case", sorted(KINDS) + sorted(EXTRA))
+def test_layer_kind_compiles(case, tmp_path):
+    graph = check(load_text(spec_text(KINDS.get(case) or EXTRA[case])))
+    compiled_matches(graph, randomize(build_model(graph)), tmp_path)
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_every_spec_compiles(path, tmp_path):
+    graph = check(load_spec(str(path)))
+    source = compiled_matches(graph, randomize(build_model(graph)), tmp_path, forward=graph.flops < FORWARD_FLOPS)
+    assert f"class {class_name(graph)}(nn.Module):" in source
+    assert f"# (B, {', '.join(map(str, graph.output.dims))})" in source  # shapes as comments
+
+
+def test_compile_checkpoint_cli(tmp_path, nnc_cli):
+    """`nnc compile CHECKPOINT -o model.py`; then, in a process where nnc cannot be imported, the
+    file runs on the checkpoint's own `model/` tensors (safetensors, no pickle)."""
+    spec = ROOT / "specs" / "digits_cnn.nnspec"
+    text = spec.read_text()
+    graph = check(load_text(text, str(spec)))
+    model = randomize(build_model(graph), seed=5)
+    ckpt = tmp_path / "cnn.safetensors"
+    checkpoint.save(ckpt, checkpoint.Checkpoint(text, str(spec), model.state_dict(), {}, None))
+    out = tmp_path / "digits_model.py"
+    r = nnc_cli("compile", ckpt, "-o", out)
+    assert r.returncode == 0, r.stderr
+    assert out.read_text() == generate(graph)
+    x = example(graph, 4)
+    with torch.no_grad():
+        want = model(x)
+    torch.save(x, tmp_path / "x.pt")  # plain tensors, read back with weights_only
+    torch.save(want, tmp_path / "want.pt")
+    script = f"""
+import sys
+sys.modules["nnc"] = None  # any `import nnc` in the generated file would fail
+import torch
+from safetensors.torch import load_file
+sys.path.insert(0, {str(tmp_path)!r})
+import digits_model
+model = digits_model.{class_name(graph)}()
+model.load_state_dict({{k[len("model/"):]: v for k, v in load_file({str(ckpt)!r}).items() if k.startswith("model/")}})
+model.eval()
+with torch.no_grad():
+    got = model(torch.load({str(tmp_path / "x.pt")!r}, weights_only=True))
+assert torch.equal(got, torch.load({str(tmp_path / "want.pt")!r}, weights_only=True)), "outputs differ"
+print("ok")
+"""
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_compile_spec_to_stdout_and_errors(tmp_path, nnc_cli):
+    r = nnc_cli("compile", ROOT / "specs" / "seq_lstm.nnspec")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == generate(check(load_spec(str(ROOT / "specs" / "seq_lstm.nnspec"))))
+    bad = tmp_path / "cut.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
+    r = nnc_cli("compile", bad, "-o", tmp_path / "m.py")
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "checkpoint" in r.stderr
+    assert not (tmp_path / "m.py").exists()
