@@ -187,3 +187,24 @@ def test_language_reference_has_examples():
 def test_language_reference_examples_check(line, body):
     graph = check(load_text(body, f"docs/language.md:{line}"))
     assert graph.n_params >= 0
+
+
+def test_language_reference_covers_every_registry_word():
+    """Every layer kind has a row in the layer table; every section's words are documented."""
+    from nnc.compiler.initializers import INITIALIZERS
+    from nnc.compiler.layers import LAYERS
+    from nnc.runtime.augment import AUGMENT
+    from nnc.runtime.losses import LOSSES
+    from nnc.runtime.optimizers import OPTIMIZERS
+    from nnc.runtime.preprocess import PREPROCESS
+    from nnc.runtime.schedules import SCHEDULES
+    from nnc.runtime.sources import SOURCES
+
+    text = DOC.read_text()
+    rows = set(re.findall(r"^\| `(\w+)`", text, re.M))
+    assert set(LAYERS) <= rows, sorted(set(LAYERS) - rows)
+    for registry in (INITIALIZERS, LOSSES, OPTIMIZERS, SCHEDULES, SOURCES, PREPROCESS, AUGMENT):
+        missing = [w for w in registry if f"`{w}`" not in text]
+        assert not missing, missing
+    for section in ("init", "loss", "regularize", "optimizer", "schedule", "data", "train"):
+        assert f"### {section}" in text
