@@ -164,8 +164,9 @@ def test_alexnet_listing_shapes():
 DOC = ROOT / "docs" / "language.md"
 
 
-def _doc_blocks() -> list[tuple[int, str]]:
-    """(line, text) of every ```nnspec block of the language reference that is a complete spec."""
+def _doc_blocks(complete: bool = True) -> list[tuple[int, str]]:
+    """(line, text) of every ```nnspec block of the language reference that is a complete spec
+    (or, with complete=False, that is only sections: those are checked under a stand-in model)."""
     if not DOC.exists():
         return []
     text = DOC.read_text()
@@ -173,20 +174,38 @@ def _doc_blocks() -> list[tuple[int, str]]:
     for m in re.finditer(r"^```nnspec[ \t]*\n(.*?)^```", text, re.S | re.M):
         body = m.group(1)
         first = next((ln.strip() for ln in body.splitlines() if ln.strip() and not ln.strip().startswith("#")), "")
-        if first.startswith("nnspec 1") or first.startswith("model"):
+        if (first.startswith("nnspec 1") or first.startswith("model")) == complete:
             out.append((text.count("\n", 0, m.start()) + 2, body))
     return out
+
+
+# the layer names the reference's section fragments mention (fc7, fc8, ...)
+STAND_IN = """model StandIn {
+    input image(3, 32, 32)
+    conv conv1 16 kernel 3 pad 1
+    relu
+    dense fc7 64
+    relu
+    dense fc8 10
+}
+"""
 
 
 def test_language_reference_has_examples():
     assert DOC.exists()
     assert len(_doc_blocks()) >= 5
+    assert len(_doc_blocks(complete=False)) >= 3
 
 
 @pytest.mark.parametrize("line,body", _doc_blocks(), ids=lambda v: f"line{v}" if isinstance(v, int) else "")
 def test_language_reference_examples_check(line, body):
     graph = check(load_text(body, f"docs/language.md:{line}"))
     assert graph.n_params >= 0
+
+
+@pytest.mark.parametrize("line,body", _doc_blocks(complete=False), ids=lambda v: f"line{v}" if isinstance(v, int) else "")
+def test_language_reference_section_fragments_check(line, body):
+    check(load_text(STAND_IN + body, f"docs/language.md:{line}"))
 
 
 def test_language_reference_covers_every_registry_word():
@@ -208,3 +227,38 @@ def test_language_reference_covers_every_registry_word():
         assert not missing, missing
     for section in ("init", "loss", "regularize", "optimizer", "schedule", "data", "train"):
         assert f"### {section}" in text
+
+
+# ---------------------------------------------------------------- every kind on every input
+
+INPUTS = ["image(4, 6, 6)", "vector(6)", "sequence(3, 4)", "tokens(3, 10)"]
+MINIMAL = {"conv": "conv 4 kernel 3", "maxpool": "maxpool 2", "avgpool": "avgpool 2", "dense": "dense 3",
+           "embedding": "embedding 4", "rnn": "rnn 3", "lstm": "lstm 3 return sequence", "gru": "gru 3 bidirectional"}
+
+
+def _kind_cases():
+    from nnc.compiler.layers import LAYERS
+
+    return [(k, i) for k in LAYERS for i in INPUTS]
+
+
+@pytest.mark.parametrize("kind,inp", _kind_cases())
+def test_what_check_accepts_builds_and_runs(kind, inp):
+    """If `nnc check` accepts a layer on an input, the built module runs and gives the inferred
+    shape and parameter count; if it refuses, it says so as a spec error (never at build time)."""
+    import torch
+
+    from nnc.compiler.diagnostics import NncError
+    from nnc.compiler.torch_build import build_model
+
+    text = f"model M {{\n    input {inp}\n    {MINIMAL.get(kind, kind)}\n}}\nloss mse\n"
+    try:
+        graph = check(load_text(text))
+    except NncError:
+        return
+    model = build_model(graph).eval()
+    assert sum(p.numel() for p in model.parameters()) == graph.n_params
+    with torch.no_grad():
+        out = model(_example(graph.input))
+        assert tuple(out.shape) == (2, *graph.output.dims)
+        assert tuple(model.train()(_example(graph.input)).shape) == (2, *graph.output.dims)

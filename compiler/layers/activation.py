@@ -28,8 +28,10 @@ def _numeric(x: Shape, kind: str) -> None:
         raise ShapeError(f"{kind} cannot read token ids", help="add an embedding first")
 
 
-def _same(cost: int):
+def _same(cost: int, kind: str | None = None):
     def infer(p, x: Shape) -> Inferred:
+        if kind:
+            _numeric(x, kind)
         return Inferred(x, (), cost * x.numel)
     return infer
 
@@ -106,6 +108,8 @@ def _elu(p: Elu, x):
 
 def prelu_infer(p, x: Shape) -> Inferred:
     _numeric(x, "prelu")
+    if x.kind == "sequence":  # caught here, so that `nnc check` says it, not the torch builder
+        raise ShapeError("prelu on a sequence is not supported", help="use leaky_relu or relu")
     return Inferred(x, (Tensor("weight", (x.features,), "alpha"),), x.numel)
 
 
@@ -135,11 +139,11 @@ TANH = _simple("tanh", 4, "tanh(x), in (-1, 1)", _tanh, _unary("Tanh"), lambda p
 SIGMOID = _simple("sigmoid", 4, "1 / (1 + e^-x), in (0, 1)", _sigmoid, _unary("Sigmoid"), lambda p, x: "nn.Sigmoid()")
 SOFTMAX = _simple("softmax", 3, "softmax over the features (channels of an image)", _softmax, _softmax_onnx,
                   lambda p, x: f"nn.Softmax(dim={_softmax_axis(x)})")
-LEAKY_RELU = LayerDef("leaky_relu", Slope, _same(2), _leaky, "max(alpha*x, x)",
+LEAKY_RELU = LayerDef("leaky_relu", Slope, _same(2, "leaky_relu"), _leaky, "max(alpha*x, x)",
                       positional=("alpha",), prefix="leaky_relu", activation=True,
                       onnx=lambda e, info, x: e.op("LeakyRelu", [x], info.path, alpha=info.params.alpha),
                       source=lambda p, x: f"nn.LeakyReLU({p.alpha!r})")
-ELU = LayerDef("elu", Elu, _same(4), _elu, "x if x > 0 else alpha*(e^x - 1)",
+ELU = LayerDef("elu", Elu, _same(4, "elu"), _elu, "x if x > 0 else alpha*(e^x - 1)",
                positional=("alpha",), prefix="elu", activation=True,
                onnx=lambda e, info, x: e.op("Elu", [x], info.path, alpha=info.params.alpha),
                source=lambda p, x: f"nn.ELU({p.alpha!r})")

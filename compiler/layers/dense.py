@@ -76,7 +76,13 @@ def dropout_torch(p: Dropout, x: Shape):
     return nn.Dropout(p.p)
 
 
-DROPOUT = LayerDef("dropout", Dropout, lambda p, x: Inferred(x), dropout_torch,
+def dropout_infer(p: Dropout, x: Shape) -> Inferred:
+    if x.kind == "tokens":
+        raise ShapeError("dropout cannot read token ids", help="add an embedding first")
+    return Inferred(x)
+
+
+DROPOUT = LayerDef("dropout", Dropout, dropout_infer, dropout_torch,
                    "inverted dropout: zeroes a fraction p while training and scales the rest by 1/(1-p); "
                    "the identity at evaluation", positional=("p",), prefix="drop",
                    onnx=lambda e, info, x: x,  # training only: never in an exported graph
