@@ -63,13 +63,14 @@ def _example(shape, batch=2):
     return torch.randn(batch, *shape.dims, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("name", SPEC_NAMES)
-def test_built_module_matches_the_graph(name):
+def assert_module_matches(graph, label: str = "") -> None:
+    """Build `graph`, run a batch of 2 and compare the module with the graph: (a) parameter count,
+    tensor names and shapes, (b) every layer's (and residual block's) output shape, captured with
+    forward hooks on the submodules named after the layers."""
     import torch
 
     from nnc.compiler.torch_build import build_model
 
-    graph = check(load_spec(SPECS / f"{name}.nnspec"))
     model = build_model(graph).eval()
 
     # (a) parameter count, and every tensor named after its layer with the inferred shape
@@ -87,17 +88,55 @@ def test_built_module_matches_the_graph(name):
         module = model.get_submodule(path)
         hooks.append(module.register_forward_hook(
             lambda m, i, o, path=path: seen.__setitem__(path, tuple(o.shape))))
-    with torch.no_grad():
-        out = model(_example(graph.input))
-    for h in hooks:
-        h.remove()
+    try:
+        with torch.no_grad():
+            out = model(_example(graph.input))
+    finally:
+        for h in hooks:
+            h.remove()
     for path, shape, info in entries:
-        assert path in seen, f"{path} never ran"
-        assert seen[path] == (2, *shape.dims), f"{name}: {path} ({getattr(info, 'kind', 'residual')})"
+        assert path in seen, f"{label}: {path} never ran"
+        assert seen[path] == (2, *shape.dims), f"{label}: {path} ({getattr(info, 'kind', 'residual')})"
     assert tuple(out.shape) == (2, *graph.output.dims)
-    assert torch.isfinite(out).all()
+    assert torch.isfinite(out.float()).all()
     # every child of the top module is a node of the graph, in order
     assert [n for n, _ in model.named_children()] == [n.name for n in graph.nodes]
+
+
+@pytest.mark.parametrize("name", SPEC_NAMES)
+def test_built_module_matches_the_graph(name):
+    assert_module_matches(check(load_spec(SPECS / f"{name}.nnspec")), name)
+
+
+# Options off their defaults: the shape rules and counts must still agree with PyTorch.
+OPTION_CASES = {
+    "conv_rect": ("image(3, 17, 23)", ["conv 8 kernel 3x5 stride 2x3 pad 1x2", "relu"]),
+    "conv_dilated_grouped": ("image(4, 16, 16)", ["conv 8 kernel 3 dilation 2 groups 2 bias false"]),
+    "conv_depthwise": ("image(6, 9, 9)", ["conv 6 kernel 3 groups 6 pad 1", "batchnorm"]),
+    "pool_pad_overlap": ("image(2, 13, 13)", ["maxpool kernel 3 stride 2 pad 1", "avgpool kernel 3 stride 1 pad 1",
+                                              "avgpool 2"]),
+    "gap_dense": ("image(5, 7, 7)", ["global_avgpool", "dense 4", "batchnorm", "prelu", "dense 2"]),
+    "image_norms": ("image(4, 5, 5)", ["lrn size 4", "layernorm", "prelu", "maxout 2", "softmax", "dense 3 bias false"]),
+    "vector_acts": ("vector(12)", ["leaky_relu 0.2", "elu 0.5", "maxout 3", "sigmoid", "tanh", "dropout 0.9",
+                                   "layernorm", "softmax"]),
+    "rnn_relu_stack": ("sequence(5, 3)", ["rnn 4 layers 3 activation relu return sequence", "maxout 2", "flatten"]),
+    "lstm_bi_stack": ("sequence(6, 5)", ["lstm 7 layers 2 bidirectional", "dense 3"]),
+    "gru_bi_seq": ("sequence(4, 2)", ["gru 3 layers 2 bidirectional return sequence", "layernorm",
+                                      "leaky_relu", "gru 5"]),
+    "tokens": ("tokens(6, 30)", ["embedding 8", "dropout 0.1", "lstm 4 return sequence", "flatten", "dense 2"]),
+    "nested_residual": ("image(8, 8, 8)", ["residual outer {", "residual inner {", "conv 8 kernel 3 pad 1", "relu",
+                                           "}", "conv 8 kernel 1", "}", "residual project {",
+                                           "conv 16 kernel 3 stride 2 pad 1", "}", "relu", "dense 3"]),
+    "residual_vector": ("vector(10)", ["residual { ", "dense 10", "tanh", "}", "dense 2"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OPTION_CASES))
+def test_options_match_pytorch(case):
+    inp, lines = OPTION_CASES[case]
+    body = "\n".join(f"    {l}" for l in lines)
+    graph = check(load_text(f"model M {{\n    input {inp}\n{body}\n}}\nloss mse\n", case))
+    assert_module_matches(graph, case)
 
 
 def test_resnet18_structure():
