@@ -687,17 +687,22 @@ def _apply_overrides(sections: dict[str, Statement], overrides: tuple[str, ...],
             sections[path[0]] = _unplace(stmt)
             continue
         section, field_ = path
-        v = _unplace(parse_value(value.strip(), f"--set {text}"))
+        mult = section == "optimizer" and field_ in ("lr_mult", "decay_mult")
+        value = value.strip()
+        if mult and value.startswith("("):  # --set optimizer.lr_mult="(fc8=10)" -> lr_mult(fc8=10)
+            value = field_ + value
+        v = _unplace(parse_value(value, f"--set {text}"))
         stmt = sections.get(section)
         word = Value("word", field_, v.span)
-        if section in ("optimizer", "loss") and field_ not in ("lr_mult", "decay_mult"):
+        if section in ("optimizer", "loss") and not mult:
             stmt = _set_call_arg(stmt, section, field_, v)
         else:
-            new = Entry((word, v), v.span)
+            new = Entry((v,) if mult and v.kind == "call" and v.value.name == field_ else (word, v), v.span)
             if stmt is None:
                 stmt = Statement((Entry((Value("word", section, v.span),), v.span), new), None, v.span)
             else:
-                entries = [e for e in _entries(stmt) if not (e.items[0].kind == "word" and e.items[0].value == field_)]
+                entries = [e for e in _entries(stmt) if not (e.items[0].kind in ("word", "call")
+                                                             and e.items[0].text == field_)]
                 stmt = Statement((Entry((stmt.head,), stmt.head.span), *entries, new), None, stmt.span)
         sections[section] = stmt
 

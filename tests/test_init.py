@@ -108,6 +108,20 @@ def test_uniform_variants_bounds():
     _uniform_ok(w(m, "fc1"), -math.sqrt(6 / 800), math.sqrt(6 / 800))
 
 
+def test_uniform_initializer_is_not_a_search_range():
+    """`uniform` is both an initializer and a search-range word: in an init rule the call is the
+    initializer (positional or keyword bounds), while ranges inside an initializer's arguments
+    are still search ranges."""
+    for init in ("weights uniform(-0.2, 0.3)", "weights uniform(low=-0.2, high=0.3)"):
+        graph, m = build(DENSE, init)
+        _uniform_ok(w(m, "fc1"), -0.2, 0.3)
+        assert graph.spec.search == ()
+    graph, m = build(DENSE, "weights gaussian(std=loguniform(1e-3, 1e-1))")
+    (r,) = graph.spec.search
+    assert r.path == "init.weights.std" and r.dist == "loguniform"
+    assert close(w(m, "fc1").std().item(), 0.01)  # the representative: the geometric midpoint
+
+
 def test_uniform_needs_low_below_high():
     from nnc.compiler.diagnostics import NncError
 

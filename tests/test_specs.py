@@ -301,3 +301,20 @@ def test_what_check_accepts_builds_and_runs(kind, inp):
         out = model(_example(graph.input))
         assert tuple(out.shape) == (2, *graph.output.dims)
         assert tuple(model.train()(_example(graph.input)).shape) == (2, *graph.output.dims)
+
+
+def test_set_overrides_as_the_reference_documents():
+    """The `--set` forms of docs/language.md, through load_spec(overrides=...)."""
+    spec = load_spec(SPECS / "alexnet.nnspec", ("optimizer.lr=0.02", "train.epochs=5", 'optimizer.lr_mult=(fc8=10)',
+                                               "optimizer.decay_mult=(fc8=0)", "loss.label_smoothing=0.1",
+                                               "init.weights=gaussian(std=0.02)", "schedule=step(every=5)"))
+    assert spec.optimizer.params.lr == 0.02 and spec.optimizer.params.momentum == 0.9
+    assert spec.optimizer.lr_mult == {"fc8": 10.0} and spec.optimizer.decay_mult == {"fc8": 0.0}
+    assert spec.train.epochs == 5 and spec.train.batch == 128
+    assert spec.loss.params.label_smoothing == 0.1
+    assert spec.schedule.main.kind == "step" and spec.schedule.main.params.every == 5
+    graph = check(spec)
+    assert graph.find("fc6").init[0][1].a == 0.02
+    # a later lr_mult replaces the earlier table, also one given with the whole section
+    spec = load_spec(SPECS / "alexnet.nnspec", ("optimizer=adam(lr=1e-3), lr_mult(fc6=3)", "optimizer.lr_mult=lr_mult(fc7=2)"))
+    assert spec.optimizer.kind == "adam" and spec.optimizer.lr_mult == {"fc7": 2.0}
