@@ -249,6 +249,43 @@ class _Pass:
         return x
 
 
+# Layer names become attributes of torch modules: these would shadow nn.Module's own (the list
+# is torch's, kept torch-free here; tests/test_specs.py checks it against the installed torch).
+MODULE_ATTRIBUTES = frozenset("""
+    T_destination _apply _backward_hooks _backward_pre_hooks _buffers _call_impl _compiled_call_impl
+    _forward_hooks _forward_hooks_always_called _forward_hooks_with_kwargs _forward_pre_hooks
+    _forward_pre_hooks_with_kwargs _get_backward_hooks _get_backward_pre_hooks _get_name
+    _is_full_backward_hook _load_from_state_dict _load_state_dict_post_hooks
+    _load_state_dict_pre_hooks _maybe_warn_non_full_backward_hook _modules _named_members
+    _non_persistent_buffers_set _parameters _register_load_state_dict_pre_hook
+    _register_state_dict_hook _replicate_for_data_parallel _save_to_state_dict _slow_forward
+    _state_dict_hooks _state_dict_pre_hooks _version _wrapped_call_impl add_module apply bfloat16
+    buffers call_super_init children compile cpu cuda double dump_patches eval extra_repr float
+    forward get_buffer get_extra_state get_parameter get_submodule half ipu load_state_dict modules
+    mtia named_buffers named_children named_modules named_parameters parameters
+    register_backward_hook register_buffer register_forward_hook register_forward_pre_hook
+    register_full_backward_hook register_full_backward_pre_hook register_load_state_dict_post_hook
+    register_load_state_dict_pre_hook register_module register_parameter
+    register_state_dict_post_hook register_state_dict_pre_hook requires_grad_ set_extra_state
+    set_submodule share_memory state_dict to to_empty train training type xpu zero_grad
+    spec_name
+""".split())
+RESIDUAL_ATTRIBUTES = ("proj", "proj_bn", "_body")  # a residual block's own modules and fields
+
+
+def _reserved_names(nodes, out: Collector, block: str | None = None) -> None:
+    for n in nodes:
+        if n.name in MODULE_ATTRIBUTES:
+            out.error(n.span, f"the layer name '{n.name}' is reserved (an attribute of PyTorch modules)",
+                      "give this layer another name")
+        elif block and n.name in RESIDUAL_ATTRIBUTES:
+            out.error(n.span, f"the layer name '{n.name}' is reserved inside residual blocks "
+                      f"(the projection shortcut of {block} is {block}.proj, {block}.proj_bn)",
+                      "give this layer another name")
+        if isinstance(n, ResidualInfo):
+            _reserved_names(n.body, out, n.name)
+
+
 def infer(spec: Spec) -> Graph:
     p = _Pass(spec)
     x = p.data(spec.model.input)
@@ -256,6 +293,7 @@ def infer(spec: Spec) -> Graph:
     graph = Graph(spec, x, tuple(nodes), out)
     names = {l.name for l in graph.layers()} | {n.name for n in _residuals(graph.nodes)}
     p.references(names)
+    _reserved_names(graph.nodes, p.out)
     loss = LOSSES[spec.loss.kind]
     last = spec.model.body[-1] if spec.model.body else None
     if loss.classification and out.kind != "vector" and not p.out.errors:

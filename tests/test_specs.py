@@ -318,3 +318,23 @@ def test_set_overrides_as_the_reference_documents():
     # a later lr_mult replaces the earlier table, also one given with the whole section
     spec = load_spec(SPECS / "alexnet.nnspec", ("optimizer=adam(lr=1e-3), lr_mult(fc6=3)", "optimizer.lr_mult=lr_mult(fc7=2)"))
     assert spec.optimizer.kind == "adam" and spec.optimizer.lr_mult == {"fc7": 2.0}
+
+
+def test_reserved_layer_names_follow_torch():
+    """Layer names become module attributes: check refuses the names nn.Module already uses
+    (listed torch-free in shapes.py, compared here with the installed torch)."""
+    from torch import nn
+
+    from nnc.compiler.diagnostics import NncError
+    from nnc.compiler.shapes import MODULE_ATTRIBUTES
+
+    assert {n for n in dir(nn.Module()) if not n.startswith("__")} <= MODULE_ATTRIBUTES
+    for name in ("forward", "train", "eval", "to", "float", "spec_name"):
+        with pytest.raises(NncError, match="reserved"):
+            check(load_text(f"model M {{\n input vector(4)\n dense {name} 3\n}}\n"))
+    for name in ("proj", "proj_bn"):  # inside a residual block, the shortcut's names
+        with pytest.raises(NncError, match="reserved inside residual"):
+            check(load_text(f"model M {{\n input image(4, 8, 8)\n residual project {{\n"
+                            f"  conv {name} 8 kernel 3 stride 2 pad 1\n }}\n dense 3\n}}\n"))
+    # elsewhere `proj` is an ordinary name
+    assert_module_matches(check(load_text("model M {\n input vector(4)\n dense proj 3\n}\nloss mse\n")), "proj")
