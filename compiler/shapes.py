@@ -151,21 +151,23 @@ class _Pass:
             return infos, x  # keep going as if it were the identity, to find later errors too
         for fld, msg in res.warnings:
             self.out.warn(n.spans.get(fld, n.span) if fld else n.span, f"{n.name}: {msg}")
-        init = tuple(self._init(n, t) for t in res.tensors)
+        init = tuple(self._init(n, t, prefix) for t in res.tensors)
         infos.append(LayerInfo(n.kind, n.name, prefix + n.name, n.params, x, res.out, res.tensors, res.flops,
                                n.span, init=init))
         return infos, res.out
 
-    def _init(self, n: LayerNode, t: Tensor) -> tuple[str, Dist, str]:
+    def _init(self, n: LayerNode, t: Tensor, prefix: str = "") -> tuple[str, Dist, str]:
         if t.role in FIXED:
             return t.name, FIXED[t.role], "fixed"
         target = "bias" if t.role == "bias" else "weights"
         before = self.order.get(n.name)
         best: tuple[int, InitRule] | None = None
+        blocks = prefix.split(".")[:-1]  # the residual blocks around the layer: a rule naming one covers it
         for rule in self.spec.init:
             if rule.target != target:
                 continue
-            rank = 2 if rule.layer == n.name else 1 if rule.before and rule.before == before and not rule.layer else \
+            rank = 3 if rule.layer == n.name else 2 if rule.layer and rule.layer in blocks else \
+                1 if rule.before and rule.before == before and not rule.layer else \
                 0 if not rule.layer and not rule.before else -1
             if rank >= 0 and (best is None or rank >= best[0]):
                 best = (rank, rule)

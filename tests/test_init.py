@@ -268,6 +268,19 @@ def test_residual_layers_take_the_rules_by_path():
     assert close(m.get_submodule("blk.ca").weight.std().item(), math.sqrt(2 / 288), rel=0.05)
 
 
+def test_a_rule_naming_a_residual_block_covers_its_layers():
+    body = ("    residual blk project {\n        conv ca 16 kernel 3 stride 2 pad 1\n        relu\n"
+            "        conv cb 16 kernel 3 pad 1\n    }\n    relu\n    global_avgpool\n    dense out 10")
+    graph, m = build(body, "weights he, blk weights constant(0.5), cb weights constant(0), blk bias constant(0.1)",
+                     input="image(8, 8, 8)")
+    assert (m.get_submodule("blk.ca").weight == 0.5).all()
+    assert (m.get_submodule("blk.proj").weight == 0.5).all()  # the projection shortcut too
+    assert (m.get_submodule("blk.cb").weight == 0).all()  # the layer's own rule beats its block's
+    assert (m.get_submodule("blk.ca").bias == 0.1).all() and (m.get_submodule("blk.cb").bias == 0.1).all()
+    assert close(m.out.weight.std().item(), math.sqrt(2 / 16), rel=0.25)  # outside the block: he
+    assert graph.find("out").init[0][2] == "he"
+
+
 def test_same_seed_same_weights_other_seed_other_weights():
     _, a = build(DENSE, "weights he", seed=1)
     _, c = build(DENSE, "weights he", seed=1)
