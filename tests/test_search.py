@@ -1,0 +1,220 @@
+"""`nnc search`: sampling, resolving ranges into text, narrowing, the border warning, and a real
+(tiny) search on digits driven through the CLI."""
+
+import json
+import math
+
+import numpy as np
+import optuna
+import pytest
+
+from conftest import SPECS, run_nnc
+from nnc.compiler.diagnostics import Span
+from nnc.compiler.spec import load_spec, load_text
+from nnc.compiler.values import SearchRange
+from nnc.runtime.search import Param, border_warnings, narrow, resolve_text, suggest
+
+SPAN = Span(1, 1, 1, 2)
+
+
+def _draws(r: SearchRange, n: int = 2000) -> list:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    out = []
+    for _ in range(n):
+        t = study.ask()
+        out.append(suggest(t, Param.of(r)))
+        study.tell(t, 0.0)
+    return out
+
+
+def test_loguniform_is_sampled_uniformly_in_log_space():
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    v = np.array(_draws(SearchRange("optimizer.lr", "loguniform", (1e-6, 1e-1), SPAN)))
+    assert v.min() >= 1e-6 and v.max() <= 1e-1
+    # five decades, about a fifth of the draws in each (a linear draw would put ~90% in the last)
+    counts = np.histogram(np.log10(v), bins=5, range=(-6, -1))[0] / len(v)
+    assert np.all(np.abs(counts - 0.2) < 0.04), counts
+    assert 10 ** -4 < np.median(v) < 10 ** -3
+
+
+@pytest.mark.parametrize("dist,args", [("uniform", (0.2, 0.6)), ("intuniform", (16, 64)), ("choice", (0.5, 0.9, 0.99))])
+def test_other_ranges_stay_inside(dist, args):
+    v = _draws(SearchRange("x.y", dist, args, SPAN), 300)
+    if dist == "choice":
+        assert set(v) == set(args)
+    else:
+        assert min(v) >= args[0] and max(v) <= args[1]
+        assert all(isinstance(x, int) for x in v) == (dist == "intuniform")
+
+
+SPEC = """nnspec 1
+# comments and layout survive
+model M {
+    input vector(64)
+    dense fc1 32
+    relu
+    dropout uniform(0.1, 0.5)   # searched
+    dense fc2 10
+}
+optimizer sgd(lr=loguniform(1e-4, 1e-1), momentum=choice(0.5, 0.9))
+regularize l2 loguniform(1e-6, 1e-2)
+data digits
+"""
+
+
+def test_resolved_text_replaces_each_range_and_keeps_the_rest():
+    spec = load_text(SPEC, "s.nnspec")
+    assert sorted(r.path for r in spec.search) == ["model.drop1.p", "optimizer.lr", "optimizer.momentum", "regularize.l2"]
+    values = {r: {"model.drop1.p": 0.25, "optimizer.lr": 0.003, "optimizer.momentum": 0.9, "regularize.l2": 1e-5}[r.path]
+              for r in spec.search}
+    text = resolve_text(spec.text, values)
+    assert "dropout 0.25   # searched" in text and "# comments and layout survive" in text
+    assert "sgd(lr=0.003, momentum=0.9)" in text and "l2 1e-05" in text
+    resolved = load_text(text, "s.nnspec")
+    assert resolved.search == ()
+    assert resolved.optimizer.params.lr == 0.003 and resolved.regularize.l2 == 1e-5
+
+
+def test_fine_ranges_narrow_around_the_top_trials_in_log_space():
+    lr = SearchRange("optimizer.lr", "loguniform", (1e-6, 1e0), SPAN)
+    p = SearchRange("model.drop1.p", "uniform", (0.0, 0.8), SPAN)
+    (nlr, np_) = narrow([Param.of(lr), Param.of(p)], [{"optimizer.lr": 1e-3, "model.drop1.p": 0.3},
+                                                      {"optimizer.lr": 1e-2, "model.drop1.p": 0.4}])
+    # one decade of top values; margin max(a quarter of that, 5% of the six-decade range) = 0.3 decade
+    assert nlr.lo == pytest.approx(10 ** -3.3) and nlr.hi == pytest.approx(10 ** -1.7)
+    assert np_.lo == pytest.approx(0.26) and np_.hi == pytest.approx(0.44)  # margin: 5% of the range (0.04)
+    (edge,) = narrow([Param.of(lr)], [{"optimizer.lr": 1e-6}, {"optimizer.lr": 2e-6}])
+    assert edge.lo == 1e-6  # never outside the spec's range
+
+
+def test_border_warning_in_log_space():
+    spec = load_text(SPEC, "s.nnspec")
+    assert border_warnings(spec, {"optimizer.lr": 10 ** -2.5, "regularize.l2": 1e-4, "model.drop1.p": 0.3}) == []
+    (w,) = border_warnings(spec, {"optimizer.lr": 10 ** -1.3, "regularize.l2": 1e-4, "model.drop1.p": 0.3})
+    assert "optimizer.lr" in w and "upper border of loguniform(0.0001, 0.1) in log space" in w and "line 10" in w
+    # 0.0002 is at 10% of the range linearly but 10 ** -3.7 is 10% of the way in log space: only the latter warns
+    assert border_warnings(spec, {"optimizer.lr": 10 ** -3.65, "regularize.l2": 1e-4}) == []
+    (w,) = border_warnings(spec, {"regularize.l2": 10 ** -5.7})
+    assert "lower border" in w
+    (w,) = border_warnings(spec, {"model.drop1.p": 0.48})
+    assert "upper border of uniform(0.1, 0.5)" in w and "log space" not in w
+
+
+DIGITS = """nnspec 1
+model M {
+    input vector(64)
+    dense fc1 32
+    relu
+    dropout uniform(0.0, 0.3)
+    dense fc2 10
+}
+# lr reaches far into the exploding region on purpose; the l2 range is deliberately narrow
+optimizer sgd(lr=loguniform(1e-3, 1e3), momentum=0.9)
+regularize l2 loguniform(1e-5, 2e-5)
+data digits, val 0.15, test 0.15, preprocess mean_image normalize
+train batch 64, epochs 5
+"""
+
+
+def test_search_on_digits_end_to_end(tmp_path):
+    spec_path = tmp_path / "s.nnspec"
+    spec_path.write_text(DIGITS)
+    out = tmp_path / "search"
+    args = ["search", spec_path, "--trials", "5", "--epochs", "2", "--coarse-epochs", "1", "--out", out,
+            "--seed", "0", "--device", "cpu"]
+    r = run_nnc(*args, "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    trials = res["trials"]
+    assert len(trials) == 10 and {t["stage"] for t in trials} == {"coarse", "fine"}
+
+    # every sampled value inside its range
+    spec = load_spec(str(spec_path))
+    for t in trials:
+        for rng in spec.search:
+            assert rng.args[0] <= t["params"][rng.path] <= rng.args[1]
+
+    # lr spans several decades; the big ones explode and stop within their first epoch
+    lrs = [t["params"]["optimizer.lr"] for t in trials if t["stage"] == "coarse"]
+    assert math.log10(max(lrs) / min(lrs)) > 2
+    exploded = [t for t in trials if t["state"] == "fail"]
+    assert exploded, trials
+    for t in exploded:
+        assert t["reason"].startswith("training diverged at epoch 1") and t["epochs_run"] == 0
+        assert t["params"]["optimizer.lr"] > 1e-1
+    assert all(t["value"] is not None for t in trials if t["state"] == "complete")
+
+    # the fine stage sampled lr from a narrower range around the best coarse trials
+    fine = [t["params"]["optimizer.lr"] for t in trials if t["stage"] == "fine"]
+    assert math.log10(max(fine) / min(fine)) < math.log10(max(lrs) / min(lrs))
+
+    # the table is sorted by val accuracy, best first; the best's l2 is on the border of its
+    # deliberately narrow range exactly when the warning says so
+    values = [t["value"] for t in trials if t["value"] is not None]
+    assert values == sorted(values, reverse=True) and res["best"]["value"] == values[0]
+    l2 = res["best"]["params"]["regularize.l2"]
+    pos = math.log10(l2 / 1e-5) / math.log10(2)
+    assert any("regularize.l2" in w for w in res["warnings"]) == (pos <= 0.1 or pos >= 0.9)
+    assert "warning: best " in r.stderr or not res["warnings"]
+    assert (out / "search.png").stat().st_size > 5000
+
+    # the best spec is plain: check accepts it, train trains it
+    best = out / "best.nnspec"
+    assert "loguniform" not in best.read_text() and best.read_text().startswith("# resolved by nnc search")
+    assert run_nnc("check", best).returncode == 0
+    t = run_nnc("train", best, "--epochs", "1", "--out", tmp_path / "best_run", "--json")
+    assert t.returncode == 0, t.stderr
+    assert json.loads(t.stdout.strip().splitlines()[-1])["test_accuracy"] > 0.5
+
+    # the same command again continues the study; the table shows every trial
+    again = run_nnc(*args[:3], "1", *args[4:], "--stages", "coarse")
+    assert again.returncode == 0, again.stderr
+    assert "11 trials, by val_accuracy" in again.stdout
+    assert "exploded@1" in again.stdout and (out / "trial_010" / "metrics.jsonl").is_file()
+
+
+NARROW = """nnspec 1
+model M {
+    input vector(64)
+    dense fc1 32
+    relu
+    dense fc2 10
+}
+init weights he, bias constant(0)
+# plain SGD one to two decades below a good learning rate (~0.1): within one epoch, more is better
+optimizer sgd(lr=loguniform(1e-3, 1e-2))
+data digits, val 0.15, test 0.15, preprocess mean_image normalize
+train batch 16, epochs 1
+"""
+
+
+def test_border_warning_fires_for_a_narrow_range(tmp_path):
+    # sampler seed 7 draws six lrs at 0.08, 0.78, 0.44, 0.72, 0.98, 0.54 of the range in log10
+    # space: the largest is 0.2 decade clear of the next, within 10% of the upper border
+    spec_path = tmp_path / "narrow.nnspec"
+    spec_path.write_text(NARROW)
+    r = run_nnc("search", spec_path, "--trials", "6", "--epochs", "1", "--stages", "coarse", "--out",
+                tmp_path / "s", "--device", "cpu", "--seed", "7", "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    done = sorted((t for t in res["trials"] if t["value"] is not None), key=lambda t: t["params"]["optimizer.lr"])
+    assert len(done) == 6
+    # the design holds: the metric rises with lr across the range, so the best is the largest lr
+    assert done[-1]["value"] > done[0]["value"] + 0.1, done
+    best = res["best"]["params"]["optimizer.lr"]
+    assert best == done[-1]["params"]["optimizer.lr"]
+    pos = math.log10(best / 1e-3)  # position in log space (the range is one decade)
+    assert pos >= 0.9
+    (w,) = res["warnings"]
+    assert w.startswith(f"best optimizer.lr = {best:g} lies within 10% of the upper border of "
+                        "loguniform(0.001, 0.01) in log space (line 10)"), w
+    assert "widen the range" in w and f"warning: {w}" in r.stderr
+
+
+def test_search_refuses_a_spec_without_ranges(tmp_path):
+    r = run_nnc("search", SPECS / "digits_mlp.nnspec", "--trials", "1", "--out", tmp_path / "s")
+    assert r.returncode == 1 and "no search ranges" in r.stderr
+    t = tmp_path / "r.nnspec"
+    t.write_text(DIGITS)
+    r = run_nnc("train", t, "--out", tmp_path / "run")
+    assert r.returncode == 1 and "nnc search" in r.stderr
