@@ -57,3 +57,22 @@ def randomize(model, seed=0):
             else:
                 t.copy_(torch.randn(t.shape, generator=gen) * 0.5)
     return model.eval()
+
+
+def nnc_main(*args):
+    """`nnc ARGS` in this process (no new interpreter, no second `import torch`): returns an object
+    with returncode, stdout and stderr like run_nnc's. An unexpected exception propagates (and
+    fails the test) where the real CLI would print a traceback."""
+    import contextlib
+    import io
+    import types
+
+    from nnc.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse
+            code = e.code if isinstance(e.code, int) else 2
+    return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())

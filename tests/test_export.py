@@ -11,7 +11,7 @@ from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 from onnx.reference.ops.op_rnn import RNN_14
 
-from export_cases import EXTRA, KINDS, randomize, spec_text
+from export_cases import EXTRA, KINDS, nnc_main, randomize, spec_text
 from nnc.compiler.diagnostics import NncError
 from nnc.compiler.layers import LAYERS
 from nnc.compiler.onnx_export import emit, export, random_inputs, spec_hash, torch_reference, verify
@@ -24,6 +24,7 @@ from nnc.runtime.preprocess import apply
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "specs").glob("*.nnspec"))
 SMALL = 2_000_000  # parameters: small enough for the (slow, pure-numpy) reference evaluator
+BIG = 100_000_000  # parameters: verified in memory but not written to disk (saves ~4 s of CI)
 
 
 class LRN(OpRun):
@@ -96,10 +97,10 @@ def test_dropout_and_training_behaviour_stay_out():
 def test_every_spec_exports(path, tmp_path):
     graph = check(load_spec(str(path)))
     model = build_model(graph).eval()
-    out = tmp_path / f"{path.stem}.onnx"
+    out = tmp_path / f"{path.stem}.onnx" if graph.n_params < BIG else None  # VGG16: 550 MB not written
     result = export(graph, model, None, None, out)
-    assert out.is_file() and all(r["ok"] for r in result.check.values())
-    proto = onnx.load(str(out))
+    assert all(r["ok"] for r in result.check.values())
+    proto = onnx.load(str(out)) if out else result.model
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
     if graph.n_params < SMALL:
         assert reference_error(proto, graph, model) < 1e-4
@@ -121,10 +122,10 @@ def make_checkpoint(tmp_path, spec="digits_cnn", seed=3):
     return out, graph, model, stats, classes
 
 
-def test_checkpoint_round_trip_with_preprocessing(tmp_path, nnc_cli):
+def test_checkpoint_round_trip_with_preprocessing(tmp_path):
     ckpt, graph, model, stats, classes = make_checkpoint(tmp_path)
     out = tmp_path / "m.onnx"
-    r = nnc_cli("export", ckpt, "-o", out)
+    r = nnc_main("export", ckpt, "-o", out)
     assert r.returncode == 0, r.stderr
     assert "bare spec" not in r.stderr
     proto = onnx.load(str(out))
@@ -147,10 +148,10 @@ def test_checkpoint_round_trip_with_preprocessing(tmp_path, nnc_cli):
         assert not np.allclose(model(torch.from_numpy(raw)).numpy(), want, atol=1e-3)
 
 
-def test_probabilities_output(tmp_path, nnc_cli):
+def test_probabilities_output(tmp_path):
     ckpt, *_ = make_checkpoint(tmp_path, "digits_mlp")
     out = tmp_path / "p.onnx"
-    r = nnc_cli("export", ckpt, "-o", out, "--probabilities", "--opset", "18")
+    r = nnc_main("export", ckpt, "-o", out, "--probabilities", "--opset", "18")
     assert r.returncode == 0, r.stderr
     proto = onnx.load(str(out))
     assert proto.graph.output[0].name == "probabilities"
@@ -161,9 +162,9 @@ def test_probabilities_output(tmp_path, nnc_cli):
     np.testing.assert_allclose(p.sum(1), 1, rtol=1e-5)
 
 
-def test_bare_spec_warns(tmp_path, nnc_cli):
+def test_bare_spec_warns(tmp_path):
     out = tmp_path / "m.onnx"
-    r = nnc_cli("export", ROOT / "specs" / "digits_mlp.nnspec", "-o", out)
+    r = nnc_main("export", ROOT / "specs" / "digits_mlp.nnspec", "-o", out)
     assert r.returncode == 0 and "bare spec" in r.stderr and out.is_file()
 
 
@@ -177,17 +178,17 @@ def test_mismatch_fails_with_numbers():
         verify(proto, graph, model, {}, False)
 
 
-def test_old_opset_is_refused(tmp_path, nnc_cli):
-    r = nnc_cli("export", ROOT / "specs" / "digits_mlp.nnspec", "-o", tmp_path / "m.onnx", "--opset", "13")
+def test_old_opset_is_refused(tmp_path):
+    r = nnc_main("export", ROOT / "specs" / "digits_mlp.nnspec", "-o", tmp_path / "m.onnx", "--opset", "13")
     assert r.returncode == 1 and "opset" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
-def test_corrupt_checkpoint(tmp_path, nnc_cli, damage):
+def test_corrupt_checkpoint(tmp_path, damage):
     ckpt, *_ = make_checkpoint(tmp_path, "digits_mlp")
     data = ckpt.read_bytes()
     ckpt.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"not a checkpoint" * 10)
-    r = nnc_cli("export", ckpt, "-o", tmp_path / "m.onnx")
+    r = nnc_main("export", ckpt, "-o", tmp_path / "m.onnx")
     assert r.returncode == 1, r.stderr
     assert "checkpoint" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "m.onnx").exists()
@@ -224,7 +225,7 @@ def test_infer_on_raw_test_split_matches_eval(trained_cnn, nnc_cli):
     preds = np.array([p["class"] for p in out["predictions"]])
     assert len(preds) == len(test.y) and all(len(p["top"]) == 3 for p in out["predictions"])
     assert out["predictions"][0]["label"] == str(preds[0])  # the digits' class names are "0".."9"
-    r = nnc_cli("eval", ckpt, "--json", "--device", "cpu")
+    r = nnc_main("eval", ckpt, "--json", "--device", "cpu")
     assert r.returncode == 0, r.stderr
     ev = json.loads(r.stdout)
     assert ev["n"] == len(test.y) and ev["accuracy"] > 0.5
@@ -241,16 +242,16 @@ def test_infer_on_raw_test_split_matches_eval(trained_cnn, nnc_cli):
     assert (preds == want).all()
 
 
-def test_infer_wrong_shape_is_a_clear_error(trained_cnn, nnc_cli):
+def test_infer_wrong_shape_is_a_clear_error(trained_cnn):
     d, _, model, _ = trained_cnn
     np.save(d / "bad.npy", np.zeros((3, 7, 7), np.float32))
-    r = nnc_cli("infer", model, d / "bad.npy")
+    r = nnc_main("infer", model, d / "bad.npy")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "(3, 7, 7) does not fit the model's input (1, 8, 8)" in r.stderr
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
-def test_infer_corrupt_model(tmp_path, nnc_cli, damage):
+def test_infer_corrupt_model(tmp_path, damage):
     graph = check(load_spec(str(ROOT / "specs" / "digits_mlp.nnspec")))
     good = tmp_path / "good.onnx"
     export(graph, build_model(graph), None, None, good)
@@ -258,17 +259,17 @@ def test_infer_corrupt_model(tmp_path, nnc_cli, damage):
     data = good.read_bytes()
     bad.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"\x00garbage\xff" * 50)
     np.save(tmp_path / "x.npy", np.zeros((2, 64), np.float32))
-    r = nnc_cli("infer", bad, tmp_path / "x.npy")
+    r = nnc_main("infer", bad, tmp_path / "x.npy")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "not a loadable ONNX model" in r.stderr and "truncated or corrupt" in r.stderr
-    r = nnc_cli("infer", good, tmp_path / "x.npy", "--json")
+    r = nnc_main("infer", good, tmp_path / "x.npy", "--json")
     assert r.returncode == 0 and len(json.loads(r.stdout)["predictions"]) == 2
 
 
-def test_eval_truncated_checkpoint(trained_cnn, nnc_cli, tmp_path):
+def test_eval_truncated_checkpoint(trained_cnn, tmp_path):
     _, ckpt, _, _ = trained_cnn
     bad = tmp_path / "cut.safetensors"
     bad.write_bytes(ckpt.read_bytes()[:-100])
-    r = nnc_cli("eval", bad)
+    r = nnc_main("eval", bad)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "not a readable safetensors checkpoint" in r.stderr
