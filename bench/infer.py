@@ -30,6 +30,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from nnc.compiler.diagnostics import NncError
 from nnc.compiler.onnx_export import INPUT, export, random_inputs
 from nnc.compiler.shapes import check
 from nnc.compiler.spec import load_spec
@@ -77,7 +78,11 @@ def bench_spec(name: str, device: str, batches: list[int], rounds: int, block: f
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         opts.intra_op_num_threads = threads
-        sess = ort.InferenceSession(str(path), opts, providers=providers(device))
+        try:
+            wanted = providers(device)
+        except NncError as e:  # onnxruntime (not onnxruntime-gpu) has no CUDA provider
+            raise SystemExit(f"{e}; install onnxruntime-gpu to compare on CUDA") from None
+        sess = ort.InferenceSession(str(path), opts, providers=wanted)
     if device == "cuda" and sess.get_providers()[0] != "CUDAExecutionProvider":
         raise SystemExit("onnxruntime could not start its CUDA provider here (missing CUDA / cuDNN libraries?)")
     dev = torch.device(device)
