@@ -53,7 +53,7 @@ def load_members(paths: list[str]) -> list[Member]:
     for m in members[1:]:
         for name, a, b in zip(names, _split_key(first.graph), _split_key(m.graph)):
             if a != b:
-                raise NncError(f"{m.path} and {first.path} differ in {name}: {b} vs {a}; ensemble members must "
+                raise NncError.at(None, f"{m.path} and {first.path} differ in {name}: {b} vs {a}; ensemble members must "
                                "share their data, input and split",
                                help="train members with the same data line and seed, varying something else "
                                     "(width, dropout, learning rate), or use checkpoints of one run")

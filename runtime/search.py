@@ -292,8 +292,8 @@ def search(cfg: Config, on_trial: Callable[[dict], None] | None = None) -> Searc
 
     spec = load_spec(cfg.spec_path)
     if not spec.search:
-        raise NncError(f"{cfg.spec_path}: no search ranges to search over",
-                       help="write a range for a value, e.g. optimizer adam(lr=loguniform(1e-4, 1e-1))")
+        raise NncError.at(None, f"{cfg.spec_path}: no search ranges to search over",
+                          help="write a range for a value, e.g. optimizer adam(lr=loguniform(1e-4, 1e-1))")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     study = _study(cfg, spec)
