@@ -25,9 +25,12 @@ class Span:
     column: int
     end_line: int
     end_column: int
+    # Text outside the spec that this span stands for (e.g. "--set optimizer.lr=-1"): printed
+    # instead of the file's path and position.
+    origin: str | None = field(default=None, compare=False)
 
     def to(self, other: "Span") -> "Span":
-        return Span(self.line, self.column, other.end_line, other.end_column)
+        return Span(self.line, self.column, other.end_line, other.end_column, self.origin)
 
 
 @dataclass(frozen=True)
@@ -100,21 +103,32 @@ class Collector:
             raise NncError(self.errors)
 
 
+def printable(text: str) -> str:
+    """`text` safe to echo to a terminal: control characters (escape sequences, line breaks of
+    every kind) become U+FFFD, one character each, so caret columns still line up."""
+    import unicodedata
+
+    return "".join("\ufffd" if ch != "\t" and unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cn", "Zl", "Zp")
+                   else ch for ch in text)
+
+
 def render(diag: Diagnostic, color: bool = False) -> str:
     """`path:line:col: error: message`, the source line, a caret underline, and `help:`."""
     red, yellow, bold, cyan, reset = ("\033[31m", "\033[33m", "\033[1m", "\033[36m", "\033[0m") if color else ("",) * 5
     tone = red if diag.severity == "error" else yellow
     where = diag.source.name if diag.source else "nnc"
-    if diag.span and diag.span.line > 0:
+    if diag.span and diag.span.origin:
+        where = diag.span.origin
+    elif diag.span and diag.span.line > 0:
         where += f":{diag.span.line}:{diag.span.column}"
     out = [f"{bold}{where}:{reset} {tone}{diag.severity}:{reset} {diag.message}"]
-    if diag.span and diag.source and diag.span.line > 0:
+    if diag.span and diag.source and diag.span.line > 0 and not diag.span.origin:
         text = diag.source.line_text(diag.span.line).rstrip("\r")
         if text.strip():
             start = diag.span.column - 1
             end = diag.span.end_column - 1 if diag.span.end_line == diag.span.line else len(text)
             width = max(1, min(end, len(text)) - start)
-            out.append("    " + text.expandtabs(1))
+            out.append("    " + printable(text.expandtabs(1)))
             out.append("    " + " " * start + tone + "^" + "~" * (width - 1) + reset)
     if diag.help:
         out.append(f"{cyan}help:{reset} {diag.help}")

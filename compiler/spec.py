@@ -7,6 +7,7 @@ and printed by `nnc show --resolved`. A file without a version line is read as
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -210,7 +211,8 @@ def _registry_choice(v: Value, registry: dict, what: str, path: str, ctx: Ctx) -
         raw = positional_to_fields(raw, d.params, name, v.span, ctx.errors)
     for k, s in spans.items():
         ctx.spans[f"{path}.{k}"] = s
-    params = validate(d.params, raw, name, v.span, spans, ctx.errors)
+    keys = dict(zip((k for k, _ in v.value.kwargs), v.value.key_spans)) if v.kind == "call" else {}
+    params = validate(d.params, raw, name, v.span, spans, ctx.errors, key_spans=keys, call=name)
     return Choice(name, params, v.span) if params is not None else None
 
 
@@ -372,7 +374,8 @@ def _schedule(stmt: Statement | None, ctx: Ctx) -> ScheduleSpec | None:
                 continue
             raw = ctx.conv.plain(v, "schedule.warmup")
             raw = positional_to_fields(raw, Warmup, "warmup", v.span, ctx.errors)
-            warmup = validate(Warmup, raw, "warmup", v.span, {k: kv.span for k, kv in v.value.kwargs}, ctx.errors)
+            warmup = validate(Warmup, raw, "warmup", v.span, {k: kv.span for k, kv in v.value.kwargs}, ctx.errors,
+                              key_spans=dict(zip((k for k, _ in v.value.kwargs), v.value.key_spans)), call="warmup")
             continue
         if main is not None:
             ctx.errors.append(Diagnostic("only one main schedule (plus an optional warmup)", v.span))
@@ -448,8 +451,15 @@ def _layer_line(stmt: Statement, ctx: Ctx) -> _Draft | None:
                 positional.remove(key)
             i += 2
         elif v.kind == "word":
-            ctx.errors.append(unknown(v.span, f"option of {kind}", v.value, keys))
+            ctx.errors.append(unknown(v.span, f"{kind} option", v.value, keys))
             i += 1
+            if i < len(items) and items[i].kind != "word":  # its value: no second error for it, and
+                close = difflib.get_close_matches(v.value, list(keys), n=1, cutoff=0.6)  # a near
+                if close and close[0] not in raw:  # miss stands for its key (no "needs kernel" too)
+                    raw[close[0]], spans[close[0]] = ctx.conv.plain(items[i], f"model.{{name}}.{close[0]}"), items[i].span
+                    if close[0] in positional:
+                        positional.remove(close[0])
+                i += 1
         elif positional:
             key = positional.pop(0)
             raw[key] = ctx.conv.plain(v, f"model.{{name}}.{key}")
@@ -618,7 +628,10 @@ def _version(stmts: list[Statement], ctx: Ctx) -> int:
         items = s.entries[0].items
         if len(items) != 2 or items[1].kind != "number" or items[1].value != VERSION:
             got = items[1].text if len(items) > 1 else "nothing"
-            ctx.errors.append(Diagnostic(f"this nnc reads nnspec {VERSION}, the file says {got}", s.span))
+            newer = len(items) == 2 and items[1].kind == "number" and items[1].value > VERSION
+            ctx.errors.append(Diagnostic(f"this nnc reads nnspec {VERSION}, the file says {got}", s.span,
+                                         help="the file is for a newer nnc" if newer else
+                                         f"the first line reads `nnspec {VERSION}` (or leave it out)"))
         return VERSION
     for s in stmts:
         if s.head.kind == "word" and s.head.value == "nnspec":
@@ -633,6 +646,8 @@ def build_spec(stmts: tuple[Statement, ...], source: Source, overrides: tuple[st
     sections: dict[str, Statement] = {}
     for s in stmts:
         word = s.head.value if s.head.kind == "word" else s.head.text
+        if word == "nnspec":  # a late version line: reported by _version
+            continue
         if word not in SECTIONS:
             hint = did_you_mean(word, SECTIONS)
             if word in LAYERS:
@@ -684,14 +699,14 @@ def _apply_overrides(sections: dict[str, Statement], overrides: tuple[str, ...],
                            f"{', '.join(s for s in SECTIONS if s != 'model')}, e.g. --set optimizer.lr=3e-4")
         if len(path) == 1:  # --set schedule="step(every=5)": the whole section, as if written on its line
             (stmt,) = parse(f"{path[0]} {value}\n", f"--set {text}")
-            sections[path[0]] = _unplace(stmt)
+            sections[path[0]] = _unplace(stmt, f"--set {text}")
             continue
         section, field_ = path
         mult = section == "optimizer" and field_ in ("lr_mult", "decay_mult")
         value = value.strip()
         if mult and value.startswith("("):  # --set optimizer.lr_mult="(fc8=10)" -> lr_mult(fc8=10)
             value = field_ + value
-        v = _unplace(parse_value(value, f"--set {text}"))
+        v = _unplace(parse_value(value, f"--set {text}"), f"--set {text}")
         stmt = sections.get(section)
         word = Value("word", field_, v.span)
         if section in ("optimizer", "loss") and not mult:
@@ -707,18 +722,18 @@ def _apply_overrides(sections: dict[str, Statement], overrides: tuple[str, ...],
         sections[section] = stmt
 
 
-def _unplace(node):
-    """Spans of --set text point into the command line, not the spec: drop them (line 0 is
-    rendered without a location)."""
+def _unplace(node, origin: str):
+    """Spans of --set text point into the command line, not the spec: replace them by one that
+    names the --set (rendered instead of a file position)."""
     from dataclasses import fields, replace
 
     from nnc.grammar.parse import Call, Entry
 
-    nowhere = Span(0, 0, 0, 0)
+    nowhere = Span(0, 0, 0, 0, origin)
     if isinstance(node, tuple):
-        return tuple(_unplace(n) for n in node)
+        return tuple(_unplace(n, origin) for n in node)
     if isinstance(node, (Value, Entry, Statement, Call)):
-        changes = {f.name: _unplace(getattr(node, f.name)) for f in fields(node)}
+        changes = {f.name: _unplace(getattr(node, f.name), origin) for f in fields(node)}
         return replace(node, **{k: (nowhere if isinstance(v, Span) else v) for k, v in changes.items()})
     if isinstance(node, Span):
         return nowhere

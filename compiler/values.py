@@ -136,8 +136,8 @@ def describe_error(e: dict, what: str) -> tuple[str, str | None]:
     subject = f"{what} {field}".strip() if field else what
     t, ctx, got = e["type"], e.get("ctx", {}), e.get("input")
     shown = format_value(got) if not isinstance(got, dict) else "a call"
-    bounds = {"greater_than": f"> {ctx.get('gt')}", "greater_than_equal": f">= {ctx.get('ge')}",
-              "less_than": f"< {ctx.get('lt')}", "less_than_equal": f"<= {ctx.get('le')}"}
+    bounds = {"greater_than": f"> {format_value(ctx.get('gt'))}", "greater_than_equal": f">= {format_value(ctx.get('ge'))}",
+              "less_than": f"< {format_value(ctx.get('lt'))}", "less_than_equal": f"<= {format_value(ctx.get('le'))}"}
     if t in bounds:
         return f"{subject} must be {bounds[t]}, got {shown}", None
     if t in ("int_type", "int_parsing", "int_from_float"):
@@ -151,7 +151,7 @@ def describe_error(e: dict, what: str) -> tuple[str, str | None]:
     if t == "literal_error":
         return f"{subject} must be {ctx.get('expected')}, got {shown}", did_you_mean(str(got), _literal(ctx))
     if t == "missing":
-        return f"{what} needs {field}", None
+        return f"{what} needs `{field}`", None
     if t in ("tuple_type", "too_short", "too_long"):
         return f"{subject} has the wrong number of values, got {shown}", None
     if t == "value_error":
@@ -163,20 +163,51 @@ def _literal(ctx: dict) -> list[str]:
     return [w.strip(" '") for w in str(ctx.get("expected", "")).replace(" or ", ",").split(",")]
 
 
+def _example(params: type[Params], name: str) -> str:
+    """A plausible value for a required field, for `e.g. multistep(at=(30, 60))`."""
+    field = next((f for n, f in params.model_fields.items() if (f.alias or n) == name), None)
+    ann = str(getattr(field, "annotation", ""))
+    return next((ex for word, ex in (("tuple", "(30, 60)"), ("int", "10"), ("float", "0.1"), ("str", '"PATH"'))
+                 if word in ann), "VALUE")
+
+
 def validate(params: type[Params], raw: dict, what: str, span: Span | None, spans: dict[str, Span],
-             errors: list[Diagnostic]) -> Params | None:
-    """Validate `raw` against `params`; errors point at the span of the field they concern."""
+             errors: list[Diagnostic], key_spans: dict[str, Span] | None = None, call: str | None = None
+             ) -> Params | None:
+    """Validate `raw` against `params`; errors point at the span of the field they concern.
+
+    `key_spans` are where keyword names are written (an unknown option points at its name, a bad
+    value at its value); `call` is the word of a call `f(k=v)`, for examples in the help. One
+    unknown option together with one missing field is one mistake, reported once at the option.
+    """
+    key_spans = key_spans or {}
     try:
         return params.model_validate(raw)
     except ValidationError as err:
-        for e in err.errors():
+        errs = err.errors()
+        names = [f.alias or n for n, f in params.model_fields.items()]
+        extra = [e for e in errs if e["type"] == "extra_forbidden"]
+        missing = [e for e in errs if e["type"] == "missing" and len(e["loc"]) == 1]
+        merged = None
+        if len(extra) == 1 and len(missing) == 1:
+            bad, need = str(extra[0]["loc"][0]), str(missing[0]["loc"][0])
+            shown = format_value(raw.get(bad)) if not isinstance(raw.get(bad), dict) else "..."
+            hint = did_you_mean(bad, names)
+            if hint != f"did you mean '{need}'?":
+                hint = f"{what} needs `{need}`" + (f": did you mean {call}({need}={shown})?" if call else "")
+            merged = Diagnostic(f"unknown {what} option '{bad}'", key_spans.get(bad, spans.get(bad, span)), help=hint)
+            errors.append(merged)
+        for e in errs:
+            if merged and (e is extra[0] or e is missing[0]):
+                continue
             loc = [str(x) for x in e["loc"] if not isinstance(x, int)]
             if e["type"] == "extra_forbidden":
-                names = [f.alias or n for n, f in params.model_fields.items()]
-                d = unknown(spans.get(loc[0], span), f"option of {what}", loc[-1], names)
+                d = unknown(key_spans.get(loc[0], spans.get(loc[0], span)), f"{what} option", loc[-1], names)
                 errors.append(d)
                 continue
             msg, help = describe_error(e, what)
+            if e["type"] == "missing" and call and len(loc) == 1:
+                help = f"e.g. {call}({loc[0]}={_example(params, loc[0])})"
             where = next((spans[k] for k in (".".join(loc[:i]) for i in range(len(loc), 0, -1)) if k in spans), span)
             errors.append(Diagnostic(msg, where, help=help))
         return None

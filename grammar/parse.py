@@ -13,7 +13,7 @@ from typing import Any
 
 from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedInput, UnexpectedToken, v_args
 
-from nnc.compiler.diagnostics import Diagnostic, NncError, Source, Span
+from nnc.compiler.diagnostics import Diagnostic, NncError, Source, Span, printable
 
 # ---------------------------------------------------------------- plain data
 
@@ -24,6 +24,7 @@ class Call:
     name_span: Span
     args: tuple["Value", ...]
     kwargs: tuple[tuple[str, "Value"], ...]
+    key_spans: tuple[Span, ...] = ()  # where each keyword's name is written, parallel to kwargs
 
 
 @dataclass(frozen=True)
@@ -127,11 +128,12 @@ class _ToData(Transformer):
         name, *args = children
         pos = tuple(a for a in args if isinstance(a, Value))
         kw = tuple(a for a in args if isinstance(a, tuple))
-        return Value("call", Call(str(name), _span(name), pos, kw), _span(meta))
+        return Value("call", Call(str(name), _span(name), pos, tuple((k, v) for k, v, _ in kw),
+                                  tuple(s for _, _, s in kw)), _span(meta))
 
     def kwarg(self, children):
         key, value = children
-        return (str(key), value)
+        return (str(key), value, _span(key))
 
     @v_args(meta=True)
     def tuple(self, meta, values):
@@ -165,10 +167,33 @@ def _syntax_error(err: UnexpectedInput, text: str) -> Diagnostic:
     expected = sorted({_describe(t) for t in err.accepts or err.expected if not t.startswith("__")})
     hint = None
     if "'}'" in expected and tok.type == "$END":
+        opened = _unclosed_brace(text)
+        if opened:
+            return Diagnostic("this '{' is never closed", Span(*opened, opened[0], opened[1] + 1),
+                              help="end the block with '}' on a line of its own")
         hint = "a '{' block is not closed"
     elif expected:
         hint = "expected " + (", ".join(expected[:-1]) + " or " + expected[-1] if len(expected) > 1 else expected[0])
     return Diagnostic(f"unexpected {found}", Span(line, col, line, col + width), help=hint)
+
+
+def _unclosed_brace(text: str) -> tuple[int, int] | None:
+    """(line, column) of the last '{' left open at the end of `text`, skipping comments and strings."""
+    stack = []
+    for n, line in enumerate(text.splitlines(), 1):
+        quote = None
+        for c, ch in enumerate(line, 1):
+            if quote:
+                quote = None if ch == quote else quote
+            elif ch in "\"'":
+                quote = ch
+            elif ch == "#":
+                break
+            elif ch == "{":
+                stack.append((n, c))
+            elif ch == "}" and stack:
+                stack.pop()
+    return stack[-1] if stack else None
 
 
 def decode(data: bytes, name: str) -> str:
@@ -182,8 +207,12 @@ def decode(data: bytes, name: str) -> str:
     if bad >= 0:
         before = data[:bad]
         line = before.count(b"\n") + 1
-        col = bad - (before.rfind(b"\n") + 1) + 1
-        source = Source(name, data[: data.find(b"\n", bad) if b"\n" in data[bad:] else len(data)].decode("utf-8", "replace"))
+        start = before.rfind(b"\n") + 1
+        end = data.find(b"\n", bad) if b"\n" in data[bad:] else len(data)
+        head = data[start:bad].decode("utf-8")  # valid text up to the first bad byte
+        col = len(head) + 1  # in characters, as the caret is drawn
+        shown = printable(head + data[bad:end].decode("utf-8", "replace"))[:120]
+        source = Source(name, "\n" * (line - 1) + shown)
         raise NncError(Diagnostic("this is not a text file (binary data: byte 0x%02x)" % data[bad],
                                   Span(line, col, line, col + 1), source,
                                   help="a .nnspec file is UTF-8 text")) from None
@@ -203,8 +232,14 @@ def parse(text: str, name: str = "<spec>") -> tuple[Statement, ...]:
 
 def parse_value(text: str, name: str = "--set") -> Value:
     """One value as written on the command line (`--set optimizer.lr=3e-4`)."""
-    stmts = parse(f"x {text}\n", name)
+    try:
+        stmts = parse(f"x {text}\n", name)
+    except NncError as e:
+        d = e.diagnostics[0]
+        raise NncError(Diagnostic(f"cannot read {text!r} as a value: {d.message}", Span(0, 0, 0, 0, name),
+                                  help="a value is a number, a word, a \"string\", a call f(...) or a tuple (a, b)")) from None
     if len(stmts) != 1 or len(stmts[0].entries) != 1 or len(stmts[0].entries[0].items) != 2 or stmts[0].block:
-        raise NncError(f"{name}: cannot read {text!r} as one value")
+        raise NncError(Diagnostic(f"cannot read {text!r} as one value", Span(0, 0, 0, 0, name),
+                                  help="write several values as a tuple, e.g. (30, 60)"))
     v = stmts[0].entries[0].items[1]
     return v

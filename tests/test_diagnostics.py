@@ -1,0 +1,209 @@
+"""What a user sees when a spec or a command line is wrong, through the real CLI.
+
+Every user error reads `path:line:col: error: message`, then the source line and a caret under
+the offending text, exits 1 (2 for command-line misuse) and never prints a traceback. The cases
+of the big table are checked by ONE `nnc check` run over all their files (it reports each file and
+goes on), so the table is cheap to extend.
+"""
+
+import re
+
+import pytest
+
+from conftest import run_nnc
+
+M = "model M {\n    input vector(4)\n    dense 2\n}\n"  # a valid model, for section-level cases
+
+# name -> (file text, [(line, col, message substring, help substring or None), ...] in output order)
+CASES = {
+    # syntax
+    "stray_paren": ("model M {\n    input vector(4)\n    dense 3)\n}\n",
+                    [(3, 12, "unexpected ')'", None)]),
+    "unclosed_brace": ("model M {\n    input vector(4)\n    dense 3\n",
+                       [(1, 9, "this '{' is never closed", "end the block with '}'")]),
+    "unclosed_call": (M + "optimizer sgd(lr=0.1\n",
+                      [(5, 21, "unexpected end of line", "')'")]),
+    "stray_char": (M + "loss @mse\n", [(5, 6, "unexpected character '@'", None)]),
+    # unknown words, with a suggestion
+    "unknown_layer": ("model M {\n    input image(3, 8, 8)\n    convv 4 kernel 3\n    relu\n}\n",
+                      [(3, 5, "unknown layer 'convv'", "did you mean 'conv'?")]),
+    "misspelt_relu": ("model M {\n    input vector(4)\n    dense 4\n    rleu\n    dense 2\n}\n",
+                      [(4, 5, "unknown layer 'rleu'", "did you mean 'relu'?")]),
+    "unknown_optimizer": (M + "optimizer adma(lr=0.1)\n",
+                          [(5, 11, "unknown optimizer 'adma'", "did you mean 'adam'?")]),
+    "unknown_section": (M + "lossy mse\n", [(5, 1, "unknown section 'lossy'", "did you mean 'loss'?")]),
+    # an unknown keyword points at the keyword, not at its value
+    "unknown_kwarg": (M + "optimizer sgd(lr=0.1, momentun=0.9)\n",
+                      [(5, 23, "unknown sgd option 'momentun'", "did you mean 'momentum'?")]),
+    # one misspelt option is one error (not also "needs kernel" and "unexpected value 3")
+    "misspelt_option": ("model M {\n    input image(3, 8, 8)\n    conv 4 kernal 3\n    dense 2\n}\n",
+                        [(3, 12, "unknown conv option 'kernal'", "did you mean 'kernel'?")]),
+    "unknown_option_value": ("model M {\n    input vector(4)\n    dense 2 bogus 3\n}\n",
+                             [(3, 13, "unknown dense option 'bogus'", "bias, units")]),
+    # a keyword from another framework: one error, and the spelling nnc reads
+    "multistep_milestones": (M + "schedule multistep(milestones=(30, 60))\n",
+                             [(5, 20, "unknown multistep option 'milestones'",
+                               "multistep needs `at`: did you mean multistep(at=(30, 60))?")]),
+    "multistep_bare": (M + "schedule multistep\n",
+                       [(5, 10, "multistep needs `at`", "e.g. multistep(at=(30, 60))")]),
+    # bad values, at the value
+    "dropout_range": ("model M {\n    input vector(4)\n    dense 8\n    dropout 1.5\n    dense 2\n}\n",
+                      [(4, 13, "p must be < 1, got 1.5", None)]),
+    "lr_and_momentum": (M + "optimizer sgd(lr=-0.1, momentum=1.0)\n",
+                        [(5, 18, "sgd lr must be > 0, got -0.1", None),
+                         (5, 33, "sgd momentum must be < 1, got 1", None)]),
+    "nesterov_without_momentum": (M + "optimizer sgd(lr=0.1, nesterov=true)\n",
+                                  [(5, 11, "nesterov needs momentum > 0", None)]),
+    "batch_zero": (M + "train batch 0, epochs 3\n", [(5, 13, "train batch must be >= 1, got 0", None)]),
+    # shapes
+    "kernel_too_big": ("model M {\n    input image(3, 8, 8)\n    conv 4 kernel 11\n    dense 2\n}\n",
+                       [(3, 19, "11x11 kernel does not fit the 8x8 input", "smaller kernel or more padding")]),
+    "dense_after_sequence": ("model M {\n    input sequence(10, 4)\n    lstm 8 return sequence\n    dense 2\n}\n",
+                             [(4, 5, "dense after an unflattened sequence sequence(10, 8)", "return last")]),
+    "residual_mismatch": ("model M {\n    input image(3, 8, 8)\n    conv 4 kernel 3 pad 1\n"
+                          "    residual {\n        conv 8 kernel 3 pad 1\n    }\n    dense 2\n}\n",
+                          [(4, 5, "the block maps image(4, 8, 8) to image(8, 8, 8)", "residual project")]),
+    # versions
+    "version_2": ("nnspec 2\n" + M, [(1, 1, "this nnc reads nnspec 1, the file says 2", "newer nnc")]),
+    "version_late": (M + "nnspec 1\n", [(5, 1, "the version line must come first", None)]),
+    # empty and not-text files
+    "empty": ("", [(1, 1, "empty spec: no model block", "model NAME")]),
+    "comments_only": ("# nothing here yet\n", [(1, 1, "empty spec: no model block", None)]),
+    "nul_byte": ("# café \0x\n", [(1, 8, "not a text file (binary data: byte 0x00)", "UTF-8 text")]),
+    "png": (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(range(256)),
+            [(1, 1, "not a text file (binary data: byte 0x89)", "UTF-8 text")]),
+    # several mistakes: all of them, in file order
+    "several": ("model M {\n    input image(3, 8, 8)\n    convv 4 kernel 3\n    relu\n    dropout 1.5\n"
+                "    dense 2\n}\noptimizer adma(lr=0.1)\ntrain batch 0, epocs 3\n",
+                [(3, 5, "unknown layer 'convv'", "did you mean 'conv'?"),
+                 (5, 13, "p must be < 1, got 1.5", None),
+                 (8, 11, "unknown optimizer 'adma'", "did you mean 'adam'?"),
+                 (9, 13, "train batch must be >= 1, got 0", None),
+                 (9, 16, "unknown train setting 'epocs'", "did you mean 'epochs'?")]),
+}
+
+HEAD = re.compile(r"^(?P<where>[^:\n]+)(?::(?P<line>\d+):(?P<col>\d+))?: (?P<severity>error|warning): (?P<message>.*)$")
+
+
+def diagnostics(stderr: str) -> list[dict]:
+    """The rendered diagnostics: where, line, col, severity, message, source and caret lines, help."""
+    out = []
+    for line in stderr.splitlines():
+        m = HEAD.match(line)
+        if m:
+            out.append({**m.groupdict(), "source": None, "caret": None, "help": None})
+        elif out and line.startswith("help: "):
+            out[-1]["help"] = line[len("help: "):]
+        elif out and line.startswith("    "):
+            out[-1]["source" if out[-1]["source"] is None else "caret"] = line[4:]
+    return out
+
+
+def assert_at(d: dict, text: str, line: int, col: int, message: str, help: str | None = None) -> None:
+    """`d` is at line:col of `text`, with that line echoed and the caret under column `col`."""
+    assert (int(d["line"]), int(d["col"])) == (line, col), d
+    assert message in d["message"], d
+    if help is not None:
+        assert d["help"] and help in d["help"], d
+    lines = text.splitlines() if isinstance(text, str) else None
+    if lines is not None and not (lines[line - 1:] or [""])[0].strip():
+        assert d["source"] is None and d["caret"] is None, d  # nothing to echo on a blank line
+        return
+    assert d["caret"] is not None and d["caret"].index("^") == col - 1, d
+    if lines is not None:
+        shown = re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", "\ufffd", lines[line - 1].expandtabs(1))
+        assert d["source"] == shown, d  # control characters are echoed as U+FFFD
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    """One `nnc check` over every case's file: {file name: its diagnostics}, and the process."""
+    d = tmp_path_factory.mktemp("cases")
+    for name, (text, _) in CASES.items():
+        (d / f"{name}.nnspec").write_bytes(text if isinstance(text, bytes) else text.encode())
+    r = run_nnc("check", *(f"{n}.nnspec" for n in CASES), cwd=d)
+    by_file: dict[str, list] = {}
+    for diag in diagnostics(r.stderr):
+        by_file.setdefault(diag["where"], []).append(diag)
+    return by_file, r
+
+
+def test_batch_exits_1_without_traceback(batch):
+    """A run with bad specs exits 1, and no user error is a Python crash."""
+    _, r = batch
+    assert r.returncode == 1
+    assert "Traceback" not in r.stdout + r.stderr
+    assert r.stdout == ""  # not one of them is reported ok
+    assert "\x1b" not in r.stderr and "\r" not in r.stderr  # binary input is not echoed raw
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_error_position_message_and_caret(batch, name):
+    """Each case reports exactly its errors, at line:col, with the caret under that column."""
+    text, expected = CASES[name]
+    got = batch[0].get(f"{name}.nnspec", [])
+    assert [(int(d["line"]), int(d["col"])) for d in got] == [(line, col) for line, col, *_ in expected], got
+    assert all(d["severity"] == "error" for d in got)
+    for d, (line, col, message, help) in zip(got, expected):
+        assert_at(d, text, line, col, message, help)
+
+
+def test_unknown_word_is_underlined_whole(batch):
+    """The caret underlines the whole unknown word, not one character of it."""
+    (d,) = batch[0]["unknown_optimizer.nnspec"]
+    assert d["caret"].strip() == "^~~~"
+
+
+def test_missing_file_and_directory(tmp_path):
+    """A path that is not a readable file is a user error naming the path, not a traceback."""
+    (tmp_path / "adir").mkdir()
+    r = run_nnc("check", "nosuch.nnspec", "adir", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "nnc: error: nosuch.nnspec: no such file" in r.stderr
+    assert "nnc: error: adir: is a directory" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_stride_warning_shows_the_arithmetic(tmp_path):
+    """A stride that does not divide evenly is a warning with the arithmetic, and exit 0. The file
+    has no version line: it is read as nnspec 1."""
+    text = "model M {\n    input image(3, 224, 224)\n    conv 96 kernel 11 stride 4\n    relu\n    dense 10\n}\n"
+    (tmp_path / "s.nnspec").write_text(text)
+    r = run_nnc("check", "s.nnspec", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (d,) = diagnostics(r.stderr)
+    assert d["severity"] == "warning"
+    assert_at(d, text, 3, 30, "(224 - 11) / 4 + 1 = 54.25")
+    assert "floored to 54" in d["message"]
+    assert r.stdout.startswith("s.nnspec: ok (M: ")
+
+
+def test_set_errors_name_the_set(tmp_path):
+    """A bad --set value is reported against the --set that wrote it, not a spec position."""
+    (tmp_path / "m.nnspec").write_text(M)
+    r = run_nnc("check", "m.nnspec", "--set", "optimizer.lr=-1", "--set", "train.batch=0", cwd=tmp_path)
+    assert r.returncode == 1
+    lines = r.stderr.splitlines()
+    assert "--set optimizer.lr=-1: error: sgd lr must be > 0, got -1" in lines
+    assert "--set train.batch=0: error: train batch must be >= 1, got 0" in lines
+    assert "Traceback" not in r.stderr
+
+
+def test_set_value_that_does_not_parse(tmp_path):
+    """--set text that is not a value says so, without the parser's internal prefix."""
+    (tmp_path / "m.nnspec").write_text(M)
+    r = run_nnc("check", "m.nnspec", "--set", "optimizer.lr=)", cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.startswith("--set optimizer.lr=): error: cannot read ')' as a value: unexpected ')'")
+    assert "x )" not in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("argv", [[], ["check"], ["check", "--bogus", "m.nnspec"], ["frobnicate"]],
+                         ids=["no-command", "no-spec", "unknown-flag", "unknown-command"])
+def test_command_line_misuse_exits_2(tmp_path, argv):
+    """Misusing the command line is exit 2 with a usage line, unlike a wrong spec (exit 1)."""
+    (tmp_path / "m.nnspec").write_text(M)
+    r = run_nnc(*argv, cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.startswith("usage: nnc")
+    assert "Traceback" not in r.stderr
