@@ -242,8 +242,13 @@ def _keyed(stmt: Statement, section: str, keys: dict[str, Any], ctx: Ctx, head: 
                 raw[key] = True if not vals else vals[0] if len(vals) == 1 else tuple(vals)
                 if len(entry.items) == 2:
                     spans[key] = ctx.spans[f"{section}.{key}"] = entry.items[1].span
-        elif head is not None and len(entry.items) == 1 and "__head__" not in raw:
+        elif head is not None and "__head__" not in raw and (len(entry.items) == 1 or key in head["registry"]):
             raw["__head__"] = _registry_choice(first, head["registry"], head["what"], section, ctx)
+            if len(entry.items) > 1:  # optimizer sgd(lr=0.1) momentum 0.9
+                ctx.errors.append(Diagnostic(f"unexpected {entry.items[1].text!r} after the {head['what']}",
+                                             entry.items[1].span,
+                                             help=f"options of {key} go inside its call, {key}(name=value, ...); "
+                                                  "other settings follow a comma"))
         else:
             choices = list(keys) + (list(head["registry"]) if head else [])
             ctx.errors.append(unknown(first.span, f"{section} setting", first.text, choices))
@@ -432,7 +437,7 @@ def _layer_line(stmt: Statement, ctx: Ctx) -> _Draft | None:
     raw: dict[str, Any] = {}
     spans: dict[str, Span] = {}
     positional = list(d.positional)
-    i = 0
+    i, broken = 0, False
     while i < len(items):
         v = items[i]
         if v.kind == "word" and v.value in keys:
@@ -440,8 +445,9 @@ def _layer_line(stmt: Statement, ctx: Ctx) -> _Draft | None:
             is_bool = keys[key].annotation is bool
             nxt = items[i + 1] if i + 1 < len(items) else None
             if nxt is None or (is_bool and nxt.kind == "word" and nxt.value in keys):
-                if not is_bool:
-                    ctx.errors.append(Diagnostic(f"{kind}: {key} needs a value", v.span))
+                if not is_bool:  # reported once: the layer is not validated further
+                    ctx.errors.append(Diagnostic(f"{kind}: {key} needs a value", v.span, help=f"write `{key} VALUE`"))
+                    broken = True
                 raw[key], spans[key] = True, v.span
                 i += 1
                 continue
@@ -469,7 +475,7 @@ def _layer_line(stmt: Statement, ctx: Ctx) -> _Draft | None:
             ctx.errors.append(Diagnostic(f"{kind}: unexpected value {v.text!r}", v.span,
                                          help=f"write options as `key value`, one of: {', '.join(keys) or '(none)'}"))
             i += 1
-    return _Draft(kind, name.value if name else None, raw, stmt.span, spans)
+    return None if broken else _Draft(kind, name.value if name else None, raw, stmt.span, spans)
 
 
 def _body(stmts: tuple[Statement, ...], ctx: Ctx, depth: int = 0) -> list[_Draft]:

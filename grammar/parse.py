@@ -155,7 +155,11 @@ def _syntax_error(err: UnexpectedInput, text: str) -> Diagnostic:
     line, col = err.line if err.line > 0 else 1, err.column if err.column > 0 else 1
     if isinstance(err, UnexpectedCharacters):
         ch = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
-        return Diagnostic(f"unexpected character {ch!r}", Span(line, col, line, col + 1))
+        if ch in "\"'":
+            return Diagnostic("this string is never closed", Span(line, col, line, col + 1),
+                              help=f"a string ends with {ch} on the same line")
+        hint = "words are ASCII letters, digits and _" if ch.isalpha() else None
+        return Diagnostic(f"unexpected character {ch!r}", Span(line, col, line, col + 1), help=hint)
     assert isinstance(err, UnexpectedToken)
     tok: Token = err.token
     if tok.type == "$END":
@@ -166,6 +170,9 @@ def _syntax_error(err: UnexpectedInput, text: str) -> Diagnostic:
         found, width = (_describe(tok.type) if tok.type in ("_NL",) else repr(str(tok))), max(1, len(str(tok).split("\n")[0]))
     expected = sorted({_describe(t) for t in err.accepts or err.expected if not t.startswith("__")})
     hint = None
+    if tok.type == "RBRACE" and _unclosed_brace(text[: tok.start_pos]) is None:
+        return Diagnostic("this '}' closes no '{'", Span(line, col, line, col + 1),
+                          help="every '{' ends a line, and its '}' is on a line of its own")
     if "'}'" in expected and tok.type == "$END":
         opened = _unclosed_brace(text)
         if opened:

@@ -24,6 +24,10 @@ CASES = {
     "unclosed_call": (M + "optimizer sgd(lr=0.1\n",
                       [(5, 21, "unexpected end of line", "')'")]),
     "stray_char": (M + "loss @mse\n", [(5, 6, "unexpected character '@'", None)]),
+    "stray_brace": (M + "}\n", [(5, 1, "this '}' closes no '{'", None)]),
+    "unclosed_string": (M + 'data npz("x.npz)\n', [(5, 10, "this string is never closed", 'ends with "')]),
+    "non_ascii_word": (M + "init bias constant(0) before relü\n",
+                       [(5, 33, "unexpected character 'ü'", "ASCII letters")]),
     # unknown words, with a suggestion
     "unknown_layer": ("model M {\n    input image(3, 8, 8)\n    convv 4 kernel 3\n    relu\n}\n",
                       [(3, 5, "unknown layer 'convv'", "did you mean 'conv'?")]),
@@ -38,6 +42,12 @@ CASES = {
     # one misspelt option is one error (not also "needs kernel" and "unexpected value 3")
     "misspelt_option": ("model M {\n    input image(3, 8, 8)\n    conv 4 kernal 3\n    dense 2\n}\n",
                         [(3, 12, "unknown conv option 'kernal'", "did you mean 'kernel'?")]),
+    # an option without its value: one error, not also "kernel has the wrong number of values"
+    "option_without_value": ("model M {\n    input image(3, 8, 8)\n    conv 4 kernel\n    dense 2\n}\n",
+                             [(3, 12, "conv: kernel needs a value", "kernel VALUE")]),
+    # options written after a call instead of inside it (not "unknown setting 'sgd', did you mean 'sgd'")
+    "option_after_call": (M + "optimizer sgd(lr=0.1) momentum 0.9\n",
+                          [(5, 23, "unexpected 'momentum' after the optimizer", "sgd(name=value, ...)")]),
     "unknown_option_value": ("model M {\n    input vector(4)\n    dense 2 bogus 3\n}\n",
                              [(3, 13, "unknown dense option 'bogus'", "bias, units")]),
     # a keyword from another framework: one error, and the spelling nnc reads
