@@ -75,7 +75,8 @@ class NncError(Exception):
 
     def with_source(self, source: Source) -> "NncError":
         """Attach `source` to every diagnostic that does not have one yet."""
-        self.diagnostics = [d if d.source else replace(d, source=source) for d in self.diagnostics]
+        self.diagnostics = sorted((d if d.source else replace(d, source=source) for d in self.diagnostics),
+                                  key=Diagnostic.sort_key)
         return self
 
 

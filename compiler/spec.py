@@ -234,6 +234,7 @@ def _keyed(stmt: Statement, section: str, keys: dict[str, Any], ctx: Ctx, head: 
             registry = keys[key]
             if first.kind == "call":  # early_stop(patience=5)
                 raw[key] = _call_fields(first, ctx, f"{section}.{key}")
+                spans.update({p[len(section) + 1:]: s for p, s in ctx.spans.items() if p.startswith(f"{section}.{key}.")})
             elif registry is not None:
                 raw[key] = tuple(c for c in (_registry_choice(v, registry, f"{key} step", f"{section}.{key}", ctx)
                                              for v in entry.items[1:]) if c)
@@ -260,8 +261,9 @@ def _call_fields(v: Value, ctx: Ctx, path: str) -> dict:
     raw = ctx.conv.plain(v, path)
     raw.pop("kind")
     args = raw.pop("args")
-    for k, kv in v.value.kwargs:
-        ctx.spans[f"{path}.{k}"] = kv.span
+    keys = dict(zip((k for k, _ in v.value.kwargs), v.value.key_spans))
+    for k, kv in v.value.kwargs:  # `fc8=10`, key and value: a wrong layer name or a wrong factor
+        ctx.spans[f"{path}.{k}"] = keys[k].to(kv.span) if k in keys else kv.span
     if args:
         raw["__args__"] = args
     return raw

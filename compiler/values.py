@@ -209,5 +209,7 @@ def validate(params: type[Params], raw: dict, what: str, span: Span | None, span
             if e["type"] == "missing" and call and len(loc) == 1:
                 help = f"e.g. {call}({loc[0]}={_example(params, loc[0])})"
             where = next((spans[k] for k in (".".join(loc[:i]) for i in range(len(loc), 0, -1)) if k in spans), span)
-            errors.append(Diagnostic(msg, where, help=help))
+            d = Diagnostic(msg, where, help=help)
+            if d not in errors:  # `stride 0` read as (0, 0) fails twice, in the same words at the same place
+                errors.append(d)
         return None

@@ -173,6 +173,13 @@ def _syntax_error(err: UnexpectedInput, text: str) -> Diagnostic:
     if tok.type == "RBRACE" and _unclosed_brace(text[: tok.start_pos]) is None:
         return Diagnostic("this '}' closes no '{'", Span(line, col, line, col + 1),
                           help="every '{' ends a line, and its '}' is on a line of its own")
+    before = text.splitlines()[line - 1][: col - 1].rstrip() if tok.type != "$END" else ""
+    if before.endswith("{") and tok.type not in ("_NL", "RBRACE"):
+        return Diagnostic(f"unexpected {found} after '{{'", Span(line, col, line, col + width),
+                          help="a '{' ends its line: the block's lines go below it, and its '}' on a line of its own")
+    if tok.type == "RBRACE" and before:
+        return Diagnostic("'}' must be on a line of its own", Span(line, col, line, col + 1),
+                          help="end the line before it")
     if "'}'" in expected and tok.type == "$END":
         opened = _unclosed_brace(text)
         if opened:

@@ -24,6 +24,9 @@ CASES = {
     "unclosed_call": (M + "optimizer sgd(lr=0.1\n",
                       [(5, 21, "unexpected end of line", "')'")]),
     "stray_char": (M + "loss @mse\n", [(5, 6, "unexpected character '@'", None)]),
+    "block_on_one_line": ("model M {\n    input image(3, 8, 8)\n    repeat 2 { conv 4 kernel 3 }\n}\n",
+                          [(3, 16, "unexpected 'conv' after '{'", "the block's lines go below it")]),
+    "brace_not_alone": ("model M {\n    input vector(4)\n    dense 2 }\n", [(3, 13, "'}' must be on a line of its own", None)]),
     "stray_brace": (M + "}\n", [(5, 1, "this '}' closes no '{'", None)]),
     "unclosed_string": (M + 'data npz("x.npz)\n', [(5, 10, "this string is never closed", 'ends with "')]),
     "non_ascii_word": (M + "init bias constant(0) before relü\n",
@@ -64,6 +67,11 @@ CASES = {
                          (5, 33, "sgd momentum must be < 1, got 1", None)]),
     "nesterov_without_momentum": (M + "optimizer sgd(lr=0.1, nesterov=true)\n",
                                   [(5, 11, "nesterov needs momentum > 0", None)]),
+    # a size read as (h, w) fails for both, but it is one mistake
+    "stride_zero": ("model M {\n    input image(3, 8, 8)\n    conv 4 kernel 3 stride 0\n    dense 2\n}\n",
+                    [(3, 28, "conv1 stride must be >= 1, got 0", None)]),
+    "early_stop_patience": (M + "train early_stop(patience=0)\n",
+                            [(5, 18, "train early_stop.patience must be >= 1, got 0", None)]),
     "batch_zero": (M + "train batch 0, epochs 3\n", [(5, 13, "train batch must be >= 1, got 0", None)]),
     # shapes
     "kernel_too_big": ("model M {\n    input image(3, 8, 8)\n    conv 4 kernel 11\n    dense 2\n}\n",
@@ -90,6 +98,14 @@ CASES = {
                  (8, 11, "unknown optimizer 'adma'", "did you mean 'adam'?"),
                  (9, 13, "train batch must be >= 1, got 0", None),
                  (9, 16, "unknown train setting 'epocs'", "did you mean 'epochs'?")]),
+    # shape errors and unknown layer names of the same pass, in file order
+    "shape_and_references": ("model M {\n    input image(3, 8, 8)\n    maxpool kernel 9\n    dense 2\n}\n"
+                             "init c9 weights gaussian(std=0.1)\noptimizer sgd(lr=0.1), lr_mult(fc9=10)\n"
+                             "train freeze c2\n",
+                             [(3, 20, "pool1: a 9x9 window does not fit the 8x8 input", None),
+                              (6, 6, "unknown layer 'c9'", None),
+                              (7, 32, "unknown layer 'fc9'", "did you mean 'fc1'?"),
+                              (8, 14, "unknown layer 'c2'", None)]),
 }
 
 HEAD = re.compile(r"^(?P<where>[^:\n]+)(?::(?P<line>\d+):(?P<col>\d+))?: (?P<severity>error|warning): (?P<message>.*)$")
