@@ -234,7 +234,7 @@ def _objective(cfg: Config, spec: Spec, params: list[Param], stage: str, epochs:
 def _study(cfg: Config, spec: Spec, create: bool = True):
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # not a traceback per exploded trial
     storage = f"sqlite:///{Path(cfg.out).resolve() / 'study.db'}"
     direction = "maximize" if metric_of(spec) == "val_accuracy" else "minimize"
     study = optuna.create_study(study_name=STUDY, storage=storage, load_if_exists=True, direction=direction,

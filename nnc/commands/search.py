@@ -47,7 +47,7 @@ def cmd_search(args) -> int:
         if not args.quiet:
             v = f"{row['value']:.4f}" if row["value"] is not None else row["reason"] or row["state"]
             err.print(f"trial {row['number']:3d} [{row['stage']}] "
-                      + ", ".join(f"{k}={_fmt(x)}" for k, x in row["params"].items()) + f": {v}")
+                      + ", ".join(f"{k}={_fmt(x)}" for k, x in row["params"].items()) + f": {v}", soft_wrap=True)
 
     res = search(cfg, on_trial)
     if args.json:
@@ -58,7 +58,8 @@ def cmd_search(args) -> int:
         return 0
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     for stage, epochs, params in res.stages:
-        console.print(f"{stage} stage: {epochs} epoch(s), " + ", ".join(f"{p.name} {p.describe()}" for p in params))
+        console.print(f"{stage} stage: {epochs} epoch(s), " + ", ".join(f"{p.name} {p.describe()}" for p in params),
+                      soft_wrap=True)
     names = [r.path for r in res.spec.search]
     table = Table(title=f"{len(res.trials)} trials, by {res.metric} (study {Path(out) / 'study.db'})")
     table.add_column("#", justify="right")  # the trial number (its run is DIR/trial_NNN)
@@ -75,7 +76,7 @@ def cmd_search(args) -> int:
                       str(row["epochs_run"] if row["epochs_run"] is not None else ""), value, state)
     console.print(table)
     for w in res.warnings:
-        err.print(f"[bold yellow]warning:[/] {w}" if err.is_terminal else f"warning: {w}")
+        err.print(f"[bold yellow]warning:[/] {w}" if err.is_terminal else f"warning: {w}", soft_wrap=True)
     if res.best is None:
         print("no trial completed: nothing to write", file=sys.stderr)
         return 1
@@ -110,7 +111,7 @@ def cmd_ensemble(args) -> int:
     if args.output:
         o = res["onnx"]
         console.print(f"wrote {o['path']} with {o['exporter']} (onnxruntime matches PyTorch on {o['checked_on']} "
-                      f"examples: max |diff| {o['max_abs_diff']:.2e})")
+                      f"examples: max |diff| {o['max_abs_diff']:.2e})", soft_wrap=True)
     return 0
 
 
