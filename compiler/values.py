@@ -66,6 +66,17 @@ def format_value(v: Any) -> str:
     return str(v).lower() if isinstance(v, bool) else str(v)
 
 
+class _Reported:
+    """Stands for a value whose error is already reported (a malformed search range), so that
+    validation does not report it a second time as `must be a number, got None`."""
+
+    def __repr__(self) -> str:
+        return "<reported>"
+
+
+REPORTED = _Reported()
+
+
 class Converter:
     """Turns Values into plain data, collecting search ranges and errors."""
 
@@ -93,7 +104,7 @@ class Converter:
         args = tuple(self.plain(a, path) for a in call.args)
         if call.kwargs:
             self.errors.append(Diagnostic(f"{call.name} takes positional bounds only, e.g. {call.name}(1e-4, 1e-1)", v.span))
-            return None
+            return REPORTED
         bad = None
         if call.name == "choice":
             bad = None if args else "choice needs at least one value"
@@ -107,7 +118,7 @@ class Converter:
             bad = "intuniform needs integer bounds"
         if bad:
             self.errors.append(Diagnostic(bad, v.span))
-            return None
+            return REPORTED
         r = SearchRange(path, call.name, args, v.span)
         self.ranges.append(r)
         return r.representative()
@@ -199,6 +210,8 @@ def validate(params: type[Params], raw: dict, what: str, span: Span | None, span
             errors.append(merged)
         for e in errs:
             if merged and (e is extra[0] or e is missing[0]):
+                continue
+            if e.get("input") is REPORTED:
                 continue
             loc = [str(x) for x in e["loc"] if not isinstance(x, int)]
             if e["type"] == "extra_forbidden":

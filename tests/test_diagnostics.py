@@ -72,6 +72,9 @@ CASES = {
                     [(3, 28, "conv1 stride must be >= 1, got 0", None)]),
     "early_stop_patience": (M + "train early_stop(patience=0)\n",
                             [(5, 18, "train early_stop.patience must be >= 1, got 0", None)]),
+    # a malformed search range is one error (not also "lr must be a number, got None")
+    "bad_range": (M + "optimizer adam(lr=loguniform(1e-1, 1e-4))\n",
+                  [(5, 19, "loguniform needs low < high, got 0.1 >= 0.0001", None)]),
     "batch_zero": (M + "train batch 0, epochs 3\n", [(5, 13, "train batch must be >= 1, got 0", None)]),
     # shapes
     "kernel_too_big": ("model M {\n    input image(3, 8, 8)\n    conv 4 kernel 11\n    dense 2\n}\n",
