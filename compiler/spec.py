@@ -18,7 +18,7 @@ from nnc.compiler.initializers import INITIALIZERS
 from nnc.compiler.layers import LAYERS, STRUCTURE, Shape
 from nnc.compiler.layers.base import Params
 from nnc.compiler.values import Choice, Converter, SearchRange, positional_to_fields, validate
-from nnc.grammar.parse import Statement, Value, decode, parse, parse_value
+from nnc.grammar.parse import Statement, Value, command_line_error, decode, parse, parse_value
 from nnc.runtime.augment import AUGMENT
 from nnc.runtime.losses import LOSSES
 from nnc.runtime.optimizers import OPTIMIZERS
@@ -706,7 +706,10 @@ def _apply_overrides(sections: dict[str, Statement], overrides: tuple[str, ...],
             raise NncError(f"--set {text}: expected SECTION.KEY=VALUE or SECTION=ENTRIES with a section among "
                            f"{', '.join(s for s in SECTIONS if s != 'model')}, e.g. --set optimizer.lr=3e-4")
         if len(path) == 1:  # --set schedule="step(every=5)": the whole section, as if written on its line
-            (stmt,) = parse(f"{path[0]} {value}\n", f"--set {text}")
+            try:
+                (stmt,) = parse(f"{path[0]} {value}\n", f"--set {text}")
+            except NncError as e:
+                raise command_line_error(e, value, f"--set {text}") from None
             sections[path[0]] = _unplace(stmt, f"--set {text}")
             continue
         section, field_ = path

@@ -244,14 +244,20 @@ def parse(text: str, name: str = "<spec>") -> tuple[Statement, ...]:
     return _ToData().transform(tree)
 
 
+def command_line_error(err: NncError, text: str, name: str) -> NncError:
+    """A syntax error in text from the command line (`--set KEY=TEXT`), named by `name`; its
+    position would point into nnc's own rewrite of the text, so it is left out."""
+    d = err.diagnostics[0]
+    return NncError(Diagnostic(f"cannot read {text!r} as a value: {d.message}", Span(0, 0, 0, 0, name),
+                               help="a value is a number, a word, a \"string\", a call f(...) or a tuple (a, b)"))
+
+
 def parse_value(text: str, name: str = "--set") -> Value:
     """One value as written on the command line (`--set optimizer.lr=3e-4`)."""
     try:
         stmts = parse(f"x {text}\n", name)
     except NncError as e:
-        d = e.diagnostics[0]
-        raise NncError(Diagnostic(f"cannot read {text!r} as a value: {d.message}", Span(0, 0, 0, 0, name),
-                                  help="a value is a number, a word, a \"string\", a call f(...) or a tuple (a, b)")) from None
+        raise command_line_error(e, text, name) from None
     if len(stmts) != 1 or len(stmts[0].entries) != 1 or len(stmts[0].entries[0].items) != 2 or stmts[0].block:
         raise NncError(Diagnostic(f"cannot read {text!r} as one value", Span(0, 0, 0, 0, name),
                                   help="write several values as a tuple, e.g. (30, 60)"))

@@ -218,13 +218,15 @@ def test_set_errors_name_the_set(tmp_path):
     assert "Traceback" not in r.stderr
 
 
-def test_set_value_that_does_not_parse(tmp_path):
-    """--set text that is not a value says so, without the parser's internal prefix."""
+@pytest.mark.parametrize("setting, value, problem", [("optimizer.lr", ")", "unexpected ')'"),
+                                                     ("schedule", "step(every=5", "unexpected end of line")])
+def test_set_value_that_does_not_parse(tmp_path, setting, value, problem):
+    """--set text that does not parse says so, naming the --set, without nnc's rewrite of it."""
     (tmp_path / "m.nnspec").write_text(M)
-    r = run_nnc("check", "m.nnspec", "--set", "optimizer.lr=)", cwd=tmp_path)
+    r = run_nnc("check", "m.nnspec", "--set", f"{setting}={value}", cwd=tmp_path)
     assert r.returncode == 1
-    assert r.stderr.startswith("--set optimizer.lr=): error: cannot read ')' as a value: unexpected ')'")
-    assert "x )" not in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.startswith(f"--set {setting}={value}: error: cannot read {value!r} as a value: {problem}")
+    assert "x )" not in r.stderr and "schedule step" not in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.parametrize("argv", [[], ["check"], ["check", "--bogus", "m.nnspec"], ["frobnicate"]],
