@@ -142,6 +142,15 @@ def test_search_on_digits_end_to_end(tmp_path):
     for t in exploded:
         assert t["reason"].startswith("training diverged at epoch 1") and t["epochs_run"] == 0
         assert t["params"]["optimizer.lr"] > 1e-1
+        # stopped inside its first epoch: no epoch was logged, no best checkpoint was written
+        run_dir = out / f"trial_{t['number']:03d}"
+        assert (run_dir / "metrics.jsonl").read_text() == "" and not (run_dir / "best.safetensors").exists()
+
+    # optuna's storage records log-scale distributions for the loguniform ranges
+    study = optuna.load_study(study_name="nnc-search", storage=f"sqlite:///{out / 'study.db'}")
+    dists = study.trials[0].distributions
+    assert dists["optimizer.lr"].log and dists["regularize.l2"].log and not dists["model.drop1.p"].log
+    assert (dists["optimizer.lr"].low, dists["optimizer.lr"].high) == (1e-3, 1e3)
     assert all(t["value"] is not None for t in trials if t["state"] == "complete")
 
     # the fine stage sampled lr from a narrower range around the best coarse trials
