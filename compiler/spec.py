@@ -17,7 +17,7 @@ from nnc.compiler.diagnostics import Collector, Diagnostic, NncError, Source, Sp
 from nnc.compiler.initializers import INITIALIZERS
 from nnc.compiler.layers import LAYERS, STRUCTURE, Shape
 from nnc.compiler.layers.base import Params
-from nnc.compiler.values import Choice, Converter, SearchRange, positional_to_fields, validate
+from nnc.compiler.values import BARE, Choice, Converter, SearchRange, positional_to_fields, validate
 from nnc.grammar.parse import Statement, Value, command_line_error, decode, parse, parse_value
 from nnc.runtime.augment import AUGMENT
 from nnc.runtime.losses import LOSSES
@@ -240,7 +240,7 @@ def _keyed(stmt: Statement, section: str, keys: dict[str, Any], ctx: Ctx, head: 
                                              for v in entry.items[1:]) if c)
             else:
                 vals = [ctx.conv.plain(v, f"{section}.{key}") for v in entry.items[1:]]
-                raw[key] = True if not vals else vals[0] if len(vals) == 1 else tuple(vals)
+                raw[key] = BARE if not vals else vals[0] if len(vals) == 1 else tuple(vals)
                 if len(entry.items) == 2:
                     spans[key] = ctx.spans[f"{section}.{key}"] = entry.items[1].span
         elif head is not None and "__head__" not in raw and (len(entry.items) == 1 or key in head["registry"]):

@@ -77,6 +77,47 @@ class _Reported:
 REPORTED = _Reported()
 
 
+class _Bare:
+    """A setting written without its value (`train epochs`): true for a flag, an error otherwise."""
+
+    def __repr__(self) -> str:
+        return "<no value>"
+
+
+BARE = _Bare()
+
+
+def _takes_bool(annotation) -> bool:
+    import typing
+
+    if annotation is bool or annotation is typing.Any:
+        return True
+    return any(_takes_bool(a) for a in typing.get_args(annotation) if not isinstance(a, (str, int, float)))
+
+
+def _flags_and_bools(params: type[Params], raw: dict, what: str, span: Span | None, spans: dict[str, Span]
+                     ) -> tuple[dict, list[Diagnostic]]:
+    """Pydantic would read `true` (or a bare `epochs`) as 1 for a number: a flag is the only
+    setting that may go without a value or take true/false."""
+    raw, errors = dict(raw), []
+    for name, f in params.model_fields.items():
+        key = f.alias or name
+        v = raw.get(key)
+        if v is not BARE and not isinstance(v, bool):
+            continue
+        if _takes_bool(f.annotation):
+            raw[key] = True if v is BARE else v
+            continue
+        import typing
+
+        ann = next((a for a in typing.get_args(f.annotation) if a is not type(None)), f.annotation)  # X | None
+        kind = {int: "a whole number", float: "a number", str: "a string"}.get(ann, "a value")
+        msg = f"{what}: {key} needs a value" if v is BARE else f"{what} {key} must be {kind}, got {format_value(v)}"
+        errors.append(Diagnostic(msg, spans.get(key, span), help=f"write `{key} VALUE`" if v is BARE else None))
+        raw[key] = REPORTED
+    return raw, errors
+
+
 class Converter:
     """Turns Values into plain data, collecting search ranges and errors."""
 
@@ -192,8 +233,11 @@ def validate(params: type[Params], raw: dict, what: str, span: Span | None, span
     unknown option together with one missing field is one mistake, reported once at the option.
     """
     key_spans = key_spans or {}
+    raw, reported = _flags_and_bools(params, raw, what, span, spans)
+    errors.extend(reported)
     try:
-        return params.model_validate(raw)
+        validated = params.model_validate(raw)
+        return None if reported else validated
     except ValidationError as err:
         errs = err.errors()
         names = [f.alias or n for n, f in params.model_fields.items()]

@@ -75,6 +75,11 @@ CASES = {
     # a malformed search range is one error (not also "lr must be a number, got None")
     "bad_range": (M + "optimizer adam(lr=loguniform(1e-1, 1e-4))\n",
                   [(5, 19, "loguniform needs low < high, got 0.1 >= 0.0001", None)]),
+    # a number setting without its value, or given true, is an error (pydantic alone would read 1)
+    "bare_setting": (M + "train epochs, batch 3\nregularize max_norm\n",
+                     [(5, 7, "train: epochs needs a value", "epochs VALUE"),
+                      (6, 12, "regularize: max_norm needs a value", None)]),
+    "true_for_a_number": (M + "optimizer sgd(lr=true, momentum=0.9)\n", [(5, 18, "sgd lr must be a number, got true", None)]),
     "batch_zero": (M + "train batch 0, epochs 3\n", [(5, 13, "train batch must be >= 1, got 0", None)]),
     # shapes
     "kernel_too_big": ("model M {\n    input image(3, 8, 8)\n    conv 4 kernel 11\n    dense 2\n}\n",
