@@ -223,6 +223,31 @@ def _example(params: type[Params], name: str) -> str:
                  if word in ann), "VALUE")
 
 
+def _tuple_form(params: type[Params], loc: list[str]) -> str | None:
+    """How a tuple-valued field is written, from its annotation: `3 or 3x3`, `(30, 60)`, names."""
+    import typing
+
+    ann = None
+    for key in loc:  # through nested settings: finetune.skip
+        if ann is not None:
+            params = next((a for a in (ann, *typing.get_args(ann)) if isinstance(a, type) and issubclass(a, Params)), None)
+            if params is None:
+                return None
+        field = next((f for n, f in params.model_fields.items() if (f.alias or n) == key), None)
+        ann = field.annotation if field else None
+        if ann is None:
+            return None
+    while ann is not None and typing.get_origin(ann) is not tuple:
+        inner = [a for a in typing.get_args(ann) if a is not type(None) and not isinstance(a, (str, int, float))]
+        ann = inner[0] if inner else None  # through Annotated[...] and X | None
+    if ann is None:
+        return None
+    args = typing.get_args(ann)
+    if Ellipsis not in args:
+        return "one number or HxW, like 3 or 3x3" if len(args) == 2 else f"{len(args)} values"
+    return "one or more names, like fc8 or (fc7, fc8)" if str in args else "a tuple, like (30, 60)"
+
+
 def validate(params: type[Params], raw: dict, what: str, span: Span | None, spans: dict[str, Span],
              errors: list[Diagnostic], key_spans: dict[str, Span] | None = None, call: str | None = None
              ) -> Params | None:
@@ -263,6 +288,10 @@ def validate(params: type[Params], raw: dict, what: str, span: Span | None, span
                 errors.append(d)
                 continue
             msg, help = describe_error(e, what)
+            form = _tuple_form(params, loc) if loc and e["type"] in ("tuple_type", "too_short", "too_long") else None
+            if form:
+                got = e.get("input")
+                msg = f"{what} {'.'.join(loc)} must be {form}, got {format_value(got) if not isinstance(got, dict) else 'a call'}"
             if e["type"] == "missing" and call and len(loc) == 1:
                 help = f"e.g. {call}({loc[0]}={_example(params, loc[0])})"
             where = next((spans[k] for k in (".".join(loc[:i]) for i in range(len(loc), 0, -1)) if k in spans), span)

@@ -80,6 +80,12 @@ CASES = {
                      [(5, 7, "train: epochs needs a value", "epochs VALUE"),
                       (6, 12, "regularize: max_norm needs a value", None)]),
     "true_for_a_number": (M + "optimizer sgd(lr=true, momentum=0.9)\n", [(5, 18, "sgd lr must be a number, got true", None)]),
+    # a value of the wrong form says which form is meant
+    "size_forms": ("model M {\n    input image(3, 8, 8)\n    conv 4 kernel 3x3x3\n    conv 4 kernel 3 pad same\n"
+                   "    dense 2\n}\ntrain freeze 3\n",
+                   [(3, 19, "conv1 kernel must be one number or HxW, like 3 or 3x3, got (3, 3, 3)", None),
+                    (4, 25, "conv2 pad must be one number or HxW", None),
+                    (7, 14, "train freeze must be one or more names, like fc8 or (fc7, fc8), got 3", None)]),
     "batch_zero": (M + "train batch 0, epochs 3\n", [(5, 13, "train batch must be >= 1, got 0", None)]),
     # shapes
     "kernel_too_big": ("model M {\n    input image(3, 8, 8)\n    conv 4 kernel 11\n    dense 2\n}\n",
