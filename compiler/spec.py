@@ -670,7 +670,7 @@ def build_spec(stmts: tuple[Statement, ...], source: Source, overrides: tuple[st
     _apply_overrides(sections, overrides, ctx)
     if "model" not in sections:
         lines = source.text.splitlines()
-        where = Span(1, 1, 1, 2) if not lines else Span(len(lines), 1, len(lines), len(lines[-1]) + 1)
+        where = Span(1, 1, 1, 2) if not lines or not stmts else Span(len(lines), 1, len(lines), len(lines[-1]) + 1)
         ctx.errors.append(Diagnostic("no model block" if stmts else "empty spec: no model block", where,
                                      help="a spec needs at least: model NAME { input ...; layers }"))
     model = _model(sections["model"], ctx) if "model" in sections else None

@@ -377,14 +377,17 @@ def _finish(study, result: SearchResult, out: Path) -> None:
 
 def scatter(result: SearchResult, path: Path) -> Path:
     """Metric vs each hyperparameter, one panel each (log x-axis for log ranges): completed
-    trials as dots by stage, pruned ones at their last reported value as crosses."""
+    trials as dots by stage, pruned ones at their last reported value as crosses, exploded
+    ones as red triangles at the bottom of the panel."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
     ranges = result.spec.search
-    fig = Figure(figsize=(3.2 * len(ranges), 2.8), dpi=80, layout="constrained")
+    seen = [r["value"] if r["value"] is not None else r["last"] for r in result.trials]
+    floor = min((v for v in seen if v is not None), default=0.0)  # where exploded trials are drawn
+    fig = Figure(figsize=(3.2 * len(ranges), 3.0), dpi=80, layout="constrained")
     axes = fig.subplots(1, len(ranges), squeeze=False)[0]
     colors = {"coarse": "tab:blue", "fine": "tab:orange"}
     for ax, r in zip(axes, ranges):
@@ -395,8 +398,10 @@ def scatter(result: SearchResult, path: Path) -> Path:
             x = r.args.index(x) if r.dist == "choice" else x
             if row["value"] is not None:
                 ax.scatter([x], [row["value"]], s=18, color=colors.get(row["stage"], "tab:green"))
-            elif row["last"] is not None:
+            elif row["last"] is not None and row["state"] == "pruned":
                 ax.scatter([x], [row["last"]], s=18, marker="x", color="tab:gray")
+            elif row["reason"].startswith("training diverged"):
+                ax.scatter([x], [floor], s=22, marker="v", color="tab:red")
         if r.log:
             ax.set_xscale("log")
         if r.dist == "choice":
@@ -407,8 +412,9 @@ def scatter(result: SearchResult, path: Path) -> Path:
         ax.set_ylabel(result.metric)
         ax.grid(alpha=0.3)
     handles = [matplotlib.lines.Line2D([], [], ls="", marker=m, color=c, label=l)
-               for l, m, c in (("coarse", "o", colors["coarse"]), ("fine", "o", colors["fine"]), ("pruned", "x", "tab:gray"))]
-    axes[0].legend(handles=handles, fontsize=7, loc="lower left")
+               for l, m, c in (("coarse", "o", colors["coarse"]), ("fine", "o", colors["fine"]), ("pruned", "x", "tab:gray"),
+                                                      ("exploded (at the bottom)", "v", "tab:red"))]
+    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncols=min(len(handles), 2 * len(ranges)), frameon=False)
     fig.savefig(path)
     return path
 

@@ -100,7 +100,8 @@ CASES = {
     "version_late": (M + "nnspec 1\n", [(5, 1, "the version line must come first", None)]),
     # empty and not-text files
     "empty": ("", [(1, 1, "empty spec: no model block", "model NAME")]),
-    "comments_only": ("# nothing here yet\n", [(1, 1, "empty spec: no model block", None)]),
+    "comments_only": ("\n# nothing here yet\n\n", [(1, 1, "empty spec: no model block", None)]),
+    "no_model": ("loss mse\n", [(1, 1, "no model block", "model NAME")]),
     "nul_byte": ("# café \0x\n", [(1, 8, "not a text file (binary data: byte 0x00)", "UTF-8 text")]),
     "png": (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(range(256)),
             [(1, 1, "not a text file (binary data: byte 0x89)", "UTF-8 text")]),
