@@ -167,13 +167,15 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
     if resume:
         ck = checkpoint.load(Path(resume) / "last.safetensors", with_state=True)
         model.load_state_dict(ck.model)
+        if ema is not None:  # model/ holds the average; the raw weights the optimizer left are in state/raw/
+            with torch.no_grad():
+                for (name, p), e in zip(model.named_parameters(), ema):
+                    e.copy_(p)
+                    p.copy_(ck.state[f"raw/{name}"])
         state.optimizer_from_tensors(optimizer, ck.state, ck.state_meta["optimizer"])
         state.rng_from_tensors(ck.state, shuffle)
         if aug_gen is not None and "rng/augment" in ck.state:
             aug_gen.set_state(ck.state["rng/augment"])
-        if ema is not None:
-            for i, e in enumerate(ema):
-                e.copy_(ck.state[f"ema/{i}"])
         book.update(ck.state_meta["book"])
         stats = {k: v for k, v in ck.preprocess.items()} or stats
     plateau = Plateau(spec.schedule.main.params, lr0, book["plateau"]) if spec.schedule.main.kind == "on_plateau" else None
@@ -195,8 +197,8 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
             ck.state = {**tensors, **state.rng_to_tensors(shuffle)}
             if aug_gen is not None:
                 ck.state["rng/augment"] = aug_gen.get_state()
-            if ema is not None:
-                ck.state.update({f"ema/{i}": e for i, e in enumerate(ema)})
+            if ema is not None:  # model/ holds the average, so resume needs the raw weights too
+                ck.state.update({f"raw/{name}": p for name, p in model.named_parameters()})
             ck.state_meta = {"optimizer": meta, "book": book}
         checkpoint.save(out / f"{kind}.safetensors", ck)
 

@@ -118,7 +118,6 @@ class Record:
 # train.py saves the `last` checkpoint with model/<p> and state/ema/<i> being the same EMA
 # tensors, which safetensors refuses ("Some tensors share memory"): `train ema` crashes at its
 # first checkpoint. (Its `last` checkpoint would also hold no raw weights to --resume from.)
-@pytest.mark.xfail(raises=RuntimeError, strict=True, reason="train ema: last checkpoint shares EMA tensors (runtime/train.py save)")
 def test_ema_checkpoint_holds_the_hand_computed_average(tmp_path):
     # 1258 training examples in batches of 640: two steps, decay 0.9 so that the average
     # visibly lags the raw weights

@@ -54,8 +54,9 @@ def test_readme_specs_reach_their_accuracy(tmp_path, name, target):
     assert np.array(got["confusion"]).sum() == got["n"] == len(got["predictions"])
 
 
-def test_kill_and_resume_ends_like_an_uninterrupted_run(tmp_path):
-    path = mlp(tmp_path, extra="dropout 0.3", epochs=4, train_=", monitor_every 1",
+@pytest.mark.parametrize("ema", ["", ", ema 0.9"], ids=["plain", "ema"])
+def test_kill_and_resume_ends_like_an_uninterrupted_run(tmp_path, ema):
+    path = mlp(tmp_path, extra="dropout 0.3", epochs=4, train_=", monitor_every 1" + ema,
                reg="\nschedule cosine\nregularize l2 1e-3\n")
     graph = check(load_spec(str(path)))
     full = train(graph, tmp_path / "full", device="cpu", quiet=True)
