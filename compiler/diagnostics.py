@@ -33,6 +33,12 @@ class Span:
         return Span(self.line, self.column, other.end_line, other.end_column, self.origin)
 
 
+def lines(text: str) -> list[str]:
+    """The lines of `text` as Lark counts them: split at \n only (a \f, \x85 or U+2028 inside
+    a line is not a line break), without the empty line after a final \n."""
+    return (text[:-1] if text.endswith("\n") else text).split("\n")
+
+
 @dataclass(frozen=True)
 class Source:
     """The text a span points into, and the name printed for it (a path or `--set`)."""
@@ -41,8 +47,8 @@ class Source:
     text: str
 
     def line_text(self, line: int) -> str:
-        lines = self.text.splitlines()
-        return lines[line - 1] if 0 < line <= len(lines) else ""
+        all_ = lines(self.text)
+        return all_[line - 1] if 0 < line <= len(all_) else ""
 
 
 @dataclass(frozen=True)
@@ -122,7 +128,8 @@ def render(diag: Diagnostic, color: bool = False) -> str:
         where = diag.span.origin
     elif diag.span and diag.span.line > 0:
         where += f":{diag.span.line}:{diag.span.column}"
-    out = [f"{bold}{where}:{reset} {tone}{diag.severity}:{reset} {diag.message}"]
+    # messages quote the user's text (a string value, a file name): never echo control characters raw
+    out = [f"{bold}{printable(where)}:{reset} {tone}{diag.severity}:{reset} {_safe(diag.message)}"]
     if diag.span and diag.source and diag.span.line > 0 and not diag.span.origin:
         text = diag.source.line_text(diag.span.line).rstrip("\r")
         if text.strip():
@@ -132,8 +139,12 @@ def render(diag: Diagnostic, color: bool = False) -> str:
             out.append("    " + printable(text.expandtabs(1)))
             out.append("    " + " " * start + tone + "^" + "~" * (width - 1) + reset)
     if diag.help:
-        out.append(f"{cyan}help:{reset} {diag.help}")
+        out.append(f"{cyan}help:{reset} {_safe(diag.help)}")
     return "\n".join(out)
+
+
+def _safe(text: str) -> str:
+    return "\n".join(printable(line) for line in text.split("\n"))
 
 
 def render_all(diags: list[Diagnostic], color: bool = False) -> str:
@@ -153,6 +164,8 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
 def unknown(span: Span | None, what: str, word: str, choices: Iterable[str]) -> Diagnostic:
     choices = sorted(set(choices))
     hint = did_you_mean(word, choices)
-    if hint is None and len(choices) <= 24:
+    if hint is None and not choices:
+        hint = "it takes none"
+    elif hint is None and len(choices) <= 24:
         hint = "expected one of: " + ", ".join(choices)
     return Diagnostic(f"unknown {what} '{word}'", span, help=hint)

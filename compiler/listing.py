@@ -107,7 +107,7 @@ def _fields(params) -> str:
     return ", ".join(out)
 
 
-def listing_json(graph: Graph) -> dict:
+def listing_json(graph: Graph, resolved: bool = False) -> dict:
     def layer(l: LayerInfo) -> dict:
         return {"name": l.name, "path": l.path, "kind": l.kind, "implicit": l.implicit,
                 "input": str(l.input), "output": str(l.output), "output_dims": list(l.output.dims),
@@ -122,4 +122,5 @@ def listing_json(graph: Graph) -> dict:
         "listing": lecture_lines(graph),
         "layers": [layer(l) for l in graph.layers()],
         "warnings": [{"line": w.span.line if w.span else None, "message": w.message} for w in graph.warnings],
-    }
+    } | ({"resolved": {s: {"text": text, "origin": origin} for s, text, origin in resolved_sections(graph)}}
+         if resolved else {})

@@ -201,11 +201,11 @@ class _Pass:
                 self.out.error(n.span, f"{n.name}: a projection shortcut needs images, got {x} -> {y}")
             else:
                 (c, h, w), (c2, h2, w2) = x.dims, y.dims
-                if h % h2 or w % w2 or h // h2 != w // w2:
+                sh, sw = _shortcut_stride(h, h2), _shortcut_stride(w, w2)
+                if sh is None or sw is None:
                     self.out.error(n.span, f"{n.name}: no 1x1 stride maps {h}x{w} to {h2}x{w2}")
                 else:
-                    s = h // h2
-                    conv = LayerNode("conv", "proj", Conv(filters=c2, kernel=1, stride=s, bias=False), n.span)
+                    conv = LayerNode("conv", "proj", Conv(filters=c2, kernel=1, stride=(sh, sw), bias=False), n.span)
                     bn = LayerNode("batchnorm", "proj_bn", BatchNorm(), n.span)
                     pc, _ = self.layer(conv, x, path)
                     pb, _ = self.layer(bn, y, path)
@@ -306,7 +306,13 @@ def infer(spec: Spec) -> Graph:
         p.out.warn(last.span, f"{spec.loss.kind} reads raw scores; the final {last.kind} squashes them twice",
                    f"remove the final {last.kind}: `nnc export --probabilities` adds softmax for deployment")
     p.out.raise_if_any()
-    return Graph(spec, x, tuple(nodes), out, tuple(spec.warnings) + tuple(p.out.warnings))
+    return Graph(spec, x, tuple(nodes), out, tuple(sorted(spec.warnings + tuple(p.out.warnings), key=Diagnostic.sort_key)))
+
+
+def _shortcut_stride(size: int, out: int) -> int | None:
+    """The smallest stride s of a 1x1 convolution (no padding) that maps `size` to `out`:
+    floor((size - 1) / s) + 1 = out, so 7 -> 4 at stride 2, as the body's 3x3 stride-2 conv does."""
+    return next((s for s in range(1, size + 1) if (size - 1) // s + 1 == out), None)
 
 
 def _residuals(nodes) -> Iterator[ResidualInfo]:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field
 
-from nnc.compiler.diagnostics import Collector, Diagnostic, NncError, Source, Span, did_you_mean, unknown
+from nnc.compiler.diagnostics import EXIT_USAGE, Collector, Diagnostic, NncError, Source, Span, did_you_mean, lines, unknown
 from nnc.compiler.initializers import INITIALIZERS
 from nnc.compiler.layers import LAYERS, STRUCTURE, Shape
 from nnc.compiler.layers.base import Params
@@ -27,6 +27,7 @@ from nnc.runtime.schedules import SCHEDULES, Warmup
 from nnc.runtime.sources import SOURCES
 
 VERSION = 1
+MAX_LAYERS = 10_000  # after repeats are expanded: ResNet-152 has ~500
 SECTIONS = ("model", "init", "loss", "regularize", "optimizer", "schedule", "data", "train")
 INPUTS = {"image": ("C", "H", "W"), "vector": ("D",), "sequence": ("T", "D"), "tokens": ("T", "vocabulary")}
 
@@ -198,9 +199,7 @@ def _registry_choice(v: Value, registry: dict, what: str, path: str, ctx: Ctx) -
     raw = {}
     if v.kind == "call":  # the call is the registry entry itself, even where its word is also a
         # search range's (the `uniform` initializer): only its arguments may be ranges
-        call = v.value
-        raw = {"kind": call.name, "args": [ctx.conv.plain(a, f"{path}.{i}") for i, a in enumerate(call.args)]}
-        raw.update({k: ctx.conv.plain(kv, f"{path}.{k}") for k, kv in call.kwargs})
+        raw = ctx.conv.call(v.value, path)
     spans = {}
     if v.kind == "call":
         names = [f.alias or n for n, f in d.params.model_fields.items()]
@@ -453,6 +452,10 @@ def _layer_line(stmt: Statement, ctx: Ctx) -> _Draft | None:
                 raw[key], spans[key] = True, v.span
                 i += 1
                 continue
+            if key in raw:
+                ctx.errors.append(Diagnostic(f"{kind}: {key} is given twice", v.span.to(nxt.span)))
+                i += 2
+                continue
             raw[key] = ctx.conv.plain(nxt, f"model.{{name}}.{key}")
             spans[key] = nxt.span
             if key in positional:
@@ -495,8 +498,14 @@ def _body(stmts: tuple[Statement, ...], ctx: Ctx, depth: int = 0) -> list[_Draft
                 continue
             once = _body(s.block, ctx, depth)
             n = items[1].value
-            for k in range(n):
-                out += [_copy(d, k + 1 if n > 1 else None) for d in once]
+            if not s.block:
+                ctx.errors.append(Diagnostic("repeat of an empty block", s.span, help="put layers inside { ... }"))
+            elif _count(out) + n * _count(once) > MAX_LAYERS:
+                ctx.errors.append(Diagnostic(f"repeat {n:,} makes the model over {MAX_LAYERS:,} layers, "
+                                             f"more than nnc builds", items[1].span))
+            else:
+                for k in range(n):
+                    out += [_copy(d, k + 1 if n > 1 else None) for d in once]
         elif word == "residual":
             items = s.entries[0].items[1:]
             name, project = None, False
@@ -508,7 +517,7 @@ def _body(stmts: tuple[Statement, ...], ctx: Ctx, depth: int = 0) -> list[_Draft
                 else:
                     ctx.errors.append(Diagnostic(f"unexpected {v.text!r} after residual", v.span,
                                                  help="residual [NAME] [project] { ... }"))
-            if s.block is None:
+            if not s.block:
                 ctx.errors.append(Diagnostic("residual needs a { ... } block of layers", s.span))
                 continue
             out.append(_Draft("residual", name, {}, s.span, {}, _body(s.block, ctx, depth + 1), project))
@@ -525,6 +534,10 @@ def _body(stmts: tuple[Statement, ...], ctx: Ctx, depth: int = 0) -> list[_Draft
     return out
 
 
+def _count(drafts: list[_Draft]) -> int:
+    return sum(_count(d.body) if d.body is not None else 1 for d in drafts)
+
+
 def _copy(d: _Draft, k: int | None) -> _Draft:
     name = f"{d.name}_{k}" if d.name and k else d.name
     body = [_copy(b, k) for b in d.body] if d.body is not None else None
@@ -537,6 +550,9 @@ def _name_all(drafts: list[_Draft], ctx: Ctx) -> None:
 
     def explicit(ds):
         for d in ds:
+            if d.name and not d.name.isidentifier():
+                ctx.errors.append(Diagnostic(f"the layer name '{d.name}' may hold only letters, digits and _", d.span,
+                                             help="'.' joins a block's name to its layers' (res1.conv1)"))
             if d.name:
                 if d.name in seen:
                     ctx.errors.append(Diagnostic(f"layer name '{d.name}' is used twice (first on line {seen[d.name].line})", d.span))
@@ -635,7 +651,7 @@ def _version(stmts: list[Statement], ctx: Ctx) -> int:
         s = stmts.pop(0)
         items = s.entries[0].items
         if len(items) != 2 or items[1].kind != "number" or items[1].value != VERSION:
-            got = items[1].text if len(items) > 1 else "nothing"
+            got = " ".join(v.text for v in items[1:]) or "nothing"
             newer = len(items) == 2 and items[1].kind == "number" and items[1].value > VERSION
             ctx.errors.append(Diagnostic(f"this nnc reads nnspec {VERSION}, the file says {got}", s.span,
                                          help="the file is for a newer nnc" if newer else
@@ -669,8 +685,8 @@ def build_spec(stmts: tuple[Statement, ...], source: Source, overrides: tuple[st
             ctx.spans[word] = s.span
     _apply_overrides(sections, overrides, ctx)
     if "model" not in sections:
-        lines = source.text.splitlines()
-        where = Span(1, 1, 1, 2) if not lines or not stmts else Span(len(lines), 1, len(lines), len(lines[-1]) + 1)
+        all_ = lines(source.text)
+        where = Span(1, 1, 1, 2) if not stmts else Span(len(all_), 1, len(all_), len(all_[-1]) + 1)
         ctx.errors.append(Diagnostic("no model block" if stmts else "empty spec: no model block", where,
                                      help="a spec needs at least: model NAME { input ...; layers }"))
     model = _model(sections["model"], ctx) if "model" in sections else None
@@ -695,16 +711,24 @@ def build_spec(stmts: tuple[Statement, ...], source: Source, overrides: tuple[st
                 tuple(overrides), ctx.spans)
 
 
+def split_override(text: str) -> tuple[list[str], str]:
+    """`--set optimizer.lr=3e-4` -> (["optimizer", "lr"], "3e-4"); a malformed one is command-line
+    misuse (exit 2), found before any spec is read."""
+    key, sep, value = text.partition("=")
+    path = key.strip().split(".")
+    if not sep or len(path) > 2 or path[0] not in SECTIONS or path[0] == "model":
+        raise NncError(f"--set {text}: expected SECTION.KEY=VALUE or SECTION=ENTRIES with a section among "
+                       f"{', '.join(s for s in SECTIONS if s != 'model')}, e.g. --set optimizer.lr=3e-4",
+                       exit_code=EXIT_USAGE)
+    return path, value
+
+
 def _apply_overrides(sections: dict[str, Statement], overrides: tuple[str, ...], ctx: Ctx) -> None:
     """`--set section.key=value`: replaces (or adds) one entry of a section, as if written there."""
     from nnc.grammar.parse import Entry
 
     for text in overrides:
-        key, sep, value = text.partition("=")
-        path = key.strip().split(".")
-        if not sep or len(path) > 2 or path[0] not in SECTIONS or path[0] == "model":
-            raise NncError(f"--set {text}: expected SECTION.KEY=VALUE or SECTION=ENTRIES with a section among "
-                           f"{', '.join(s for s in SECTIONS if s != 'model')}, e.g. --set optimizer.lr=3e-4")
+        path, value = split_override(text)
         if len(path) == 1:  # --set schedule="step(every=5)": the whole section, as if written on its line
             try:
                 (stmt,) = parse(f"{path[0]} {value}\n", f"--set {text}")
@@ -713,14 +737,15 @@ def _apply_overrides(sections: dict[str, Statement], overrides: tuple[str, ...],
             sections[path[0]] = _unplace(stmt, f"--set {text}")
             continue
         section, field_ = path
-        mult = section == "optimizer" and field_ in ("lr_mult", "decay_mult")
+        # entries written as a call of their own name: lr_mult(fc8=10), warmup(epochs=2)
+        mult = (section, field_) in (("optimizer", "lr_mult"), ("optimizer", "decay_mult"), ("schedule", "warmup"))
         value = value.strip()
         if mult and value.startswith("("):  # --set optimizer.lr_mult="(fc8=10)" -> lr_mult(fc8=10)
             value = field_ + value
         v = _unplace(parse_value(value, f"--set {text}"), f"--set {text}")
         stmt = sections.get(section)
         word = Value("word", field_, v.span)
-        if section in ("optimizer", "loss") and not mult:
+        if section in ("optimizer", "loss") and not mult or section == "schedule" and field_ != "warmup":
             stmt = _set_call_arg(stmt, section, field_, v)
         else:
             new = Entry((v,) if mult and v.kind == "call" and v.value.name == field_ else (word, v), v.span)
@@ -752,12 +777,12 @@ def _unplace(node, origin: str):
 
 
 def _set_call_arg(stmt: Statement | None, section: str, key: str, v: Value) -> Statement:
-    """--set optimizer.lr=... rewrites the optimizer call's keyword argument."""
+    """--set optimizer.lr=... (or loss.KEY, schedule.KEY) rewrites the main call's keyword argument."""
     from nnc.grammar.parse import Call, Entry
 
-    default = {"optimizer": "sgd", "loss": "cross_entropy"}[section]
+    default = {"optimizer": "sgd", "loss": "cross_entropy", "schedule": "constant"}[section]
     entries = list(_entries(stmt)) if stmt else []
-    main = next((e for e in entries if len(e.items) == 1), None)
+    main = next((e for e in entries if len(e.items) == 1 and e.items[0].text != "warmup"), None)
     head = main.items[0] if main else Value("word", default, v.span)
     if stmt is None and section == "optimizer":
         head = Value("call", Call("sgd", v.span, (), (("momentum", Value("number", 0.9, v.span)),)), v.span)
@@ -777,7 +802,7 @@ def _set_call_arg(stmt: Statement | None, section: str, key: str, v: Value) -> S
 
 
 def _params_of(section: str, kind: str):
-    reg = {"optimizer": OPTIMIZERS, "loss": LOSSES}[section]
+    reg = {"optimizer": OPTIMIZERS, "loss": LOSSES, "schedule": SCHEDULES}[section]
     return reg[kind].params if kind in reg else None
 
 
@@ -787,8 +812,13 @@ def load_text(text: str, name: str = "<spec>", overrides: tuple[str, ...] = ()) 
 
 def read_source(path: str) -> str:
     """The spec file's text, or a user error naming the problem."""
+    import sys
     from pathlib import Path
 
+    if path == "-":  # `nnc check -`: the spec on standard input
+        return decode(sys.stdin.buffer.read(), "<stdin>")
+    if not path:
+        raise NncError("the spec path is empty")
     p = Path(path)
     if not p.exists():
         raise NncError(f"{path}: no such file")
@@ -802,4 +832,4 @@ def read_source(path: str) -> str:
 
 
 def load_spec(path: str, overrides: tuple[str, ...] = ()) -> Spec:
-    return load_text(read_source(path), str(path), tuple(overrides))
+    return load_text(read_source(path), "<stdin>" if path == "-" else str(path), tuple(overrides))

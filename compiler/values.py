@@ -131,12 +131,23 @@ class Converter:
         if v.kind != "call":
             if v.kind == "word" and v.value in ("true", "false"):
                 return v.value == "true"
+            if v.kind == "number" and not math.isfinite(v.value):
+                self.errors.append(Diagnostic("this number is too large for a float (it reads as infinity)", v.span))
+                return REPORTED
             return v.value
         call = v.value
         if call.name in RANGES:
             return self._range(v, path)
+        return self.call(call, path)
+
+    def call(self, call, path: str) -> dict[str, Any]:
+        """f(a, k=v) -> {"kind": "f", "args": [a], "k": v}; a keyword given twice is an error."""
         out: dict[str, Any] = {"kind": call.name, "args": [self.plain(a, f"{path}.{i}") for i, a in enumerate(call.args)]}
-        for key, kv in call.kwargs:
+        key_spans = call.key_spans or tuple(kv.span for _, kv in call.kwargs)  # built by --set: no key spans
+        for (key, kv), key_span in zip(call.kwargs, key_spans, strict=True):
+            if key in out:
+                self.errors.append(Diagnostic(f"{call.name}: {key} is given twice", key_span.to(kv.span)))
+                continue
             out[key] = self.plain(kv, f"{path}.{key}")
         return out
 

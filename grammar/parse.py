@@ -13,7 +13,7 @@ from typing import Any
 
 from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedInput, UnexpectedToken, v_args
 
-from nnc.compiler.diagnostics import Diagnostic, NncError, Source, Span, printable
+from nnc.compiler.diagnostics import MAX_SHOWN, Diagnostic, NncError, Source, Span, lines, printable
 
 # ---------------------------------------------------------------- plain data
 
@@ -81,10 +81,12 @@ def _span(meta_or_token) -> Span:
 
 
 def _number(text: str) -> int | float:
+    """`1e3` is the whole number 1000 (a size may be written so); `1.0` and `5e-4` are floats."""
     try:
         return int(text)
     except ValueError:
-        return float(text)
+        x = float(text)
+        return int(x) if "." not in text and x.is_integer() and abs(x) < 2**53 else x
 
 
 class _ToData(Transformer):
@@ -163,8 +165,8 @@ def _syntax_error(err: UnexpectedInput, text: str) -> Diagnostic:
     assert isinstance(err, UnexpectedToken)
     tok: Token = err.token
     if tok.type == "$END":
-        lines = text.splitlines() or [""]
-        line, col = len(lines), len(lines[-1]) + 1
+        all_ = lines(text)
+        line, col = len(all_), len(all_[-1]) + 1
         found, width = "end of file", 1
     else:
         found, width = (_describe(tok.type) if tok.type in ("_NL",) else repr(str(tok))), max(1, len(str(tok).split("\n")[0]))
@@ -173,7 +175,7 @@ def _syntax_error(err: UnexpectedInput, text: str) -> Diagnostic:
     if tok.type == "RBRACE" and _unclosed_brace(text[: tok.start_pos]) is None:
         return Diagnostic("this '}' closes no '{'", Span(line, col, line, col + 1),
                           help="every '{' ends a line, and its '}' is on a line of its own")
-    before = text.splitlines()[line - 1][: col - 1].rstrip() if tok.type != "$END" else ""
+    before = lines(text)[line - 1][: col - 1].rstrip() if tok.type != "$END" else ""
     if before.endswith("{") and tok.type not in ("_NL", "RBRACE"):
         return Diagnostic(f"unexpected {found} after '{{'", Span(line, col, line, col + width),
                           help="a '{' ends its line: the block's lines go below it, and its '}' on a line of its own")
@@ -191,10 +193,14 @@ def _syntax_error(err: UnexpectedInput, text: str) -> Diagnostic:
     return Diagnostic(f"unexpected {found}", Span(line, col, line, col + width), help=hint)
 
 
-def _unclosed_brace(text: str) -> tuple[int, int] | None:
-    """(line, column) of the last '{' left open at the end of `text`, skipping comments and strings."""
-    stack = []
-    for n, line in enumerate(text.splitlines(), 1):
+MAX_DEPTH = 64  # nested blocks; the Transformer recurses once per level
+
+
+def _open_braces(text: str):
+    """After each '{' or '}' (comments and strings skipped): the stack of (line, column) of the
+    braces still open."""
+    stack: list[tuple[int, int]] = []
+    for n, line in enumerate(lines(text), 1):
         quote = None
         for c, ch in enumerate(line, 1):
             if quote:
@@ -203,11 +209,28 @@ def _unclosed_brace(text: str) -> tuple[int, int] | None:
                 quote = ch
             elif ch == "#":
                 break
-            elif ch == "{":
-                stack.append((n, c))
-            elif ch == "}" and stack:
-                stack.pop()
+            elif ch in "{}":
+                if ch == "{":
+                    stack.append((n, c))
+                elif stack:
+                    stack.pop()
+                yield stack
+
+
+def _unclosed_brace(text: str) -> tuple[int, int] | None:
+    """(line, column) of the last '{' left open at the end of `text`."""
+    stack: list = []
+    for stack in _open_braces(text):
+        pass
     return stack[-1] if stack else None
+
+
+def _too_deep(text: str) -> Diagnostic | None:
+    for stack in _open_braces(text):
+        if len(stack) > MAX_DEPTH:
+            line, col = stack[-1]
+            return Diagnostic(f"blocks are nested more than {MAX_DEPTH} deep", Span(line, col, line, col + 1))
+    return None
 
 
 def decode(data: bytes, name: str) -> str:
@@ -230,18 +253,41 @@ def decode(data: bytes, name: str) -> str:
         raise NncError(Diagnostic("this is not a text file (binary data: byte 0x%02x)" % data[bad],
                                   Span(line, col, line, col + 1), source,
                                   help="a .nnspec file is UTF-8 text")) from None
-    return text
+    return text.removeprefix("\ufeff")  # the byte-order mark some Windows editors write
 
 
 def parse(text: str, name: str = "<spec>") -> tuple[Statement, ...]:
     source = Source(name, text)
     if not text.endswith("\n"):
         text += "\n"
-    try:
-        tree = _parser().parse(text)
-    except UnexpectedInput as e:
-        raise NncError(_syntax_error(e, text)).with_source(source) from None
+    if "{" in text and (deep := _too_deep(text)):
+        raise NncError(deep).with_source(source)
+    errors: list[Diagnostic] = []
+    while True:
+        try:
+            tree = _parser().parse(text)
+            break
+        except UnexpectedInput as e:
+            errors.append(_syntax_error(e, text))
+        text = _blank_line(text, errors)
+        if text is None:
+            break
+    if errors:
+        raise NncError(errors).with_source(source) from None
     return _ToData().transform(tree)
+
+
+def _blank_line(text: str, errors: list[Diagnostic]) -> str | None:
+    """The text with the line of the last syntax error blanked, so the next parse finds the next
+    error (a statement is one line); None where that could invent errors: a line with a brace (the
+    blocks would change), the end of the file, the same line again, or enough errors shown."""
+    line = errors[-1].span.line
+    rows = text.split("\n")
+    if (len(errors) >= MAX_SHOWN or not 0 < line < len(rows) or "{" in rows[line - 1] or "}" in rows[line - 1]
+            or rows[line - 1].endswith("\\") or any(d.span.line == line for d in errors[:-1])):
+        return None
+    rows[line - 1] = ""
+    return "\n".join(rows)
 
 
 def command_line_error(err: NncError, text: str, name: str) -> NncError:

@@ -29,8 +29,10 @@ def _print_warnings(graph) -> None:
 
 def cmd_check(args) -> int:
     from nnc.compiler.shapes import check
-    from nnc.compiler.spec import load_spec
+    from nnc.compiler.spec import load_spec, split_override
 
+    for text in args.set:  # misuse is reported once, not once per spec
+        split_override(text)
     failed = 0
     for path in args.specs:
         try:
@@ -41,7 +43,7 @@ def cmd_check(args) -> int:
             continue
         _print_warnings(graph)
         if not args.quiet:
-            print(f"{path}: ok ({graph.spec.model.name}: {graph.n_params:,} parameters, "
+            print(f"{graph.spec.source.name}: ok ({graph.spec.model.name}: {graph.n_params:,} parameters, "
                   f"{graph.flops / 1e6:,.1f} MFLOPs per example)")
     return EXIT_USER if failed else 0
 
@@ -53,7 +55,7 @@ def cmd_show(args) -> int:
 
     graph = check(load_spec(args.spec, tuple(args.set)))
     if args.json:
-        print(json.dumps(listing_json(graph), indent=2))
+        print(json.dumps(listing_json(graph, resolved=args.resolved), indent=2))
     else:
         _print_warnings(graph)
         print_listing(graph, resolved=args.resolved)

@@ -33,6 +33,7 @@ EXTRA = {
     "residual_identity": ("image(4, 6, 6)", ["residual {", "conv 4 kernel 3 pad 1", "batchnorm", "relu", "}"]),
     "residual_project": ("image(4, 6, 6)", ["residual project {", "conv 8 kernel 3 stride 2 pad 1", "relu", "}",
                                              "residual {", "residual project {", "conv 8 kernel 1", "}", "}"]),
+    "residual_project_odd": ("image(4, 7, 9)", ["residual project {", "conv 8 kernel 3 stride 2 pad 1", "}"]),
     "lstm_last_single": ("sequence(6, 2)", ["lstm 5"]),
     "gru_sequence_single": ("sequence(6, 2)", ["gru 5 return sequence", "maxout 5", "layernorm"]),
     "embedding_lstm": ("tokens(7, 20)", ["embedding 6", "lstm 4 bidirectional", "dense 3"]),

@@ -6,6 +6,7 @@ of the big table are checked by ONE `nnc check` run over all their files (it rep
 goes on), so the table is cheap to extend.
 """
 
+import json
 import re
 
 import pytest
@@ -105,6 +106,34 @@ CASES = {
     "nul_byte": ("# café \0x\n", [(1, 8, "not a text file (binary data: byte 0x00)", "UTF-8 text")]),
     "png": (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(range(256)),
             [(1, 1, "not a text file (binary data: byte 0x89)", "UTF-8 text")]),
+    # several syntax errors: each line's, not only the first (a statement is one line)
+    "several_syntax": ("model M {\n    input vector(4)\n    dense 2,\n    dense 3 (\n    dense 2\n}\n"
+                       "train batch 3,,\nloss mse)\n",
+                       [(3, 13, "unexpected end of line", None), (4, 14, "unexpected end of line", None),
+                        (7, 15, "unexpected ','", None), (8, 9, "unexpected ')'", None)]),
+    # what the builder could not run, or would run silently wrong
+    "dotted_name": ("model M {\n    input vector(4)\n    dense fc.1 2\n}\n",
+                    [(3, 5, "the layer name 'fc.1' may hold only letters, digits and _", "res1.conv1")]),
+    "option_twice": ("model M {\n    input image(1, 8, 8)\n    conv 2 kernel 3 kernel 5\n    dense 3 units 4\n}\n"
+                     "optimizer sgd(lr=0.1, lr=0.2)\n",
+                     [(3, 21, "conv: kernel is given twice", None), (4, 13, "dense: units is given twice", None),
+                      (6, 23, "sgd: lr is given twice", None)]),
+    "empty_blocks": ("model M {\n    input vector(4)\n    residual {\n    }\n    repeat 2 {\n    }\n    dense 2\n}\n",
+                     [(3, 5, "residual needs a { ... } block of layers", None),
+                      (5, 5, "repeat of an empty block", None)]),
+    "huge_repeat": ("model M {\n    input vector(4)\n    repeat 100000 {\n        repeat 100000 {\n"
+                    "            relu\n        }\n    }\n    dense 2\n}\n",
+                    [(4, 16, "repeat 100,000 makes the model over 10,000 layers", None)]),
+    "too_deep": ("model M {\n    input vector(4)\n" + "    repeat 1 {\n" * 70 + "    dense 2\n" + "    }\n" * 70 + "}\n",
+                 [(66, 14, "blocks are nested more than 64 deep", None)]),
+    "infinity": (M + "optimizer sgd(lr=1e400)\n", [(5, 18, "this number is too large for a float", None)]),
+    "lax_values": (M + "optimizer sgd(lr=\"0.1\", momentum=0.9, nesterov=yes)\nregularize l2 1e-4, decay_bias 1\n",
+                   [(5, 18, 'sgd lr must be a number, got "0.1"', None),
+                    (5, 48, "sgd nesterov must be true or false, got yes", None),
+                    (6, 32, "regularize decay_bias must be true or false, got 1", None)]),
+    "version_extra": ("nnspec 1 2\n" + M, [(1, 1, "this nnc reads nnspec 1, the file says 1 2", None)]),
+    # a form feed or U+2028 inside a line is not a line break: the right line is echoed
+    "form_feed": ("# a\fb \u2028 c\n" + M + "loss msee\n", [(6, 6, "unknown loss 'msee'", "did you mean 'mse'?")]),
     # several mistakes: all of them, in file order
     "several": ("model M {\n    input image(3, 8, 8)\n    convv 4 kernel 3\n    relu\n    dropout 1.5\n"
                 "    dense 2\n}\noptimizer adma(lr=0.1)\ntrain batch 0, epocs 3\n",
@@ -146,7 +175,7 @@ def assert_at(d: dict, text: str, line: int, col: int, message: str, help: str |
     assert message in d["message"], d
     if help is not None:
         assert d["help"] and help in d["help"], d
-    lines = text.splitlines() if isinstance(text, str) else None
+    lines = text.split("\n") if isinstance(text, str) else None  # as editors count lines: \f is no break
     if lines is not None and not (lines[line - 1:] or [""])[0].strip():
         assert d["source"] is None and d["caret"] is None, d  # nothing to echo on a blank line
         return
@@ -195,6 +224,28 @@ def test_unknown_word_is_underlined_whole(batch):
     assert d["caret"].strip() == "^~~~"
 
 
+def test_byte_order_mark_and_stdin(tmp_path):
+    """A file saved with a UTF-8 byte-order mark reads like one without; `-` reads standard input."""
+    (tmp_path / "bom.nnspec").write_bytes(b"\xef\xbb\xbf" + M.encode() + b"loss msee\n")
+    r = run_nnc("check", "bom.nnspec", cwd=tmp_path)
+    (d,) = diagnostics(r.stderr)
+    assert_at(d, M + "loss msee\n", 5, 6, "unknown loss 'msee'")
+    r = run_nnc("check", "-", cwd=tmp_path, input=M + "loss msee\n")
+    (d,) = diagnostics(r.stderr)
+    assert d["where"] == "<stdin>" and r.returncode == 1
+    assert_at(d, M + "loss msee\n", 5, 6, "unknown loss 'msee'")
+    r = run_nnc("check", "-", cwd=tmp_path, input=M)
+    assert r.returncode == 0 and r.stdout.startswith("<stdin>: ok"), r.stderr
+
+
+def test_string_values_are_not_echoed_raw(tmp_path):
+    """A message that quotes the user's text never sends its control characters to the terminal."""
+    (tmp_path / "e.nnspec").write_text(M + 'train batch "\x1b]0;pwn\x07"\n')
+    r = run_nnc("check", "e.nnspec", cwd=tmp_path)
+    assert r.returncode == 1 and "\x1b" not in r.stderr and "\x07" not in r.stderr
+    assert 'got "\ufffd]0;pwn\ufffd"' in r.stderr
+
+
 def test_missing_file_and_directory(tmp_path):
     """A path that is not a readable file is a user error naming the path, not a traceback."""
     (tmp_path / "adir").mkdir()
@@ -228,6 +279,29 @@ def test_set_errors_name_the_set(tmp_path):
     assert "--set optimizer.lr=-1: error: sgd lr must be > 0, got -1" in lines
     assert "--set train.batch=0: error: train batch must be >= 1, got 0" in lines
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("bad", ["lr=0.1", "optimizer.lr", "model=x", "optimizer.lr.x=1"])
+def test_malformed_set_is_misuse_reported_once(tmp_path, bad):
+    """A --set that is not SECTION.KEY=VALUE is command-line misuse (exit 2), said once for all specs."""
+    (tmp_path / "m.nnspec").write_text(M)
+    (tmp_path / "n.nnspec").write_text(M)
+    r = run_nnc("check", "m.nnspec", "n.nnspec", "--set", bad, cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.count(f"--set {bad}: expected SECTION.KEY=VALUE") == 1, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_set_reaches_the_schedule_and_its_warmup(tmp_path):
+    """--set schedule.KEY sets an option of the main schedule, as optimizer.lr does for the optimizer."""
+    (tmp_path / "m.nnspec").write_text(M + "schedule on_plateau(metric=val_accuracy, factor=0.1)\n")
+    r = run_nnc("show", "m.nnspec", "--resolved", "--json", "--set", "schedule.factor=0.5",
+                "--set", "schedule.warmup=(epochs=2)", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = json.loads(r.stdout)["resolved"]["schedule"]["text"]
+    assert text.startswith("warmup(epochs=2") and "on_plateau(metric=val_accuracy, factor=0.5" in text
+    r = run_nnc("check", "m.nnspec", "--set", "schedule.k=3", cwd=tmp_path)
+    assert r.returncode == 1 and "--set schedule.k=3: error: unknown on_plateau option 'k'" in r.stderr
 
 
 @pytest.mark.parametrize("setting, value, problem", [("optimizer.lr", ")", "unexpected ')'"),

@@ -128,6 +128,9 @@ OPTION_CASES = {
                                            "}", "conv 8 kernel 1", "}", "residual project {",
                                            "conv 16 kernel 3 stride 2 pad 1", "}", "relu", "dense 3"]),
     "residual_vector": ("vector(10)", ["residual { ", "dense 10", "tanh", "}", "dense 2"]),
+    # odd sizes: a stride-2 body maps 7x9 to 4x5, and so must its 1x1 shortcut
+    "residual_project_odd": ("image(4, 7, 9)", ["residual project {", "conv 8 kernel 3 stride 2 pad 1", "batchnorm",
+                                                "}", "dense 2"]),
 }
 
 
