@@ -79,7 +79,8 @@ def resolved_sections(graph: Graph) -> list[tuple[str, str, str]]:
                                                                        ("decay_mult", spec.optimizer.decay_mult)) if m),
         "schedule": (f"warmup({', '.join(f'{k}={v}' for k, v in spec.schedule.warmup.model_dump().items() if v)}), "
                      if spec.schedule.warmup else "") + str(spec.schedule.main),
-        "data": ", ".join([str(spec.data.source), f"val {spec.data.val:g}", f"test {spec.data.test:g}"] +
+        "data": ", ".join([str(spec.data.source), f"val {spec.data.val:g}", f"test {spec.data.test:g}",
+                           f"seed {spec.data.seed}"] +
                           ([f"preprocess {' '.join(map(str, spec.data.preprocess))}"] if spec.data.preprocess else []) +
                           ([f"augment {' '.join(map(str, spec.data.augment))}"] if spec.data.augment else [])),
         "train": _fields(spec.train),

@@ -14,6 +14,7 @@ from nnc.compiler.layers.base import Params
 from nnc.compiler.layers.conv import Conv
 from nnc.compiler.layers.norm import BatchNorm
 from nnc.compiler.spec import InitRule, LayerNode, ResidualNode, Spec
+from nnc.compiler.values import SearchRange, format_value, resolve_text
 from nnc.runtime.losses import LOSSES
 from nnc.runtime.preprocess import PREPROCESS, output_dims
 
@@ -325,6 +326,29 @@ def _residuals(nodes) -> Iterator[ResidualInfo]:
 def check(spec: Spec) -> Graph:
     """The whole front half: a checked graph, or an NncError with every problem found."""
     try:
-        return infer(spec)
+        graph = infer(spec)
     except NncError as e:
         raise e.with_source(spec.source) from None
+    if spec.search:
+        errors = [d for r in spec.search if (d := _range_error(spec, r))]
+        if errors:
+            raise NncError(errors).with_source(spec.source)
+    return graph
+
+
+def _range_error(spec: Spec, r: SearchRange) -> Diagnostic | None:
+    """The first value that range `r` can take (a bound or a choice) which the spec refuses,
+    as an error at the range: the spec was validated at the range's representative only."""
+    from nnc.compiler.spec import load_text
+
+    if r.span.origin:  # written by --set: no place in the text to put a value
+        return None
+    values = [("choice", v) for v in r.args] if r.dist == "choice" else [("lower bound", r.args[0]), ("upper bound", r.args[1])]
+    for which, v in values:
+        try:
+            infer(load_text(resolve_text(spec.text, {r: v}), spec.source.name, spec.overrides))
+        except NncError as e:
+            d = e.diagnostics[0]
+            return Diagnostic(f"this range reaches values the spec refuses: at its {which} {format_value(v)}, {d.message}",
+                              r.span, help=d.help)
+    return None

@@ -8,7 +8,7 @@ and printed by `nnc show --resolved`. A file without a version line is read as
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field
@@ -110,6 +110,7 @@ class Train(Params):
 class DataOptions(Params):
     val: float = Field(0.1, ge=0, lt=1)
     test: float = Field(0.2, ge=0, lt=1)
+    seed: int = 0  # the split's; `train seed` drives initialization and shuffling
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ class DataSpec:
     test: float
     preprocess: tuple[Choice, ...] = ()
     augment: tuple[Choice, ...] = ()
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,7 @@ DEFAULTS = {
     "regularize": "l2 0",
     "optimizer": "sgd(lr=0.01, momentum=0.9)",
     "schedule": "constant",
-    "data": "digits, val 0.1, test 0.2",
+    "data": "digits, val 0.1, test 0.2, seed 0",
     "train": "batch 64, epochs 10, seed 0, device auto, monitor_every 50",
 }
 
@@ -393,7 +395,7 @@ def _schedule(stmt: Statement | None, ctx: Ctx) -> ScheduleSpec | None:
 def _data(stmt: Statement | None, ctx: Ctx) -> DataSpec | None:
     if stmt is None:
         return DataSpec(Choice("digits", SOURCES["digits"].params()), 0.1, 0.2)
-    raw = _keyed(stmt, "data", {"val": None, "test": None, "preprocess": PREPROCESS, "augment": AUGMENT}, ctx,
+    raw = _keyed(stmt, "data", {"val": None, "test": None, "seed": None, "preprocess": PREPROCESS, "augment": AUGMENT}, ctx,
                  head={"registry": SOURCES, "what": "data source"})
     source = raw.get("__head__")
     if "__head__" not in raw:
@@ -406,7 +408,7 @@ def _data(stmt: Statement | None, ctx: Ctx) -> DataSpec | None:
         ctx.errors.append(Diagnostic(f"val {opts.val:g} + test {opts.test:g} leaves no training data",
                                      ctx.spans.get("data.test", stmt.span)))
     if source and opts:
-        return DataSpec(source, opts.val, opts.test, steps["preprocess"], steps["augment"])
+        return DataSpec(source, opts.val, opts.test, steps["preprocess"], steps["augment"], opts.seed)
     return None
 
 
@@ -587,12 +589,10 @@ def _validate_nodes(drafts: list[_Draft], ctx: Ctx) -> tuple[Node, ...]:
             continue
         for k, s in d.spans.items():
             ctx.spans[f"model.{d.name}.{k}"] = s
-        from dataclasses import replace as _replace
-
         ranges = ctx.conv.ranges  # a layer's ranges were recorded before auto-naming: fill in its name
         for i, r in enumerate(ranges):
             if r.path.startswith("model.{name}.") and r.span in d.spans.values():
-                ranges[i] = _replace(r, path=r.path.replace("{name}", d.name or d.kind))
+                ranges[i] = replace(r, path=r.path.replace("{name}", d.name or d.kind))
         params = validate(LAYERS[d.kind].params, d.raw, d.name if d.name else d.kind, d.span, d.spans, ctx.errors)
         if params is not None:
             out.append(LayerNode(d.kind, d.name, params, d.span, d.spans))
@@ -706,7 +706,10 @@ def build_spec(stmts: tuple[Statement, ...], source: Source, overrides: tuple[st
         ctx.errors.extend(e.diagnostics)
     ctx.errors.extend(ctx.conv.errors)
     if ctx.errors:
-        raise NncError(ctx.errors).with_source(source)
+        fractional = {r.span for r in ctx.conv.ranges if r.dist in ("uniform", "loguniform")}
+        raise NncError([replace(d, help="uniform and loguniform draw fractions; intuniform(LOW, HIGH) draws whole numbers")
+                        if d.span in fractional and "must be a whole number" in d.message else d
+                        for d in ctx.errors]).with_source(source)
     return Spec(source, version, model, init, loss, reg, opt, sched, data, train, tuple(ctx.conv.ranges),
                 tuple(overrides), ctx.spans)
 

@@ -42,6 +42,18 @@ class SearchRange:
         return round(mid) if self.dist == "intuniform" else mid
 
 
+def resolve_text(text: str, values: dict[SearchRange, Any]) -> str:
+    """The spec text with each range call replaced by its value (comments and layout kept)."""
+    starts = [0]  # the offset of each line, counted as Lark counts lines (at \n only)
+    for row in text.split("\n"):
+        starts.append(starts[-1] + len(row) + 1)
+    cuts = sorted(((starts[r.span.line - 1] + r.span.column - 1, starts[r.span.end_line - 1] + r.span.end_column - 1,
+                    format_value(v)) for r, v in values.items()), reverse=True)
+    for start, end, v in cuts:
+        text = text[:start] + v + text[end:]
+    return text
+
+
 @dataclass(frozen=True)
 class Choice:
     """A registry word with its validated parameters, e.g. sgd(lr=0.01)."""

@@ -80,11 +80,12 @@ def load_arrays(graph: Graph):
 
 
 def load_splits(graph: Graph) -> Splits:
-    """Seeded by `train seed`: the same spec gives the same splits in `train`, `eval` and `doctor`."""
+    """Seeded by `data seed` (not `train seed`): the same spec gives the same splits in `train`,
+    `eval` and `doctor`, and runs that differ only in their train seed share them (an ensemble)."""
     spec = graph.spec
     x, y, classes = load_arrays(graph)
     n = len(x)
-    perm = np.random.default_rng(spec.train.seed).permutation(n)
+    perm = np.random.default_rng(spec.data.seed).permutation(n)
     n_test, n_val = int(round(spec.data.test * n)), int(round(spec.data.val * n))
     if n - n_test - n_val < 1:
         raise _error(graph, f"{n} examples leave nothing to train on after val {spec.data.val:g} and test {spec.data.test:g}")

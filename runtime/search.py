@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from nnc.compiler.diagnostics import EXIT_DIVERGED, NncError
 from nnc.compiler.spec import Spec, load_text
-from nnc.compiler.values import SearchRange, format_value
+from nnc.compiler.values import SearchRange, format_value, resolve_text
 
 STUDY = "nnc-search"
 BORDER = 0.10  # warn when the best value lies within 10% of its range's width from a border
@@ -65,20 +65,6 @@ def suggest(trial, p: Param) -> Any:
     if d == "intuniform":
         return trial.suggest_int(p.name, p.lo, p.hi)
     return trial.suggest_categorical(p.name, list(p.choices))
-
-
-def _offset(lines: list[str], line: int, col: int) -> int:
-    return sum(len(l) for l in lines[:line - 1]) + col - 1
-
-
-def resolve_text(text: str, values: dict[SearchRange, Any]) -> str:
-    """The spec text with each range call replaced by its value (comments and layout kept)."""
-    lines = text.splitlines(keepends=True)
-    cuts = sorted(((_offset(lines, r.span.line, r.span.column), _offset(lines, r.span.end_line, r.span.end_column),
-                    format_value(v)) for r, v in values.items()), reverse=True)
-    for start, end, v in cuts:
-        text = text[:start] + v + text[end:]
-    return text
 
 
 def narrow(params: list[Param], top: list[dict]) -> list[Param]:

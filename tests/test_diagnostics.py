@@ -134,6 +134,16 @@ CASES = {
     "version_extra": ("nnspec 1 2\n" + M, [(1, 1, "this nnc reads nnspec 1, the file says 1 2", None)]),
     # a form feed or U+2028 inside a line is not a line break: the right line is echoed
     "form_feed": ("# a\fb \u2028 c\n" + M + "loss msee\n", [(6, 6, "unknown loss 'msee'", "did you mean 'mse'?")]),
+    # a search range is checked at every value it reaches, not only its representative
+    "range_bounds": ("model M {\n    input image(1, 8, 8)\n    conv 4 kernel choice(3, 11)\n    dropout uniform(0.2, 1.5)\n"
+                     "    dense fc1 intuniform(0, 8)\n    dense 10\n}\n"
+                     "optimizer sgd(lr=loguniform(1e-4, 1e-1))\ntrain batch choice(16, 0)\n",
+                     [(3, 19, "at its choice 11, conv1: a 11x11 kernel does not fit the 8x8 input", "smaller kernel"),
+                      (4, 13, "at its upper bound 1.5, drop1 p must be < 1, got 1.5", None),
+                      (5, 15, "at its lower bound 0, fc1 units must be > 0, got 0", None),
+                      (9, 13, "at its choice 0, train batch must be >= 1, got 0", None)]),
+    "fractional_range": ("model M {\n    input vector(4)\n    dense fc2 loguniform(16, 256)\n    dense 10\n}\n",
+                         [(3, 15, "fc2 units must be a whole number, got 64", "intuniform(LOW, HIGH) draws whole numbers")]),
     # several mistakes: all of them, in file order
     "several": ("model M {\n    input image(3, 8, 8)\n    convv 4 kernel 3\n    relu\n    dropout 1.5\n"
                 "    dense 2\n}\noptimizer adma(lr=0.1)\ntrain batch 0, epocs 3\n",

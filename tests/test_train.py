@@ -89,6 +89,17 @@ def test_kill_and_resume_ends_like_an_uninterrupted_run(tmp_path, ema):
         assert x["val_loss"] == pytest.approx(y["val_loss"], rel=1e-6)
 
 
+def test_the_split_follows_data_seed_not_train_seed(tmp_path):
+    """Runs that differ only in `train seed` (an ensemble of initializations) share their test
+    split; `data seed` changes it."""
+    def test_x(*overrides):
+        return load_splits(check(load_spec(str(mlp(tmp_path)), overrides))).test.x
+
+    base = test_x()
+    np.testing.assert_array_equal(test_x("train.seed=7"), base)
+    assert not np.array_equal(test_x("data.seed=7"), base)
+
+
 def test_preprocessing_statistics_come_from_the_training_split_only(tmp_path):
     path = mlp(tmp_path, epochs=1)
     graph = check(load_spec(str(path)))
