@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 from pydantic import Field
 
 from nnc.compiler.diagnostics import NncError
+
+# numpy is imported inside each loader: `nnc check` reads this registry and stays light
 from nnc.compiler.layers.base import Params
 
 
@@ -72,6 +73,7 @@ def _missing(path: str, what: str) -> NncError:
 
 
 def _digits(p, dims, outputs) -> Arrays:
+    import numpy as np
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -79,6 +81,7 @@ def _digits(p, dims, outputs) -> Arrays:
 
 
 def _labels(y: np.ndarray) -> tuple[np.ndarray, list[str] | None]:
+    import numpy as np
     if y.dtype.kind in "USO":
         names = sorted(set(y.tolist()))
         index = {n: i for i, n in enumerate(names)}
@@ -89,6 +92,7 @@ def _labels(y: np.ndarray) -> tuple[np.ndarray, list[str] | None]:
 
 
 def _npz(p: Npz, dims, outputs) -> Arrays:
+    import numpy as np
     if not Path(p.path).is_file():
         raise _missing(p.path, "npz file")
     try:
@@ -104,6 +108,7 @@ def _npz(p: Npz, dims, outputs) -> Arrays:
 
 
 def _npy(p: Npy, dims, outputs) -> Arrays:
+    import numpy as np
     arrays = []
     for path in (p.x, p.y):
         if not Path(path).is_file():
@@ -117,6 +122,7 @@ def _npy(p: Npy, dims, outputs) -> Arrays:
 
 
 def _csv(p: Csv, dims, outputs) -> Arrays:
+    import numpy as np
     import csv
 
     if not Path(p.path).is_file():
@@ -146,6 +152,7 @@ def _csv(p: Csv, dims, outputs) -> Arrays:
 
 
 def _imagefolder(p: ImageFolder, dims, outputs) -> Arrays:
+    import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     root = Path(p.path)
@@ -171,12 +178,14 @@ def _imagefolder(p: ImageFolder, dims, outputs) -> Arrays:
 
 def load_image(im, c: int, h: int, w: int) -> np.ndarray:
     """A Pillow image -> (C, H, W) float32 in [0, 255], resized to the spec's input."""
+    import numpy as np
     im = im.convert("L" if c == 1 else "RGB").resize((w, h))
     a = np.asarray(im, dtype=np.float32)
     return a[None] if c == 1 else a.transpose(2, 0, 1)
 
 
 def _synthetic(p: Synthetic, dims, outputs) -> Arrays:
+    import numpy as np
     rng = np.random.default_rng(p.seed)
     classes = p.classes or outputs
     return Arrays(rng.standard_normal((p.n, *dims), dtype=np.float32), rng.integers(0, classes, p.n, dtype=np.int64),
@@ -184,6 +193,7 @@ def _synthetic(p: Synthetic, dims, outputs) -> Arrays:
 
 
 def _torchvision(name: str):
+    import numpy as np
     def load(p: TorchvisionSet, dims, outputs) -> Arrays:
         try:
             import torchvision.datasets as tvd

@@ -83,7 +83,7 @@ class Inferred:
 
 
 class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
 
 
 def _pair(v: Any) -> Any:

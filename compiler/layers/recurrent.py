@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 from pydantic import Field
 
 from .base import Inferred, LayerDef, Params, Positive, Shape, ShapeError, Tensor
@@ -81,6 +80,8 @@ ONNX_OP = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 
 def _onnx(kind: str):
     def emit(e, info, x: str) -> str:
+        import numpy as np  # here, not at the top: `nnc check` never pays for numpy
+
         p: Recurrent = info.params
         h, dirs, order = p.hidden, 2 if p.bidirectional else 1, ONNX_GATES[kind]
 
