@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from nnc.compiler import initializers
+from nnc.compiler.diagnostics import NncError
 from nnc.compiler.layers import LAYERS
 from nnc.compiler.modules import Residual, SpecNet
 from nnc.compiler.shapes import Graph, Info, LayerInfo, ResidualInfo
@@ -33,4 +34,11 @@ def _node(info: Info, gen: torch.Generator) -> nn.Module:
 def build_model(graph: Graph, seed: int | None = None) -> SpecNet:
     """A fresh model; `seed` (default: the spec's train seed) makes the initialization repeatable."""
     gen = torch.Generator().manual_seed(graph.spec.train.seed if seed is None else seed)
-    return SpecNet({n.name: _node(n, gen) for n in graph.nodes}, graph.spec.model.name)
+    try:
+        return SpecNet({n.name: _node(n, gen) for n in graph.nodes}, graph.spec.model.name)
+    except (MemoryError, RuntimeError) as e:  # torch's "can't allocate memory: you tried to allocate ..."
+        if not isinstance(e, MemoryError) and "allocate" not in str(e):
+            raise
+        raise NncError(f"{graph.spec.model.name} does not fit in memory: {graph.n_params:,} parameters need "
+                       f"{graph.n_params * 4 / 2**30:,.1f} GiB in float32 before gradients and optimizer state "
+                       f"(nnc show lists the parameters per layer)") from None

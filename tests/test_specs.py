@@ -341,3 +341,13 @@ def test_reserved_layer_names_follow_torch():
                             f"  conv {name} 8 kernel 3 stride 2 pad 1\n }}\n dense 3\n}}\n"))
     # elsewhere `proj` is an ordinary name
     assert_module_matches(check(load_text("model M {\n input vector(4)\n dense proj 3\n}\nloss mse\n")), "proj")
+
+
+def test_a_model_too_big_for_memory_is_a_user_error():
+    """`check` accepts any size; building one that cannot be allocated says so, not a torch traceback."""
+    from nnc.compiler.diagnostics import NncError
+    from nnc.compiler.torch_build import build_model
+
+    graph = check(load_text("model Big {\n    input vector(64)\n    dense fc1 3000000000\n    dense 10\n}\n", "big"))
+    with pytest.raises(NncError, match=r"Big does not fit in memory: 225,000,000,010 parameters need 838.2 GiB"):
+        build_model(graph)
