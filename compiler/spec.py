@@ -365,6 +365,9 @@ def _optimizer(stmt: Statement | None, ctx: Ctx) -> OptimizerSpec | None:
                 ctx.errors.append(Diagnostic(f"{key} for {layer} must be a number >= 0, got {f!r}",
                                              ctx.spans.get(f"optimizer.{key}.{layer}")))
         mults[key] = {k: float(v) for k, v in value.items() if isinstance(v, (int, float))}
+    if choice and choice.kind == "lbfgs" and mults["lr_mult"]:
+        ctx.errors.append(Diagnostic("lbfgs has one learning rate for all layers: lr_mult cannot apply",
+                                     ctx.spans.get("optimizer.lr_mult"), help="freeze layers instead, or use sgd/adam"))
     return OptimizerSpec(choice, **mults) if choice else None
 
 

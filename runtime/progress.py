@@ -61,3 +61,4 @@ class EpochProgress:
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
+            self.progress = None

@@ -8,6 +8,8 @@ import torch
 
 
 def optimizer_to_tensors(opt: torch.optim.Optimizer, prefix: str = "optim") -> tuple[dict, dict]:
+    """Tensors by name, the rest as JSON. A list of tensors (L-BFGS's history: old_dirs, ro, ...)
+    is stored entry by entry, `KEY#J`, with its length (and its None entries) in the JSON."""
     sd = opt.state_dict()
     tensors, meta = {}, {"param_groups": sd["param_groups"], "state": {}}
     for idx, st in sd["state"].items():
@@ -15,6 +17,9 @@ def optimizer_to_tensors(opt: torch.optim.Optimizer, prefix: str = "optim") -> t
         for k, v in st.items():
             if torch.is_tensor(v):
                 tensors[f"{prefix}/{idx}/{k}"] = v
+            elif isinstance(v, (list, tuple)) and any(torch.is_tensor(x) for x in v):
+                scalars[k] = {"tensor_list": len(v), "none": [j for j, x in enumerate(v) if x is None]}
+                tensors.update({f"{prefix}/{idx}/{k}#{j}": x for j, x in enumerate(v) if x is not None})
             else:
                 scalars[k] = v
         meta["state"][str(idx)] = scalars
@@ -23,11 +28,19 @@ def optimizer_to_tensors(opt: torch.optim.Optimizer, prefix: str = "optim") -> t
 
 def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict, meta: dict, prefix: str = "optim") -> None:
     state: dict[int, dict[str, Any]] = {int(i): dict(s) for i, s in meta["state"].items()}
+    for st in state.values():
+        for k, v in list(st.items()):
+            if isinstance(v, dict) and "tensor_list" in v:
+                st[k] = [None] * v["tensor_list"]
     for name, t in tensors.items():
         if not name.startswith(prefix + "/"):
             continue
         _, idx, key = name.split("/", 2)
-        state.setdefault(int(idx), {})[key] = t
+        key, _, j = key.partition("#")
+        if j:
+            state[int(idx)][key][int(j)] = t
+        else:
+            state.setdefault(int(idx), {})[key] = t
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 

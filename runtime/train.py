@@ -9,6 +9,7 @@ a per-sample DataLoader. Every epoch ends with a validation pass, one line of me
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -102,6 +103,19 @@ def _finetune(model: torch.nn.Module, graph: Graph) -> None:
     model.load_state_dict(load, strict=False)
 
 
+def _wrap_up(callbacks: list, run: Run, log: MetricsLog, out: Path) -> None:
+    """What a run that stops early still leaves: the monitors' pictures, closed logs, loss curves.
+    A failure here must not hide the reason the run stopped."""
+    from nnc.runtime.plots import training_curves
+
+    for step in [*(lambda cb=cb: cb.end(run) for cb in callbacks), log.close,
+                 lambda: training_curves(out / "metrics.jsonl", out)]:
+        try:
+            step()
+        except Exception:
+            logging.getLogger(__name__).warning("could not finish the run's outputs", exc_info=True)
+
+
 def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | None = None,
           quiet: bool = False, callbacks: list | None = None) -> dict:
     """Train the graph's model; return the final metrics. Raises NncError (exit 1) on bad
@@ -144,8 +158,12 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
     if cfg.finetune and not resume:
         _finetune(model, graph)
     opt_def = OPTIMIZERS[spec.optimizer.kind]
-    coupled = spec.optimizer.kind != "adamw"
+    # the notes' L2 is the optimizer's weight_decay, except for AdamW (decoupled) and L-BFGS (which
+    # takes one parameter group): there it is added to the loss
+    coupled = spec.optimizer.kind != "adamw" and not opt_def.full_batch
     groups = P.param_groups(model, graph, coupled_l2=coupled)
+    if opt_def.full_batch:
+        groups = [{"params": [p for g in groups for p in g["params"]], "lr_mult": 1.0}]
     optimizer = opt_def.build(spec.optimizer.params, groups)
     penalized = P.decayed(model, graph)
     l1, l2_in_loss = spec.regularize.l1, (0.0 if coupled else spec.regularize.l2)
@@ -293,9 +311,17 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
 
             # --- end of epoch: validate, log, checkpoint, early stopping, plateau
             train_time = time.perf_counter() - t0
+            # the epoch's last update has not been judged by a step's loss yet (with L-BFGS it is
+            # the only one): judge it on that batch before anything is saved
+            with torch.no_grad(), torch.autocast(dev.type, torch.bfloat16, enabled=amp):
+                after = loss_fn(model(xb).float(), yb).item()
+            if not math.isfinite(after) or after > EXPLODE * max(book["start_loss"], 1e-8):
+                raise diverged(after, f"the end of epoch {epoch + 1}")
             swap_ema()
             val = evaluate(model, xva, yva, loss_fn, n_classes, autocast=amp) if len(xva) else None
             swap_ema()
+            if val and not math.isfinite(val.loss):
+                raise diverged(val.loss, f"validation after epoch {epoch + 1}")
             rec = {"epoch": epoch + 1, "step": book["step"], "lr": lr, "train_loss": float(loss_sum) / seen,
                    "train_accuracy": float(correct) / seen if n_classes else None,
                    "val_loss": val.loss if val else None, "val_accuracy": val.accuracy if val else None,
@@ -320,6 +346,10 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
                 progress.note(f"early stop: {watch} has not improved for {cfg.early_stop.patience} epochs "
                               f"(best {book['best']:.4f} at epoch {book['best_epoch']})")
                 break
+    except BaseException:  # diverged or interrupted: keep the pictures and logs of what ran
+        progress.close()
+        _wrap_up(callbacks, run, log, out)
+        raise
     finally:
         progress.close()
 

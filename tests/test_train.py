@@ -54,22 +54,30 @@ def test_readme_specs_reach_their_accuracy(tmp_path, name, target):
     assert np.array(got["confusion"]).sum() == got["n"] == len(got["predictions"])
 
 
-@pytest.mark.parametrize("ema", ["", ", ema 0.9"], ids=["plain", "ema"])
-def test_kill_and_resume_ends_like_an_uninterrupted_run(tmp_path, ema):
+@pytest.mark.parametrize("ema, optimizer", [("", None), (", ema 0.9", None), ("", "lbfgs(lr=0.5)")],
+                         ids=["plain", "ema", "lbfgs"])
+def test_kill_and_resume_ends_like_an_uninterrupted_run(tmp_path, ema, optimizer):
     path = mlp(tmp_path, extra="dropout 0.3", epochs=4, train_=", monitor_every 1" + ema,
-               reg="\nschedule cosine\nregularize l2 1e-3\n")
+               reg="\nschedule cosine\nregularize l2 1e-3\n" + (f"optimizer {optimizer}\n" if optimizer else ""))
+    if optimizer:  # a second optimizer line would be an error: replace the template's
+        path.write_text(path.read_text().replace("optimizer adam(lr=3e-3)\n", "", 1))
     graph = check(load_spec(str(path)))
     full = train(graph, tmp_path / "full", device="cpu", quiet=True)
+    kill_at = 0 if optimizer else 3  # L-BFGS takes one (full-batch) step per epoch
 
-    class Kill:  # dies in the middle of the third epoch, like a SIGKILL after the epoch-2 checkpoint
+    class Kill:  # dies in the third epoch, like a SIGKILL after the epoch-2 checkpoint
+        seen = 0
+
         def start(self, run): pass
         def before_step(self, run): pass
         def epoch_end(self, run, rec): pass
         def end(self, run): pass
 
         def after_step(self, run):
-            if run.epoch == 2 and run.step % 7 == 3:
-                raise KeyboardInterrupt
+            if run.epoch == 2:
+                if self.seen == kill_at:
+                    raise KeyboardInterrupt
+                self.seen += 1
 
     with pytest.raises(KeyboardInterrupt):
         train(graph, tmp_path / "cut", device="cpu", quiet=True, callbacks=[Kill()])
@@ -254,3 +262,20 @@ def test_l2_excludes_biases_by_default():
     opt.step()
     torch.testing.assert_close(model.fc1.weight, w0 * (1 - 0.1 * 0.5))
     assert torch.equal(model.fc1.bias, torch.ones(3))
+
+
+def test_an_epochs_last_update_is_judged_before_it_is_saved(tmp_path):
+    """With one step per epoch (a batch larger than the split) no step's loss ever sees the update
+    that explodes: the end of the epoch must, before `last` and `best` are written. The run keeps
+    its initial weights as the last good checkpoint, and its pictures and logs."""
+    path = mlp(tmp_path, epochs=3, reg="regularize l2 0\n")
+    r = run_nnc("train", path, "--out", tmp_path / "run", "--set", "optimizer=sgd(lr=50)",
+                "--set", "train.batch=5000")
+    assert r.returncode == 3, r.stderr
+    assert "training diverged at the end of epoch 1" in r.stderr and "The learning rate (50)" in r.stderr
+    ck = checkpoint.load(tmp_path / "run" / "last.safetensors")
+    assert ck.info["epoch"] == 0
+    assert max(float(t.abs().max()) for t in ck.model.values()) < 5
+    assert not (tmp_path / "run" / "best.safetensors").exists()
+    assert (tmp_path / "run" / "dashboard.png").stat().st_size > 1000  # the monitors finished their picture
+    assert "Traceback" not in r.stderr
