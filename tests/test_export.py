@@ -178,6 +178,19 @@ def test_mismatch_fails_with_numbers():
         verify(proto, graph, model, {}, False)
 
 
+def test_tiny_outputs_are_checked_relative_to_their_scale():
+    """two_layer's fresh outputs are ~5e-6: a 50% error in its last weight must not pass."""
+    graph = check(load_spec(str(ROOT / "specs" / "two_layer.nnspec")))
+    model = build_model(graph).eval()
+    proto = emit(graph, model.state_dict())
+    report = verify(proto, graph, model, {}, False)
+    assert max(r["scale"] for r in report.values()) < 1e-4  # the case this is about
+    w = next(t for t in proto.graph.initializer if t.name == "fc2.weight")
+    w.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(w) * 1.5, w.name))
+    with pytest.raises(NncError, match=r"disagrees with PyTorch .* max relative error 0\.[1-9]"):
+        verify(proto, graph, model, {}, False)
+
+
 def test_old_opset_is_refused(tmp_path):
     r = nnc_main("export", ROOT / "specs" / "digits_mlp.nnspec", "-o", tmp_path / "m.onnx", "--opset", "13")
     assert r.returncode == 1 and "opset" in r.stderr and "Traceback" not in r.stderr
