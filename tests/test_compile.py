@@ -135,3 +135,21 @@ def test_compile_spec_to_stdout_and_errors(tmp_path):
     r = nnc_main("compile", bad, "-o", tmp_path / "m.py")
     assert r.returncode == 1 and "Traceback" not in r.stderr and "checkpoint" in r.stderr
     assert not (tmp_path / "m.py").exists()
+
+
+@pytest.mark.parametrize("model,blocks,classes", [
+    ("Net", ["a_1", "a1"], ["A1", "A1_2"]),  # both read A1: the second replaced the first
+    ("Res1", [None], ["Res1_2"]),  # auto-named res1 reads Res1, the model: forward recursed forever
+    ("Maxout", ["m"], ["M"]),  # the model may not take the helper class's name either
+])
+def test_block_class_names_are_unique(tmp_path, model, blocks, classes):
+    body = []
+    for b in blocks:
+        body += [f"residual {b} {{" if b else "residual {", "conv 2 kernel 3 pad 1", "relu", "}"]
+    body += ["maxout 2", "flatten", "dense 3"]
+    text = spec_text(("image(2, 4, 4)", body)).replace("model Tiny", f"model {model}")
+    graph = check(load_text(text))
+    source = compiled_matches(graph, randomize(build_model(graph)), tmp_path)
+    defined = [line.split("(")[0][len("class "):] for line in source.splitlines() if line.startswith("class ")]
+    assert len(defined) == len(set(defined))
+    assert [c for c in defined if c not in ("Maxout", class_name(graph))] == classes
