@@ -10,6 +10,7 @@ nodes and an implementation independent of the module it is checked against.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -32,6 +33,46 @@ INPUT, BATCH = "input", "N"
 # whose outputs are tiny (two_layer's fresh ones are ~5e-6) is checked as strictly as any other;
 # ATOL only keeps an all-zero output from needing an exact match
 RTOL, ATOL = 1e-4, 1e-9
+
+
+@functools.cache
+def max_opset() -> int:
+    """The newest opset both the installed onnx and onnxruntime handle (onnxruntime often lags)."""
+    import onnx
+
+    top = onnx.defs.onnx_opset_version()
+    return next((v for v in range(top, MIN_OPSET, -1) if _ort_loads(v)), MIN_OPSET)
+
+
+def _ort_loads(opset: int) -> bool:
+    """Does onnxruntime load a one-node graph stamped with `opset`? (~5 ms)"""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    v = helper.make_tensor_value_info
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [v("x", TensorProto.FLOAT, [1])],
+                          [v("y", TensorProto.FLOAT, [1])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = min(m.ir_version, 10)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    try:
+        ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    except Exception:  # onnxruntime's Fail: "opset N is under development" or unknown
+        return False
+    return True
+
+
+def check_opset(opset: int) -> None:
+    if opset < MIN_OPSET:
+        raise NncError(f"--opset {opset} is too old: nnc emits LayerNormalization, which needs opset >= {MIN_OPSET}")
+    if opset > DEFAULT_OPSET and opset > max_opset():
+        import onnx
+        import onnxruntime as ort
+
+        raise NncError(f"--opset {opset} is newer than nnc can export and verify here (onnx {onnx.__version__} "
+                       f"knows opsets up to {onnx.defs.onnx_opset_version()}, onnxruntime {ort.__version__} runs up "
+                       f"to {max_opset()}); choose {MIN_OPSET}..{max_opset()}")
 
 
 # ---------------------------------------------------------------- the emitter
@@ -169,9 +210,31 @@ def emit(graph: Graph, state: dict[str, Any], stats: dict[str, np.ndarray] | Non
     model.ir_version = min(model.ir_version, 10)  # readable by onnxruntime releases of the last two years
     meta = {"nnc_version": __version__, "spec_name": spec.model.name, "spec_sha256": spec_hash(spec.source.text),
             "classes": json.dumps(classes), "input_layout": str(raw), "output": out_name,
-            "preprocessing": "inside the graph" if stats and not tokens else "none"}
+            "preprocessing": _preprocessing_note(graph, stats)}
     helper.set_model_props(model, meta)
     return model
+
+
+def _preprocessing_note(graph: Graph, stats: dict) -> str:
+    """Metadata `preprocessing`: inside the graph, none, or declared but missing (a bare spec)."""
+    if graph.spec.model.input.kind == "tokens":
+        return "none"
+    if stats:
+        return "inside the graph"
+    if graph.spec.data.preprocess:
+        steps = " ".join(c.kind for c in graph.spec.data.preprocess)
+        return (f"not in this graph: the spec declares `preprocess {steps}`, whose statistics come from "
+                "training; feed inputs already preprocessed, or export a trained checkpoint")
+    return "none"
+
+
+def bare_preprocessing_warning(graph: Graph) -> str | None:
+    """The warning for exporting a spec (no fitted statistics) that declares preprocessing."""
+    if graph.spec.model.input.kind == "tokens" or not graph.spec.data.preprocess:
+        return None
+    steps = " ".join(c.kind for c in graph.spec.data.preprocess)
+    return (f"the spec declares `preprocess {steps}`, but its statistics come from training and are NOT in "
+            "this graph: it expects inputs already preprocessed (export a trained checkpoint to bake them in)")
 
 
 def _numpy(v) -> np.ndarray:
@@ -228,7 +291,12 @@ def verify(model_proto, graph: Graph, torch_model, stats: dict, probabilities: b
     data = model_proto if isinstance(model_proto, bytes) else model_proto.SerializeToString()
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    try:
+        sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime's Fail / InvalidGraph: an opset or an op it does not implement
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise NncError(f"onnxruntime {ort.__version__} cannot load the exported graph (opset "
+                       f"{_opset_of(data)}; it runs opsets {MIN_OPSET}..{max_opset()}): {first[:300]}") from None
     torch_model.eval()
     report = {}
     for b in batches:
@@ -249,6 +317,9 @@ def export(graph: Graph, torch_model, stats: dict | None, classes: list[str] | N
     """Emit, check (onnx.checker, then onnxruntime vs torch at batch 1 and 3), then write atomically."""
     import onnx
 
+    check_opset(opset)
+    if out is not None and Path(out).is_dir():  # before the (for VGG16: long) emit and check
+        raise NncError(f"{out}: is a folder; give a file name for the ONNX model (e.g. {Path(out) / 'model.onnx'})")
     torch_model.eval()
     stats = {k: np.asarray(v) for k, v in (stats or {}).items()}
     model = emit(graph, torch_model.state_dict(), stats, classes, opset, probabilities)
@@ -263,18 +334,34 @@ def export(graph: Graph, torch_model, stats: dict | None, classes: list[str] | N
     return Exported(model, model.graph.output[0].name, report)
 
 
+def _opset_of(data: bytes) -> int | str:
+    import onnx
+
+    try:
+        return onnx.load_from_string(data).opset_import[0].version
+    except Exception:
+        return "?"
+
+
 def _write(data: bytes, path: Path) -> None:
+    """Atomically (temp file in the same folder, fsync, rename); an OS error is the user's."""
     import os
     import tempfile
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        raise NncError(f"{path}: cannot write the ONNX model ({e.strerror or e})") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
         raise

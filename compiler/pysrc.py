@@ -183,4 +183,7 @@ def source_for(path: str, overrides: tuple[str, ...] = ()) -> str:
         return generate(check(load_spec(path, overrides)))
     from nnc.runtime import checkpoint
 
-    return generate(check(checkpoint.load(path).spec()))
+    ck = checkpoint.load(path)
+    graph = check(ck.spec())
+    ck.check_against(graph)  # the source would not load the file's weights: say so now
+    return generate(graph)

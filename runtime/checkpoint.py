@@ -35,11 +35,68 @@ class Checkpoint:
     info: dict[str, Any] = field(default_factory=dict)  # epoch, step, metrics, ...
     state: dict[str, Any] = field(default_factory=dict)  # name -> torch.Tensor (resume only)
     state_meta: dict[str, Any] = field(default_factory=dict)
+    path: str = field(default="", compare=False)  # the file it was read from (for messages)
 
     def spec(self):
         from nnc.compiler.spec import load_text
 
         return load_text(self.spec_text, self.spec_name, self.overrides)
+
+    def check_against(self, graph, model=None) -> None:
+        """Every tensor the spec's model and preprocessing need, with the shape the graph gives it,
+        and nothing else: the one check before weights are loaded, exported or compiled. A
+        damaged file or one whose tensors belong to another spec is an NncError naming the tensor.
+        `model`: the module already built from `graph`, if there is one (else built on the meta device)."""
+        where = self.path or self.spec_name
+        shapes = ({k: tuple(v.shape) for k, v in model.state_dict().items()} if model is not None
+                  else expected_model_shapes(graph))
+        want = {f"model/{k}": v for k, v in shapes.items()}
+        want.update({f"pre/{k}": v for k, v in expected_preprocess_shapes(graph).items()})
+        have = {f"model/{k}": tuple(v.shape) for k, v in self.model.items()}
+        have.update({f"pre/{k}": tuple(np.shape(v)) for k, v in self.preprocess.items()})
+        name = graph.spec.model.name
+        problems = [f"{k} has shape {have[k]}, but {name} expects {want[k]}"
+                    for k in want if k in have and have[k] != want[k]]
+        problems += [f"{k} (shape {want[k]}) is missing" for k in want if k not in have]
+        problems += [f"{k} (shape {have[k]}) is not a tensor of {name}" for k in have if k not in want]
+        if problems:
+            more = f"; ... and {len(problems) - 3} more" if len(problems) > 3 else ""
+            raise NncError(f"{where}: the checkpoint's tensors do not match its spec: {'; '.join(problems[:3])}{more}. "
+                           "The file is damaged, or its tensors come from another spec")
+
+
+def expected_model_shapes(graph) -> dict[str, tuple[int, ...]]:
+    """name -> shape of the state_dict `torch_build.build_model(graph)` has: the same modules,
+    built on the meta device without the spec's initialization (no memory: VGG16 in ms)."""
+    import torch
+
+    from nnc.compiler.layers import LAYERS
+    from nnc.compiler.modules import Residual, SpecNet
+    from nnc.compiler.shapes import ResidualInfo
+
+    def node(info):
+        if isinstance(info, ResidualInfo):
+            body = {n.name: node(n) for n in info.body}
+            proj = tuple(node(p) for p in info.proj) if info.proj else (None, None)
+            return Residual(body, *proj)
+        return LAYERS[info.kind].build_torch(info.params, info.input)
+
+    with torch.device("meta"):
+        net = SpecNet({n.name: node(n) for n in graph.nodes}, graph.spec.model.name)
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+
+def expected_preprocess_shapes(graph) -> dict[str, tuple[int, ...]]:
+    """The statistics `runtime/train` fits (runtime/preprocess.fit): mean and std shaped like one
+    raw example, and for pca / whiten a (raw features, kept features) projection."""
+    raw = graph.spec.model.input
+    steps = {c.kind for c in graph.spec.data.preprocess}
+    if not steps or raw.kind == "tokens":
+        return {}
+    out = {"mean": tuple(raw.dims), "std": tuple(raw.dims)}
+    if steps & {"pca", "whiten"}:
+        out["proj"] = (raw.dims[0], graph.input.dims[0])
+    return out
 
 
 def save(path: str | Path, ckpt: Checkpoint) -> None:
@@ -99,7 +156,7 @@ def load(path: str | Path, with_state: bool = False) -> Checkpoint:
             preprocess={k: v.numpy() for k, v in part("pre/").items()},
             classes=json.loads(meta.get("classes", "null")), overrides=tuple(json.loads(meta.get("overrides", "[]"))),
             info=json.loads(meta.get("info", "{}")), state=part("state/"),
-            state_meta=json.loads(meta.get("state_meta", "{}")),
+            state_meta=json.loads(meta.get("state_meta", "{}")), path=str(path),
         )
     except (KeyError, json.JSONDecodeError) as e:
         raise NncError(f"{path}: damaged checkpoint metadata ({e})") from None

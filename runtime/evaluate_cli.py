@@ -18,7 +18,9 @@ def load_model(path: str, device: str = "cpu"):
     """(graph, model in eval mode with the checkpoint's weights, checkpoint)."""
     ck = checkpoint.load(path)
     graph = check(ck.spec())
-    model = build_model(graph).to(pick_device(device))
+    model = build_model(graph)
+    ck.check_against(graph, model)
+    model = model.to(pick_device(device))
     model.load_state_dict({k: v for k, v in ck.model.items()})
     model.eval()
     return graph, model, ck

@@ -22,8 +22,18 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 # ---------------------------------------------------------------- export
 
 
-def load_source(path: str, overrides: tuple[str, ...] = ()):
-    """(graph, torch model in eval mode, preprocessing stats, class names, is_checkpoint)."""
+@dataclass
+class Source:
+    """What `nnc export` exports: a checkpoint's model and statistics, or a bare spec's fresh model."""
+
+    graph: object  # shapes.Graph
+    model: object  # torch module in eval mode
+    stats: dict[str, np.ndarray]
+    classes: list[str] | None
+    is_checkpoint: bool
+
+
+def load_source(path: str, overrides: tuple[str, ...] = ()) -> Source:
     from nnc.compiler.shapes import check
     from nnc.compiler.spec import load_spec
     from nnc.compiler.torch_build import build_model
@@ -33,25 +43,24 @@ def load_source(path: str, overrides: tuple[str, ...] = ()):
         if graph.input != graph.spec.model.input:
             raise NncError(f"{path}: its preprocessing changes the input to {graph.input}, and a bare spec has no "
                            "fitted statistics; export a trained checkpoint instead")
-        model = build_model(graph).eval()
-        return graph, model, {}, None, False
+        return Source(graph, build_model(graph).eval(), {}, None, False)
     from nnc.runtime import checkpoint
 
     ck = checkpoint.load(path)
     graph = check(ck.spec())
     model = build_model(graph)
-    try:
-        model.load_state_dict(ck.model)
-    except RuntimeError as e:
-        raise NncError(f"{path}: the weights do not match the checkpoint's spec ({str(e).splitlines()[0]})") from None
-    return graph, model.eval(), dict(ck.preprocess), ck.classes, True
+    ck.check_against(graph, model)
+    model.load_state_dict(ck.model)
+    return Source(graph, model.eval(), dict(ck.preprocess), ck.classes, True)
 
 
 def export_file(source: str, out: str, opset: int, probabilities: bool, overrides: tuple[str, ...] = ()):
-    from nnc.compiler.onnx_export import export
+    """(Source, onnx_export.Exported): verified, then written to `out`."""
+    from nnc.compiler.onnx_export import check_opset, export
 
-    graph, model, stats, classes, is_ckpt = load_source(source, overrides)
-    return graph, is_ckpt, export(graph, model, stats, classes, out, opset, probabilities)
+    check_opset(opset)  # before building anything
+    src = load_source(source, overrides)
+    return src, export(src.graph, src.model, src.stats, src.classes, out, opset, probabilities)
 
 
 # ---------------------------------------------------------------- inference

@@ -6,6 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -95,7 +96,8 @@ def test_compile_checkpoint_cli(tmp_path):
     graph = check(load_text(text, str(spec)))
     model = randomize(build_model(graph), seed=5)
     ckpt = tmp_path / "cnn.safetensors"
-    checkpoint.save(ckpt, checkpoint.Checkpoint(text, str(spec), model.state_dict(), {}, None))
+    stats = {"mean": np.full((1, 8, 8), 5, np.float32), "std": np.full((1, 8, 8), 3, np.float32)}  # as trained
+    checkpoint.save(ckpt, checkpoint.Checkpoint(text, str(spec), model.state_dict(), stats, None))
     out = tmp_path / "digits_model.py"
     r = nnc_main("compile", ckpt, "-o", out)
     assert r.returncode == 0, r.stderr

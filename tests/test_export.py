@@ -191,6 +191,17 @@ def test_tiny_outputs_are_checked_relative_to_their_scale():
         verify(proto, graph, model, {}, False)
 
 
+def test_bare_spec_with_preprocessing_says_it_is_left_out(tmp_path):
+    out = tmp_path / "m.onnx"
+    r = nnc_main("export", ROOT / "specs" / "digits_cnn.nnspec", "-o", out)
+    assert r.returncode == 0, r.stderr
+    assert "preprocess channel_mean normalize" in r.stderr and "NOT in this graph" in r.stderr
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta["preprocessing"].startswith("not in this graph")
+    r = nnc_main("export", ROOT / "specs" / "deep_tanh.nnspec", "-o", out)  # no preprocessing: nothing to say
+    assert r.returncode == 0 and "preprocess" not in r.stderr
+
+
 def test_old_opset_is_refused(tmp_path):
     r = nnc_main("export", ROOT / "specs" / "digits_mlp.nnspec", "-o", tmp_path / "m.onnx", "--opset", "13")
     assert r.returncode == 1 and "opset" in r.stderr and "Traceback" not in r.stderr

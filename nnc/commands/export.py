@@ -11,14 +11,28 @@ def _default_out(source: str, suffix: str) -> str:
     return str(Path(source).with_suffix(suffix).name)
 
 
+def _no_set_for_checkpoints(args) -> None:
+    from nnc.compiler.diagnostics import EXIT_USAGE, NncError
+
+    if args.set and not args.source.endswith(".nnspec"):
+        raise NncError(f"--set applies to bare specs (.nnspec) only, and {args.source} is a checkpoint: it keeps "
+                       "the spec it was trained with", exit_code=EXIT_USAGE)
+
+
 def cmd_export(args) -> int:
+    from nnc.compiler.onnx_export import bare_preprocessing_warning
     from nnc.runtime.infer import export_file
 
+    _no_set_for_checkpoints(args)
     out = args.output or _default_out(args.source, ".onnx")
-    graph, is_ckpt, result = export_file(args.source, out, args.opset, args.probabilities, tuple(args.set))
-    if not is_ckpt:
+    src, result = export_file(args.source, out, args.opset, args.probabilities, tuple(args.set))
+    graph = src.graph
+    if not src.is_checkpoint:
         print(f"warning: {args.source} is a bare spec: exporting its freshly initialized weights "
               "(export a checkpoint from `nnc train` for trained ones)", file=sys.stderr)
+        note = bare_preprocessing_warning(graph)
+        if note:
+            print(f"warning: {note}", file=sys.stderr)
     worst = max(r["max_abs"] for r in result.check.values())
     print(f"wrote {out}: {graph.spec.model.name}, input {graph.spec.model.input} -> {result.output} "
           f"{graph.output}; onnxruntime matches PyTorch at batch sizes "
@@ -42,14 +56,22 @@ def cmd_infer(args) -> int:
 
 
 def cmd_compile(args) -> int:
+    from nnc.compiler.diagnostics import NncError
     from nnc.compiler.pysrc import source_for
 
+    _no_set_for_checkpoints(args)
     text = source_for(args.source, tuple(args.set))
     if args.output in (None, "-"):
         sys.stdout.write(text)
-    else:
-        Path(args.output).write_text(text)
-        print(f"wrote {args.output}", file=sys.stderr)
+        return 0
+    out = Path(args.output)
+    if out.is_dir():
+        raise NncError(f"{out}: is a folder; give a file name for the source (e.g. {out / 'model.py'})")
+    try:
+        out.write_text(text)
+    except OSError as e:
+        raise NncError(f"{out}: cannot write the source ({e.strerror or e})") from None
+    print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
 
