@@ -78,6 +78,7 @@ def bench_spec(name: str, device: str, batches: list[int], rounds: int, block: f
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         opts.intra_op_num_threads = threads
+        ort.set_default_logger_severity(4)  # no raw red line of its own where CUDA libraries are missing
         try:
             wanted = providers(device)
         except NncError as e:  # onnxruntime (not onnxruntime-gpu) has no CUDA provider

@@ -35,6 +35,12 @@ INPUT, BATCH = "input", "N"
 RTOL, ATOL = 1e-4, 1e-9
 
 
+# what image pixels the training data holds, per data source: `nnc infer` reads image files as
+# 0..255 and rescales them to this. Sources that are not listed (arrays, csv, synthetic) hold
+# whatever the user gave, so their scale is unknown.
+PIXEL_MAX = {"digits": 16.0, "imagefolder": 255.0, "mnist": 255.0, "fashion_mnist": 255.0, "cifar10": 255.0}
+
+
 @functools.cache
 def max_opset() -> int:
     """The newest opset both the installed onnx and onnxruntime handle (onnxruntime often lags)."""
@@ -210,7 +216,12 @@ def emit(graph: Graph, state: dict[str, Any], stats: dict[str, np.ndarray] | Non
     model.ir_version = min(model.ir_version, 10)  # readable by onnxruntime releases of the last two years
     meta = {"nnc_version": __version__, "spec_name": spec.model.name, "spec_sha256": spec_hash(spec.source.text),
             "classes": json.dumps(classes), "input_layout": str(raw), "output": out_name,
-            "preprocessing": _preprocessing_note(graph, stats)}
+            "preprocessing": _preprocessing_note(graph, stats), "data_source": spec.data.source.kind}
+    if tokens:
+        meta["vocab"] = str(raw.vocab)
+    if raw.kind == "image":
+        pixel_max = PIXEL_MAX.get(spec.data.source.kind)
+        meta["pixel_max"] = "unknown" if pixel_max is None else f"{pixel_max:g}"
     helper.set_model_props(model, meta)
     return model
 

@@ -71,11 +71,14 @@ class Session:
     sess: object
     path: str
     input_name: str
-    input_shape: tuple[int, ...]  # per example, without the batch axis
+    input_shape: tuple[int | None, ...]  # per example, without the batch axis; None: a named/unknown axis
     input_dtype: np.dtype
     classes: list[str] | None
     output: str
     provider: str
+    pixel_max: float | None = None  # image files are rescaled from 0..255 to 0..pixel_max (None: unknown)
+    source: str | None = None  # the training data's source (nnc's metadata)
+    vocab: int | None = None  # token inputs: ids must be below this
 
 
 def providers(choice: str) -> list[str]:
@@ -97,11 +100,11 @@ def open_model(path: str, provider: str = "auto") -> Session:
     if not p.is_file():
         raise NncError(f"{path}: no such ONNX file")
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4
     wanted = providers(provider)
-    # onnxruntime-gpu lists CUDA even where its libraries are missing, logs an error and falls
-    # back to the CPU; keep that quiet for `auto` and say so for an explicit `--provider cuda`
-    ort.set_default_logger_severity(4 if provider == "auto" else 3)
+    # onnxruntime-gpu lists CUDA even where its libraries are missing, logs an error (in red, on
+    # stderr) and falls back to the CPU: silence its own logging; nnc says what matters below
+    ort.set_default_logger_severity(4)
     try:
         sess = ort.InferenceSession(str(p), opts, providers=wanted)
     except NncError:
@@ -114,31 +117,68 @@ def open_model(path: str, provider: str = "auto") -> Session:
                        "cuDNN libraries?); use --provider cpu or auto")
     inp = sess.get_inputs()[0]
     meta = sess.get_modelmeta().custom_metadata_map
-    try:
-        classes = json.loads(meta.get("classes", "null"))
-    except json.JSONDecodeError:
-        classes = None
+    classes = _json(meta.get("classes"))
     dtype = np.int64 if "int64" in inp.type else np.float32
-    shape = tuple(int(d) for d in inp.shape[1:])
-    return Session(sess, path, inp.name, shape, np.dtype(dtype), classes, sess.get_outputs()[0].name,
-                   sess.get_providers()[0])
+    shape = tuple(d if isinstance(d, int) and d > 0 else None for d in inp.shape[1:])  # 'D', None: unknown
+    pixel_max, vocab = _number(meta.get("pixel_max")), _number(meta.get("vocab"))
+    return Session(sess, path, inp.name, shape, np.dtype(dtype), classes if isinstance(classes, list) else None,
+                   sess.get_outputs()[0].name, sess.get_providers()[0], pixel_max, meta.get("data_source"),
+                   int(vocab) if vocab else None)
 
 
-def _as_batch(a: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
-    numel = int(np.prod(shape))
-    if a.shape[1:] == shape:
+def _json(text: str | None):
+    try:
+        return json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        v = float(text) if text else None
+    except ValueError:  # "unknown"
+        return None
+    return v if v is not None and np.isfinite(v) and v > 0 else None
+
+
+def _fits(a_shape: tuple[int, ...], shape: tuple[int | None, ...]) -> bool:
+    return len(a_shape) == len(shape) and all(d is None or d == n for n, d in zip(a_shape, shape))
+
+
+def _show(shape: tuple[int | None, ...]) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _as_batch(a: np.ndarray, shape: tuple[int | None, ...], what: str) -> np.ndarray:
+    known = None not in shape
+    numel = int(np.prod(shape)) if known else None
+    if _fits(a.shape[1:], shape):
         return a
-    if a.shape == shape:  # one example
+    if _fits(a.shape, shape):  # one example
         return a[None]
-    if a.ndim == 2 and a.shape[1] == numel:
+    if len(shape) == 3 and shape[0] == 1 and a.ndim == 3 and _fits(a.shape[1:], shape[1:]):
+        return a[:, None]  # (N, H, W) grey images, like sklearn's digits.images: add the channel axis
+    if known and a.ndim == 2 and a.shape[1] == numel:
         return a.reshape((len(a), *shape))
-    raise NncError(f"{what}: an array of shape {a.shape} does not fit the model's input {shape}; "
-                   f"give (N, {', '.join(map(str, shape))}) or (N, {numel})")
+    dims = ", ".join("?" if d is None else str(d) for d in shape)
+    flat = f" or (N, {numel})" if known else ""
+    raise NncError(f"{what}: an array of shape {a.shape} does not fit the model's input {_show(shape)}; "
+                   f"give (N, {dims}){flat}")
 
 
-def load_inputs(paths: list[str], shape: tuple[int, ...], dtype=np.float32) -> tuple[np.ndarray, list[str]]:
-    """Arrays (.npy, .npz: its `x` or only array), image files or folders of images -> (N, *shape), names."""
-    xs, names = [], []
+@dataclass
+class Inputs:
+    x: np.ndarray  # (N, *input)
+    names: list[str]
+    images: int = 0  # how many examples came from image files
+
+
+def load_inputs(paths: list[str], s: Session) -> Inputs:
+    """Arrays (.npy, .npz: its `x` or only array), image files or folders of images -> (N, *shape), names.
+
+    Image files are read as 0..255 and rescaled to the pixel range the model was trained on
+    (`s.pixel_max`, from nnc's metadata); arrays are taken as they are, like the training data."""
+    xs, names, images = [], [], 0
     for path in paths:
         p = Path(path)
         if p.is_dir():
@@ -146,21 +186,45 @@ def load_inputs(paths: list[str], shape: tuple[int, ...], dtype=np.float32) -> t
             if not files:
                 raise NncError(f"{path}: no image files in this folder")
             for f in files:
-                xs.append(_image(f, shape)[None])
+                xs.append(_image(f, s)[None])
                 names.append(str(f))
+            images += len(files)
         elif not p.is_file():
             raise NncError(f"{path}: no such file or folder")
         elif p.suffix.lower() in (".npy", ".npz"):
             a = _array(p)
-            a = _as_batch(a, shape, path)
-            xs.append(a)
+            if a.size == 0:
+                raise NncError(f"{path}: no examples in this array (shape {a.shape})")
+            if a.dtype.kind not in "biuf":
+                raise NncError(f"{path}: holds {a.dtype} values, not numbers")
+            a = _as_batch(a, s.input_shape, path)
+            xs.append(_checked(a, s, path))
             names += [f"{path}[{i}]" for i in range(len(a))]
         else:
-            xs.append(_image(p, shape)[None])
+            xs.append(_image(p, s)[None])
             names.append(str(p))
+            images += 1
     if not xs:
         raise NncError("no inputs given")
-    return np.concatenate([x.astype(dtype) for x in xs]), names
+    return Inputs(np.concatenate([x.astype(s.input_dtype) for x in xs]), names, images)
+
+
+def _checked(a: np.ndarray, s: Session, path: str) -> np.ndarray:
+    """Numbers the model can take (a: (N, *input)): finite floats, or whole token ids in [0, vocab)."""
+    bad = ~np.isfinite(a) if a.dtype.kind == "f" else np.zeros(a.shape, bool)
+    if bad.any():
+        i = int(np.argwhere(bad)[0][0])
+        raise NncError(f"{path}: {int(bad.sum())} NaN or infinite value(s), the first in example {i} ({path}[{i}]); "
+                       "the model needs finite numbers")
+    if s.input_dtype.kind != "i":
+        return a
+    vocab = f"[0, {s.vocab})" if s.vocab else "[0, vocabulary size)"
+    if a.dtype.kind == "f" and (a != np.round(a)).any():
+        i = int(np.argwhere(a != np.round(a))[0][0])
+        raise NncError(f"{path}: token ids must be whole numbers in {vocab}; example {i} has a fraction")
+    if a.size and (a.min() < 0 or (s.vocab and a.max() >= s.vocab)):
+        raise NncError(f"{path}: token ids must be whole numbers in {vocab}; found {a.min():g}..{a.max():g}")
+    return a
 
 
 def _array(p: Path) -> np.ndarray:
@@ -178,18 +242,35 @@ def _array(p: Path) -> np.ndarray:
         return data[key]
 
 
-def _image(p: Path, shape: tuple[int, ...]) -> np.ndarray:
+def _image(p: Path, s: Session) -> np.ndarray:
+    """(C, H, W) float32 on the training data's scale: 0..255 from Pillow, times pixel_max / 255."""
     from PIL import Image, UnidentifiedImageError
 
     from nnc.runtime.sources import load_image
 
-    if len(shape) != 3:
-        raise NncError(f"{p}: the model reads {shape}, not images; give .npy or .npz arrays")
+    shape = s.input_shape
+    if len(shape) != 3 or s.input_dtype.kind == "i":
+        raise NncError(f"{p}: the model reads {_show(shape)}, not images; give .npy or .npz arrays")
+    if None in shape:
+        raise NncError(f"{p}: the model's input {_show(shape)} has axes of unknown size; give .npy or .npz arrays")
     try:
         with Image.open(p) as im:
-            return load_image(im, *shape)
+            x = load_image(im, *shape)
     except (UnidentifiedImageError, OSError):
         raise NncError(f"{p}: not an image Pillow can read") from None
+    return x * np.float32(s.pixel_max / 255.0) if s.pixel_max else x
+
+
+def image_scale(s: Session) -> dict:
+    """How image files were read, for the output: the pixel range and where it comes from."""
+    if s.pixel_max:
+        return {"pixel_max": s.pixel_max, "source": s.source,
+                "note": f"image files rescaled from 0..255 to 0..{s.pixel_max:g}, the scale of the "
+                        f"{s.source or 'training'} data the model was trained on"}
+    return {"pixel_max": None, "source": s.source,
+            "note": "the model does not record the pixel scale of its training data"
+                    + (f" (data source {s.source})" if s.source else "")
+                    + "; image files were read as 0..255, which may not match it"}
 
 
 def run(s: Session, x: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -216,6 +297,9 @@ def predict(s: Session, x: np.ndarray, names: list[str], top: int = 1, batch: in
     out = run(s, x, batch)
     if out.ndim != 2:
         raise NncError(f"{s.path}: the model's output {out.shape[1:]} is not a vector of class scores")
+    if not np.isfinite(out).all():
+        i = int(np.argwhere(~np.isfinite(out))[0][0])
+        raise NncError(f"{s.path}: the model's output for {names[i]} is not finite (NaN or infinite scores)")
     probs = out if s.output == "probabilities" else softmax(out.astype(np.float64))
     k = max(1, min(top, probs.shape[1]))
     records = []

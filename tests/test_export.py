@@ -266,6 +266,38 @@ def test_infer_on_raw_test_split_matches_eval(trained_cnn, nnc_cli):
     assert (preds == want).all()
 
 
+def test_infer_reads_images_on_the_training_scale(trained_cnn, tmp_path):
+    """digits hold pixels 0..16; PNGs of the test digits (x * 255 / 16) must predict what the arrays do."""
+    from PIL import Image
+
+    d, _, model, test = trained_cnn
+    meta = {p.key: p.value for p in onnx.load(str(model)).metadata_props}
+    assert meta["pixel_max"] == "16" and meta["data_source"] == "digits"
+    n = 80
+    for i, x in enumerate(test.x[:n]):
+        Image.fromarray(np.round(x.reshape(8, 8) * 255 / 16).astype(np.uint8)).save(tmp_path / f"{i:03d}.png")
+    np.save(tmp_path / "x.npy", test.x[:n])
+    images, arrays = (nnc_main("infer", model, tmp_path / p, "--json") for p in (".", "x.npy"))
+    assert images.returncode == 0 and arrays.returncode == 0, images.stderr + arrays.stderr
+    images, arrays = json.loads(images.stdout), json.loads(arrays.stdout)
+    assert [p["class"] for p in images["predictions"]] == [p["class"] for p in arrays["predictions"]]
+    assert images["image_scale"]["pixel_max"] == 16 and "image_scale" not in arrays
+    r = nnc_main("infer", model, tmp_path / "000.png")
+    assert r.returncode == 0 and "0..16" in r.stderr
+
+
+def test_infer_warns_where_the_pixel_scale_is_unknown(tmp_path):
+    from PIL import Image
+
+    text = spec_text(("image(1, 4, 4)", ["flatten", "dense 3"])) + 'data npz("nowhere.npz")\n'
+    (tmp_path / "s.nnspec").write_text(text)
+    assert nnc_main("export", tmp_path / "s.nnspec", "-o", tmp_path / "m.onnx").returncode == 0
+    assert {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}["pixel_max"] == "unknown"
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "a.png")
+    r = nnc_main("infer", tmp_path / "m.onnx", tmp_path / "a.png")
+    assert r.returncode == 0 and "warning:" in r.stderr and "does not record the pixel scale" in r.stderr
+
+
 def test_infer_wrong_shape_is_a_clear_error(trained_cnn):
     d, _, model, _ = trained_cnn
     np.save(d / "bad.npy", np.zeros((3, 7, 7), np.float32))

@@ -1,14 +1,17 @@
-"""`nnc export` / `nnc compile` / `nnc eval` on wrong input: each is a one-line
+"""`nnc export` / `nnc compile` / `nnc eval` / `nnc infer` on wrong input: each is a one-line
 user error (exit 1) or a usage error (exit 2), never a traceback, and the message names the culprit."""
 
+import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
+from onnx import TensorProto, helper, numpy_helper
 
-from export_cases import KINDS, nnc_main, spec_text
-from nnc.compiler.onnx_export import max_opset
+from export_cases import KINDS, nnc_main, randomize, spec_text
+from nnc.compiler.onnx_export import export, max_opset
 from nnc.compiler.shapes import check
 from nnc.compiler.spec import load_spec, load_text
 from nnc.compiler.torch_build import build_model
@@ -25,6 +28,15 @@ def user_error(r, *needles):
     assert "Traceback" not in r.stderr and "error:" in r.stderr
     for n in needles:
         assert n in r.stderr, r.stderr
+
+
+@pytest.fixture(scope="module")
+def mlp_onnx(tmp_path_factory):
+    """digits_mlp (vector(64)) with random weights, exported: what the array checks need."""
+    d = tmp_path_factory.mktemp("mlp")
+    graph = check(load_spec(str(MLP)))
+    export(graph, build_model(graph), None, None, d / "mlp.onnx")
+    return d / "mlp.onnx"
 
 
 # ---------------------------------------------------------------- export / compile
@@ -98,3 +110,89 @@ def test_checkpoint_check_knows_every_tensor():
     for g in graphs:
         want = {k: tuple(v.shape) for k, v in build_model(g).state_dict().items()}
         assert expected_model_shapes(g) == want
+
+
+# ---------------------------------------------------------------- infer: arguments and arrays
+
+
+@pytest.mark.parametrize("option", [("--batch", "0"), ("--batch", "-1"), ("--top", "0"), ("--top", "-3"),
+                                    ("--top", "two")])
+def test_infer_counts_must_be_positive(mlp_onnx, tmp_path, option):
+    r = nnc_main("infer", mlp_onnx, tmp_path / "x.npy", *option)
+    assert r.returncode == 2 and option[0] in r.stderr and "Traceback" not in r.stderr
+
+
+def test_infer_empty_and_non_finite_arrays(mlp_onnx, tmp_path):
+    np.save(tmp_path / "empty.npy", np.zeros((0, 64), np.float32))
+    user_error(nnc_main("infer", mlp_onnx, tmp_path / "empty.npy"), "no examples in", "empty.npy", "(0, 64)")
+    for bad in (np.nan, np.inf, -np.inf):
+        x = np.ones((4, 64), np.float32)
+        x[2, 7] = bad
+        np.save(tmp_path / "bad.npy", x)
+        r = nnc_main("infer", mlp_onnx, tmp_path / "bad.npy", "--json")
+        user_error(r, "bad.npy", "NaN or infinite", "example 2")
+        assert r.stdout == ""
+    np.save(tmp_path / "words.npy", np.array([["a"] * 64]))
+    user_error(nnc_main("infer", mlp_onnx, tmp_path / "words.npy"), "words.npy", "not numbers")
+
+
+def test_infer_token_ids(tmp_path):
+    graph = check(load_text(spec_text(KINDS["embedding"])))  # tokens(5, 11)
+    model = tmp_path / "tok.onnx"
+    export(graph, randomize(build_model(graph)), None, None, model)
+    assert {p.key: p.value for p in onnx.load(str(model)).metadata_props}["vocab"] == "11"
+    cases = {"negative": ([0, 1, -1, 2, 3], "found -1..3"), "too_big": ([0, 1, 11, 2, 3], "found 0..11"),
+             "fraction": ([0, 1, 2.5, 2, 3], "example 0 has a fraction")}
+    for name, (ids, needle) in cases.items():
+        np.save(tmp_path / f"{name}.npy", np.array([ids]))
+        user_error(nnc_main("infer", model, tmp_path / f"{name}.npy"), f"{name}.npy", "[0, 11)", needle)
+    np.save(tmp_path / "ok.npy", np.array([[0, 1, 10, 2, 3], [4, 5, 6, 7, 8]], np.float64))  # whole floats are fine
+    r = nnc_main("infer", model, tmp_path / "ok.npy", "--json")
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)["predictions"]) == 2
+
+
+def test_infer_grey_images_without_channel_axis(tmp_path):
+    """(N, H, W), as sklearn's digits.images, for an image(1, H, W) input; other shapes still refused."""
+    graph = check(load_spec(str(ROOT / "specs" / "digits_cnn.nnspec")))
+    model = tmp_path / "cnn.onnx"
+    export(graph, randomize(build_model(graph)), None, None, model)
+    x = np.random.default_rng(0).uniform(0, 16, (5, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "nhw.npy", x)
+    np.save(tmp_path / "nchw.npy", x[:, None])
+    a, b = (nnc_main("infer", model, tmp_path / f, "--json", "--top", "3") for f in ("nhw.npy", "nchw.npy"))
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    pa, pb = (json.loads(r.stdout)["predictions"] for r in (a, b))
+    assert [p["top"] for p in pa] == [p["top"] for p in pb] and len(pa) == 5
+    np.save(tmp_path / "odd.npy", x[:, :7])
+    user_error(nnc_main("infer", model, tmp_path / "odd.npy"), "(5, 7, 8) does not fit the model's input (1, 8, 8)")
+
+
+def test_infer_foreign_model_with_named_dims(tmp_path):
+    """A model not made by nnc whose input is ['N', 'D']: the named axis is not checked by nnc."""
+    w = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3), "w")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "foreign",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "D"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 10
+    onnx.save(m, str(tmp_path / "f.onnx"))
+    np.save(tmp_path / "x.npy", np.eye(4, dtype=np.float32)[:2])
+    r = nnc_main("infer", tmp_path / "f.onnx", tmp_path / "x.npy", "--json")
+    assert r.returncode == 0, r.stderr
+    assert [p["class"] for p in json.loads(r.stdout)["predictions"]] == [2, 2]
+    np.save(tmp_path / "x5.npy", np.ones((2, 5), np.float32))  # onnxruntime's own check, as a user error
+    user_error(nnc_main("infer", tmp_path / "f.onnx", tmp_path / "x5.npy"), "onnxruntime failed")
+
+
+def test_provider_cuda_without_cuda_prints_only_nnc(mlp_onnx, tmp_path):
+    """onnxruntime-gpu without its CUDA libraries logs a red line of its own before nnc's error:
+    only nnc's line may show (a subprocess: onnxruntime logs to the C-level stderr)."""
+    from conftest import run_nnc
+
+    np.save(tmp_path / "x.npy", np.zeros((2, 64), np.float32))
+    r = run_nnc("infer", mlp_onnx, tmp_path / "x.npy", "--provider", "cuda")
+    if r.returncode == 0:  # a machine where CUDA works
+        return
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and r.stderr.startswith("nnc: error: --provider cuda")

@@ -41,14 +41,20 @@ def cmd_export(args) -> int:
 
 
 def cmd_infer(args) -> int:
-    from nnc.runtime.infer import load_inputs, open_model, predict
+    from nnc.runtime.infer import image_scale, load_inputs, open_model, predict
 
     s = open_model(args.model, args.provider)
-    x, names = load_inputs(args.inputs, s.input_shape, s.input_dtype)
-    records = predict(s, x, names, args.top, args.batch)
+    inputs = load_inputs(args.inputs, s)
+    records = predict(s, inputs.x, inputs.names, args.top, args.batch)
+    scale = image_scale(s) if inputs.images else None
     if args.json:
-        print(json.dumps({"model": args.model, "provider": s.provider, "predictions": records}))
+        out = {"model": args.model, "provider": s.provider, "predictions": records}
+        if scale:
+            out["image_scale"] = scale
+        print(json.dumps(out, allow_nan=False))
         return 0
+    if scale:
+        print(f"{'note' if scale['pixel_max'] else 'warning'}: {scale['note']}", file=sys.stderr)
     for r in records:
         tops = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in r["top"])
         print(f"{r['input']}: {tops}")
@@ -75,6 +81,18 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    import argparse
+
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
 def register(sub) -> None:
     from nnc.compiler.onnx_export import DEFAULT_OPSET
 
@@ -94,9 +112,9 @@ def register(sub) -> None:
     p.add_argument("model", metavar="MODEL.onnx")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help=".npy/.npz arrays, image files or folders of images")
     p.add_argument("--json", action="store_true", help="one JSON object with every prediction")
-    p.add_argument("--top", type=int, default=1, metavar="K", help="show the K most likely classes")
+    p.add_argument("--top", type=_positive_int, default=1, metavar="K", help="show the K most likely classes")
     p.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--batch", type=int, default=64, metavar="N", help="examples per onnxruntime call")
+    p.add_argument("--batch", type=_positive_int, default=64, metavar="N", help="examples per onnxruntime call")
     p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser("compile", help="standalone PyTorch source for a spec or checkpoint (same parameter names)")
