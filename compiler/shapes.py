@@ -297,17 +297,39 @@ def infer(spec: Spec) -> Graph:
     names = {l.name for l in graph.layers()} | {n.name for n in _residuals(graph.nodes)}
     p.references(names)
     _reserved_names(graph.nodes, p.out)
+    frozen = set(spec.train.freeze)
+    learned = [l for l in graph.layers() if l.tensors]
+    if frozen and learned and all(frozen & set(l.path.split(".")) for l in learned):
+        p.out.error(spec.spans.get("train.freeze"), "every layer with parameters is frozen: there is nothing to train",
+                    "leave at least one layer out of freeze")
     loss = LOSSES[spec.loss.kind]
     last = spec.model.body[-1] if spec.model.body else None
     if loss.classification and out.kind != "vector" and not p.out.errors:
         p.out.error(last.span if last else spec.model.input_span,
                     f"the model ends in {out}, but {spec.loss.kind} needs a vector of class scores",
                     "end with a dense layer of one unit per class (flatten or pool first)")
+    _metric_rules(spec, p.out)
     if isinstance(last, LayerNode) and last.kind in ("softmax", "sigmoid") and spec.loss.kind in ("cross_entropy", "bce", "svm"):
         p.out.warn(last.span, f"{spec.loss.kind} reads raw scores; the final {last.kind} squashes them twice",
                    f"remove the final {last.kind}: `nnc export --probabilities` adds softmax for deployment")
     p.out.raise_if_any()
     return Graph(spec, x, tuple(nodes), out, tuple(sorted(spec.warnings + tuple(p.out.warnings), key=Diagnostic.sort_key)))
+
+
+def _metric_rules(spec: Spec, out: Collector) -> None:
+    """Early stopping and on_plateau watch a validation metric: it must exist for this spec."""
+    watchers = []
+    if spec.train.early_stop:
+        watchers.append(("early_stop", spec.train.early_stop.metric, spec.spans.get("train.early_stop")))
+    if spec.schedule.main.kind == "on_plateau":
+        watchers.append(("on_plateau", spec.schedule.main.params.metric, spec.schedule.main.span))
+    for who, metric, span in watchers:
+        if spec.data.val == 0:
+            out.error(span, f"{who} watches {metric}, but data val is 0: there is no validation split",
+                      "give the data section a validation fraction, e.g. val 0.1")
+        elif metric == "val_accuracy" and not LOSSES[spec.loss.kind].classification:
+            out.error(span, f"{who} watches val_accuracy, but {spec.loss.kind} is a regression loss",
+                      "watch val_loss")
 
 
 def _shortcut_stride(size: int, out: int) -> int | None:

@@ -293,6 +293,8 @@ def _finish(raw: dict, model: type[Params], what: str, ctx: Ctx) -> Params | Non
             if sub:
                 names = [f.alias or n for n, f in sub.model_fields.items()]
                 v.update(zip(names, args))
+            elif not v:  # `freeze (fc1, fc2)` reads as the call freeze(fc1, fc2): its arguments are the value
+                raw[k] = args[0] if len(args) == 1 else tuple(args)
     return validate(model, raw, what, None, spans, ctx.errors)
 
 

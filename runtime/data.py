@@ -49,34 +49,72 @@ def load_arrays(graph: Graph):
         raise _error(graph, f"{src.kind}: {len(x)} inputs but {len(y)} labels")
     if len(x) < 3:
         raise _error(graph, f"{src.kind}: only {len(x)} examples")
-    per = int(np.prod(inp.dims))
-    if x.shape[1:] != inp.dims:
-        if int(np.prod(x.shape[1:])) != per:
-            raise _error(graph, f"the data's examples have shape {tuple(x.shape[1:])} ({int(np.prod(x.shape[1:]))} values), "
-                                f"but the model's input is {inp} ({per} values)",
-                         "change `input` in the model block to match the data")
-        x = x.reshape((len(x),) + inp.dims)
+    x = _layout(graph, x)
     if inp.kind == "tokens":
         if not np.all(x == np.round(x)) or x.min() < 0 or x.max() >= inp.vocab:
             raise _error(graph, f"token ids must be whole numbers in [0, {inp.vocab}), found {x.min():g}..{x.max():g}")
         x = x.astype(np.int64)
     elif not np.all(np.isfinite(x)):
         raise _error(graph, "the inputs contain NaN or infinite values")
+    return x, _targets(graph, y, arrays.classes), arrays.classes
+
+
+def _layout(graph: Graph, x: np.ndarray) -> np.ndarray:
+    """The data's examples in the input's layout. Accepted beside an exact match: a flat row of
+    the same values (in C, H, W or T, D order), images stored channels-last (H, W, C) as image
+    files and most image arrays are, and (H, W) for one channel. Any other arrangement of the
+    same number of values is refused: reshaping it would scramble the values silently."""
+    inp = graph.spec.model.input
+    got, want = tuple(x.shape[1:]), inp.dims
+    per = int(np.prod(want))
+    if got == want:
+        return x
+    if int(np.prod(got)) != per:
+        raise _error(graph, f"the data's examples have shape {got} ({int(np.prod(got))} values), "
+                            f"but the model's input is {inp} ({per} values)",
+                     "change `input` in the model block to match the data")
+    if len(got) == 1 or inp.kind == "vector":
+        return x.reshape((len(x),) + want)
+    if inp.kind == "image":
+        c, h, w = want
+        if got == (h, w, c):
+            return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        if c == 1 and got == (h, w):
+            return x[:, None]
+    raise _error(graph, f"the data's examples have shape {got}, which is not the layout of the model's input {inp}",
+                 "store examples as " + (f"(N, {', '.join(map(str, want))}), channels-last (N, {h}, {w}, {c}) or flat"
+                                         if inp.kind == "image" else f"(N, {', '.join(map(str, want))}) or flat"))
+
+
+def _targets(graph: Graph, y: np.ndarray, classes: list[str] | None) -> np.ndarray:
+    """Integer class labels (N,) for a classification loss, float targets (N, outputs) otherwise."""
+    spec = graph.spec
     loss = LOSSES[spec.loss.kind]
     outputs = graph.output.features
-    if loss.classification:
-        if y.dtype.kind == "f":
-            raise _error(graph, f"{spec.loss.kind} needs integer class labels, the data has float targets",
-                         "use loss mse or l1 for regression")
-        if arrays.classes is not None and len(arrays.classes) != outputs:
-            raise _error(graph, f"the data has {len(arrays.classes)} classes, but the last layer has {outputs} outputs",
-                         f"set the last dense layer to {len(arrays.classes)} units")
-        if len(y) and (y.min() < 0 or y.max() >= outputs):
-            raise _error(graph, f"labels out of range: found labels {int(y.min())}..{int(y.max())}, "
-                                f"but the last layer has {outputs} outputs (classes 0..{outputs - 1})")
-    else:
-        y = y.astype(np.float32)
-    return x, y, arrays.classes
+    if not loss.classification:
+        if y.size != len(y) * outputs:
+            kind = "one integer label" if y.dtype.kind in "iu" and y.ndim == 1 else f"{y.size // max(len(y), 1)} value(s)"
+            raise _error(graph, f"{spec.loss.kind} needs {outputs} target value(s) per example (the last layer's "
+                                f"outputs), the data has {kind} per example",
+                         "for class labels use loss cross_entropy or svm")
+        return y.astype(np.float32).reshape(len(y), outputs)
+    if y.ndim == 2 and y.shape[1] == 1:  # a column of labels
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise _error(graph, f"{spec.loss.kind} needs one integer class label per example, the data's labels "
+                            f"have shape {tuple(y.shape[1:])} each",
+                     "one-hot labels: store y.argmax(1)")
+    if y.dtype.kind == "f":
+        raise _error(graph, f"{spec.loss.kind} needs integer class labels, the data has float targets",
+                     "use loss mse or l1 for regression")
+    found = len(classes) if classes is not None else int(y.max()) + 1 if len(y) else 0
+    if len(y) and y.min() < 0:
+        raise _error(graph, f"labels out of range: found label {int(y.min())} (classes are 0..{outputs - 1})")
+    if found != outputs:
+        what = f"{found} classes" if classes is not None else f"labels 0..{found - 1} ({found} classes)"
+        raise _error(graph, f"the data has {what}, but the last layer has {outputs} outputs",
+                     f"set the last dense layer to {found} units")
+    return y
 
 
 def load_splits(graph: Graph) -> Splits:

@@ -15,6 +15,8 @@ from pydantic import Field
 from nnc.compiler.diagnostics import NncError
 
 # numpy is imported inside each loader: `nnc check` reads this registry and stays light
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 from nnc.compiler.layers.base import Params
 
 
@@ -164,8 +166,9 @@ def _imagefolder(p: ImageFolder, dims, outputs) -> Arrays:
     c, h, w = dims
     xs, ys = [], []
     for label, name in enumerate(classes):
+        # images by their suffix: a README.txt or .DS_Store beside them is not a broken image
         for f in sorted((root / name).iterdir()):
-            if not f.is_file():
+            if not f.is_file() or f.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
             try:
                 with Image.open(f) as im:
@@ -173,6 +176,10 @@ def _imagefolder(p: ImageFolder, dims, outputs) -> Arrays:
             except (UnidentifiedImageError, OSError):
                 raise NncError(f"{f}: not an image Pillow can read") from None
             ys.append(label)
+    empty = [n for n in classes if n not in {classes[y] for y in ys}]
+    if empty:
+        raise NncError(f"{p.path}: no images in {', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''} "
+                       f"(read: {', '.join(sorted(IMAGE_SUFFIXES))})")
     return Arrays(np.stack(xs), np.array(ys, np.int64), classes)
 
 

@@ -97,9 +97,15 @@ def _finetune(model: torch.nn.Module, graph: Graph) -> None:
         if skip & set(name.split(".")[:-1]) or name not in own:
             continue
         if own[name].shape != t.shape:
-            raise NncError(f"finetune: {name} has shape {tuple(t.shape)} in {ft.path} but {tuple(own[name].shape)} here",
-                           help=f"add its layer to skip=(...) to train it from scratch")
+            raise NncError.at(graph.spec.spans.get("train.finetune"),
+                              f"finetune: {name} has shape {tuple(t.shape)} in {ft.path} but {tuple(own[name].shape)} here",
+                              help="add its layer to skip=(...) to train it from scratch")
         load[name] = t
+    if not load:
+        raise NncError.at(graph.spec.spans.get("train.finetune"),
+                          f"finetune: no tensor of {ft.path} matches a layer of this model by name "
+                          f"(it has {', '.join(sorted({n.rsplit('.', 1)[0] for n in ckpt.model})[:6])}, ...)",
+                          help="the layers to carry over must keep their names in the new spec")
     model.load_state_dict(load, strict=False)
 
 
@@ -179,7 +185,9 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
     aug_gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1) if aug else None
 
     # --- bookkeeping (all of it restored by --resume)
-    watch = cfg.early_stop.metric if cfg.early_stop else ("val_accuracy" if n_classes else "val_loss")
+    # the metric that picks `best` (check made sure an early_stop metric exists for this spec)
+    watch = cfg.early_stop.metric if cfg.early_stop else (
+        ("val_accuracy" if n_classes else "val_loss") if len(xva) else "train_loss")
     book = {"epoch": 0, "step": 0, "best": None, "best_epoch": -1, "bad_epochs": 0, "start_loss": None,
             "plateau": {"scale": 1.0, "best": None, "bad": 0}}
     if resume:
@@ -234,6 +242,13 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
         for g in optimizer.param_groups:
             g["lr"] = lr * g["lr_mult"]
         return lr
+
+    # the notes' rule: a loss above 3x its start has exploded. A fine-tuned model starts far below
+    # chance, where ordinary noise is 3x its start: the ceiling is at least 3x the chance loss
+    chance = loss_def.chance(spec.loss.params, n_classes) if loss_def.chance and n_classes else 0.0
+
+    def exploded(loss: float) -> bool:
+        return not math.isfinite(loss) or loss > EXPLODE * max(book["start_loss"], chance, 1e-8)
 
     def diverged(loss: float, where: str) -> NncError:
         return NncError(f"training diverged at {where}: loss {loss:.4g} (it started at {book['start_loss']:.4g}). "
@@ -295,7 +310,7 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
                 loss_v = closure.loss.item()
                 if book["start_loss"] is None:
                     book["start_loss"] = loss_v
-                if not math.isfinite(loss_v) or loss_v > EXPLODE * max(book["start_loss"], 1e-8) and step > 0:
+                if exploded(loss_v) and (step > 0 or not math.isfinite(loss_v)):
                     raise diverged(loss_v, f"epoch {epoch + 1}, step {step + 1}")
                 run.step, run.loss = step, loss_v
                 if sampled:
@@ -315,7 +330,7 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
             # the only one): judge it on that batch before anything is saved
             with torch.no_grad(), torch.autocast(dev.type, torch.bfloat16, enabled=amp):
                 after = loss_fn(model(xb).float(), yb).item()
-            if not math.isfinite(after) or after > EXPLODE * max(book["start_loss"], 1e-8):
+            if exploded(after):
                 raise diverged(after, f"the end of epoch {epoch + 1}")
             swap_ema()
             val = evaluate(model, xva, yva, loss_fn, n_classes, autocast=amp) if len(xva) else None
@@ -330,7 +345,7 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
                 rec.update(cb.epoch_end(run, rec) or {})
             log.write(rec, tb_step=epoch + 1)
             progress.epoch_line(rec)
-            metric = rec.get(watch) if rec.get(watch) is not None else rec["train_loss"]
+            metric = rec[watch]
             better = lambda a, b, d=0.0: b is None or (a > b + d if "accuracy" in watch else a < b - d)
             min_delta = cfg.early_stop.min_delta if cfg.early_stop else 0.0
             book["epoch"] = epoch + 1

@@ -144,6 +144,11 @@ CASES = {
                       (9, 13, "at its choice 0, train batch must be >= 1, got 0", None)]),
     "fractional_range": ("model M {\n    input vector(4)\n    dense fc2 loguniform(16, 256)\n    dense 10\n}\n",
                          [(3, 15, "fc2 units must be a whole number, got 64", "intuniform(LOW, HIGH) draws whole numbers")]),
+    # what early stopping and on_plateau watch must exist
+    "watch_without_val": (M + "data digits, val 0\ntrain early_stop(patience=2)\n",
+                          [(6, 7, "early_stop watches val_loss, but data val is 0", "val 0.1")]),
+    "accuracy_of_regression": (M + "loss mse\nschedule on_plateau(metric=val_accuracy)\n",
+                               [(6, 10, "on_plateau watches val_accuracy, but mse is a regression loss", "val_loss")]),
     # several mistakes: all of them, in file order
     "several": ("model M {\n    input image(3, 8, 8)\n    convv 4 kernel 3\n    relu\n    dropout 1.5\n"
                 "    dense 2\n}\noptimizer adma(lr=0.1)\ntrain batch 0, epocs 3\n",
@@ -334,3 +339,16 @@ def test_command_line_misuse_exits_2(tmp_path, argv):
     assert r.returncode == 2
     assert r.stderr.startswith("usage: nnc")
     assert "Traceback" not in r.stderr
+
+
+def test_freeze_lists_and_freezing_everything(tmp_path):
+    """`freeze (fc1, fc2)` (a tuple, read as a call) names two layers; freezing every layer with
+    parameters leaves nothing to train and is refused before any data is loaded."""
+    body = "model M {\n    input vector(4)\n    dense fc1 3\n    relu\n    dense fc2 2\n}\n"
+    (tmp_path / "one.nnspec").write_text(body + "train freeze (fc1)\n")
+    (tmp_path / "all.nnspec").write_text(body + "train freeze (fc1, fc2)\n")
+    r = run_nnc("check", "one.nnspec", "all.nnspec", cwd=tmp_path)
+    assert "one.nnspec: ok" in r.stdout
+    (d,) = diagnostics(r.stderr)
+    assert d["where"] == "all.nnspec"
+    assert_at(d, body + "train freeze (fc1, fc2)\n", 7, 7, "every layer with parameters is frozen", "leave at least one")

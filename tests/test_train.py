@@ -1,12 +1,14 @@
 """`nnc train` / `nnc eval` end to end on real (small) data, driven through the real CLI."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
 
 from conftest import SPECS, run_nnc
+from nnc.compiler.diagnostics import NncError
 from nnc.compiler.shapes import check
 from nnc.compiler.spec import load_spec, load_text
 from nnc.runtime import checkpoint
@@ -165,13 +167,73 @@ def test_data_shape_and_class_count_mismatch(tmp_path):
     np.savez(tmp_path / "s.npz", x=x.reshape(40, 25)[:, :8], y=np.array(["a", "b", "c", "d"] * 10))
     np.savez(tmp_path / "l.npz", x=x.reshape(40, 25)[:, :8], y=np.arange(40) % 5)
     for fname, message in (("d.npz", "but the model's input is vector(8)"), ("s.npz", "the data has 4 classes"),
-                           ("l.npz", "labels out of range: found labels 0..4, but the last layer has 3 outputs")):
+                           ("l.npz", "the data has labels 0..4 (5 classes), but the last layer has 3 outputs")):
         text = f'model M {{\n input vector(8)\n dense 3\n}}\ndata npz("{tmp_path / fname}")\ntrain epochs 1\n'
         (tmp_path / "x.nnspec").write_text(text)
         r = run_nnc("train", tmp_path / "x.nnspec", "--out", tmp_path / "run")
         assert r.returncode == 1, r.stderr
         assert message in r.stderr and "Traceback" not in r.stderr
         assert "x.nnspec:5:1" in r.stderr  # points at the data section
+
+
+def _run_on(tmp_path, x, y, model, loss="cross_entropy", name="x") -> dict:
+    """Train one epoch in-process on arrays saved as npz (the CLI's error path is tested above)."""
+    np.savez(tmp_path / f"{name}.npz", x=x, y=y)
+    text = f'model M {{\n input {model}\n dense 3\n}}\nloss {loss}\ndata npz("{tmp_path / name}.npz")\ntrain epochs 1\n'
+    return train(check(load_text(text, f"{name}.nnspec")), tmp_path / f"run_{name}", device="cpu", quiet=True,
+                 callbacks=[])
+
+
+@pytest.mark.parametrize("layout", ["chw", "hwc", "flat"])
+def test_image_arrays_in_any_common_layout_train_alike(tmp_path, layout):
+    """Channels-last arrays (as image files and most image libraries store them) are transposed,
+    flat rows reshaped: each reaches the model as the same (C, H, W) example."""
+    rng = np.random.default_rng(0)
+    chw = rng.standard_normal((60, 3, 4, 5)).astype(np.float32)
+    y = np.arange(60) % 3
+    x = {"chw": chw, "hwc": chw.transpose(0, 2, 3, 1), "flat": chw.reshape(60, -1)}[layout]
+    got = _run_on(tmp_path, x, y, "image(3, 4, 5)")
+    ref = _run_on(tmp_path, chw, y, "image(3, 4, 5)", name="ref")
+    assert got["test_loss"] == pytest.approx(ref["test_loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("scrambled", "not the layout of the model's input image(3, 4, 5)"),
+    ("labels_2d", "needs one integer class label per example"),
+    ("mse_on_labels", "mse needs 3 target value(s) per example (the last layer's outputs), the data has one integer label"),
+])
+def test_data_that_would_train_wrongly_is_refused(tmp_path, case, message):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, 3, 4, 5)).astype(np.float32)
+    y = np.arange(60) % 3
+    x, loss = {"scrambled": (x.transpose(0, 2, 1, 3), "cross_entropy"),  # 60 values in an order no layout explains
+               "labels_2d": (x, "cross_entropy"), "mse_on_labels": (x, "mse")}[case]
+    with pytest.raises(NncError, match=re.escape(message)):
+        _run_on(tmp_path, x, np.eye(3)[y] if case == "labels_2d" else y, "image(3, 4, 5)", loss=loss)
+
+
+def test_a_column_of_labels_is_read_as_labels(tmp_path):
+    x = np.random.default_rng(0).standard_normal((60, 8)).astype(np.float32)
+    assert _run_on(tmp_path, x, (np.arange(60) % 3)[:, None], "vector(8)")["test_accuracy"] is not None
+
+
+def test_imagefolder_skips_other_files_and_refuses_empty_classes(tmp_path):
+    from PIL import Image
+
+    for cls in ("a", "b", "c"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((6, 6), 40 * i, np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+        (tmp_path / "imgs" / cls / "README.txt").write_text("not an image")
+    spec = tmp_path / "f.nnspec"
+    spec.write_text(f'model M {{\n input image(1, 6, 6)\n dense 3\n}}\ndata imagefolder("{tmp_path / "imgs"}")\n'
+                    "train epochs 1\n")
+    r = run_nnc("train", spec, "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stderr
+    for f in (tmp_path / "imgs" / "c").glob("*.png"):
+        f.unlink()
+    r = run_nnc("train", spec, "--out", tmp_path / "run2")
+    assert r.returncode == 1 and "no images in c" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_set_overrides_are_validated(tmp_path):
@@ -279,3 +341,14 @@ def test_an_epochs_last_update_is_judged_before_it_is_saved(tmp_path):
     assert not (tmp_path / "run" / "best.safetensors").exists()
     assert (tmp_path / "run" / "dashboard.png").stat().st_size > 1000  # the monitors finished their picture
     assert "Traceback" not in r.stderr
+
+
+def test_without_a_validation_split_best_is_the_lowest_training_loss(tmp_path):
+    """No val split: `best` is the epoch of the lowest training loss (it was once the highest, read
+    as if it were an accuracy)."""
+    path = mlp(tmp_path, data=", preprocess mean_image normalize", epochs=4)
+    path.write_text(path.read_text().replace("val 0.15", "val 0"))
+    final = train(check(load_spec(str(path))), tmp_path / "run", device="cpu", quiet=True, callbacks=[])
+    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"train_loss"' in l]
+    losses = [r["train_loss"] for r in rows]
+    assert final["best_epoch"] == 1 + losses.index(min(losses)) and losses[-1] < losses[0]
