@@ -22,23 +22,18 @@ import numpy as np
 
 from nnc.compiler.diagnostics import NncError
 from nnc.compiler.layers import LAYERS
+from nnc.compiler.opsets import DEFAULT_OPSET, MIN_OPSET
 from nnc.compiler.shapes import Graph, Info, LayerInfo, ResidualInfo
+from nnc.runtime.sources import SOURCES
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OPSET = 17  # LayerNormalization needs 17; every onnxruntime since 1.14 runs it
-MIN_OPSET = 17
 INPUT, BATCH = "input", "N"
 # max |ort - torch| <= RTOL * max|torch| + ATOL: relative to the output's scale, so that a model
 # whose outputs are tiny (two_layer's fresh ones are ~5e-6) is checked as strictly as any other;
 # ATOL only keeps an all-zero output from needing an exact match
 RTOL, ATOL = 1e-4, 1e-9
 
-
-# what image pixels the training data holds, per data source: `nnc infer` reads image files as
-# 0..255 and rescales them to this. Sources that are not listed (arrays, csv, synthetic) hold
-# whatever the user gave, so their scale is unknown.
-PIXEL_MAX = {"digits": 16.0, "imagefolder": 255.0, "mnist": 255.0, "fashion_mnist": 255.0, "cifar10": 255.0}
 
 
 @functools.cache
@@ -220,7 +215,7 @@ def emit(graph: Graph, state: dict[str, Any], stats: dict[str, np.ndarray] | Non
     if tokens:
         meta["vocab"] = str(raw.vocab)
     if raw.kind == "image":
-        pixel_max = PIXEL_MAX.get(spec.data.source.kind)
+        pixel_max = SOURCES[spec.data.source.kind].pixel_max
         meta["pixel_max"] = "unknown" if pixel_max is None else f"{pixel_max:g}"
     helper.set_model_props(model, meta)
     return model

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from nnc.compiler.diagnostics import NncError
+from nnc.runtime.sources import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
 # ---------------------------------------------------------------- export

@@ -68,6 +68,9 @@ class SourceDef:
     params: type[Params]
     load: Callable[[Params, tuple[int, ...], int], Arrays]  # (params, input dims, outputs) -> arrays
     doc: str
+    # the largest pixel value of its images (digits 16, image files 255): `nnc infer` rescales image
+    # files to it. None where the source holds whatever the user gave (arrays, csv, synthetic)
+    pixel_max: float | None = None
 
 
 def _missing(path: str, what: str) -> NncError:
@@ -193,6 +196,7 @@ def load_image(im, c: int, h: int, w: int) -> np.ndarray:
 
 def _synthetic(p: Synthetic, dims, outputs) -> Arrays:
     import numpy as np
+
     rng = np.random.default_rng(p.seed)
     classes = p.classes or outputs
     return Arrays(rng.standard_normal((p.n, *dims), dtype=np.float32), rng.integers(0, classes, p.n, dtype=np.int64),
@@ -200,8 +204,9 @@ def _synthetic(p: Synthetic, dims, outputs) -> Arrays:
 
 
 def _torchvision(name: str):
-    import numpy as np
     def load(p: TorchvisionSet, dims, outputs) -> Arrays:
+        import numpy as np
+
         try:
             import torchvision.datasets as tvd
         except ImportError:
@@ -220,13 +225,13 @@ def _torchvision(name: str):
 
 
 SOURCES = {d.kind: d for d in (
-    SourceDef("digits", NoParams, _digits, "scikit-learn's 8x8 handwritten digits (1797 images, 10 classes, values 0-16)"),
+    SourceDef("digits", NoParams, _digits, "scikit-learn's 8x8 handwritten digits (1797 images, 10 classes, values 0-16)", 16.0),
     SourceDef("npz", Npz, _npz, "arrays x and y from an .npz file"),
     SourceDef("npy", Npy, _npy, "x and y from two .npy files"),
     SourceDef("csv", Csv, _csv, "a table of numbers with one label column"),
-    SourceDef("imagefolder", ImageFolder, _imagefolder, "a folder of class folders of images (Pillow), resized to the input"),
+    SourceDef("imagefolder", ImageFolder, _imagefolder, "a folder of class folders of images (Pillow), resized to the input", 255.0),
     SourceDef("synthetic", Synthetic, _synthetic, "random normal inputs and random labels of the spec's shapes"),
-    SourceDef("cifar10", TorchvisionSet, _torchvision("cifar10"), "CIFAR-10 from a local root (torchvision)"),
-    SourceDef("mnist", TorchvisionSet, _torchvision("mnist"), "MNIST from a local root (torchvision)"),
-    SourceDef("fashion_mnist", TorchvisionSet, _torchvision("fashion_mnist"), "Fashion-MNIST from a local root (torchvision)"),
+    SourceDef("cifar10", TorchvisionSet, _torchvision("cifar10"), "CIFAR-10 from a local root (torchvision)", 255.0),
+    SourceDef("mnist", TorchvisionSet, _torchvision("mnist"), "MNIST from a local root (torchvision)", 255.0),
+    SourceDef("fashion_mnist", TorchvisionSet, _torchvision("fashion_mnist"), "Fashion-MNIST from a local root (torchvision)", 255.0),
 )}

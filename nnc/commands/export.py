@@ -94,7 +94,7 @@ def _positive_int(text: str) -> int:
 
 
 def register(sub) -> None:
-    from nnc.compiler.onnx_export import DEFAULT_OPSET
+    from nnc.compiler.opsets import DEFAULT_OPSET
 
     def spec_set(p):
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
