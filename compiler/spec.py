@@ -165,6 +165,17 @@ class Spec:
     def text(self) -> str:
         return self.source.text
 
+    def locate(self, path: str) -> str:
+        """A file the spec names (data, a checkpoint to fine-tune from): a relative path is read
+        beside the spec file, else from the current directory (so a spec runs from anywhere, and
+        a checkpoint, which records its spec's absolute path, finds its data)."""
+        from pathlib import Path
+
+        if Path(path).is_absolute() or self.source.name.startswith("<"):
+            return path
+        beside = Path(self.source.name).parent / path
+        return str(beside) if beside.exists() or not Path(path).exists() else path
+
 
 DEFAULTS = {
     "init": "weights auto, bias constant(0)",
@@ -719,6 +730,10 @@ def build_spec(stmts: tuple[Statement, ...], source: Source, overrides: tuple[st
                 tuple(overrides), ctx.spans)
 
 
+CALL_ENTRIES = {("optimizer", "lr_mult"), ("optimizer", "decay_mult"), ("schedule", "warmup"),
+                ("train", "early_stop"), ("train", "finetune")}
+
+
 def split_override(text: str) -> tuple[list[str], str]:
     """`--set optimizer.lr=3e-4` -> (["optimizer", "lr"], "3e-4"); a malformed one is command-line
     misuse (exit 2), found before any spec is read."""
@@ -745,8 +760,8 @@ def _apply_overrides(sections: dict[str, Statement], overrides: tuple[str, ...],
             sections[path[0]] = _unplace(stmt, f"--set {text}")
             continue
         section, field_ = path
-        # entries written as a call of their own name: lr_mult(fc8=10), warmup(epochs=2)
-        mult = (section, field_) in (("optimizer", "lr_mult"), ("optimizer", "decay_mult"), ("schedule", "warmup"))
+        # entries written as a call of their own name: lr_mult(fc8=10), warmup(epochs=2), early_stop(patience=3)
+        mult = (section, field_) in CALL_ENTRIES
         value = value.strip()
         if mult and value.startswith("("):  # --set optimizer.lr_mult="(fc8=10)" -> lr_mult(fc8=10)
             value = field_ + value

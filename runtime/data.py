@@ -43,7 +43,9 @@ def load_arrays(graph: Graph):
     spec = graph.spec
     src = spec.data.source
     inp = spec.model.input
-    arrays = SOURCES[src.kind].load(src.params, inp.dims, graph.output.features)
+    d = SOURCES[src.kind]
+    params = src.params.model_copy(update={k: spec.locate(getattr(src.params, k)) for k in d.paths})
+    arrays = d.load(params, inp.dims, graph.output.features)
     x, y = arrays.x, arrays.y
     if len(x) != len(y):
         raise _error(graph, f"{src.kind}: {len(x)} inputs but {len(y)} labels")

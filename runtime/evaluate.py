@@ -14,9 +14,10 @@ class Evaluation:
     accuracy: float | None
     predictions: np.ndarray | None
     confusion: np.ndarray | None
+    n: int = 0
 
     def as_dict(self) -> dict:
-        return {"loss": self.loss, "accuracy": self.accuracy, "n": int(len(self.predictions)) if self.predictions is not None else None,
+        return {"loss": self.loss, "accuracy": self.accuracy, "n": self.n,
                 "confusion": self.confusion.tolist() if self.confusion is not None else None,
                 "predictions": self.predictions.tolist() if self.predictions is not None else None}
 
@@ -37,8 +38,9 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, 
     model.train(was)
     n = max(len(x), 1)
     if classes is None:
-        return Evaluation(total / n, None, None, None)
+        return Evaluation(total / n, None, None, None, len(x))
     pred = torch.cat(outs).argmax(1) if outs else torch.zeros(0, dtype=torch.long)
     conf = torch.zeros(classes, classes, dtype=torch.long)
     conf.index_put_((y.cpu(), pred.cpu()), torch.ones_like(pred.cpu()), accumulate=True)
-    return Evaluation(total / n, float((pred == y).float().mean()) if len(x) else 0.0, pred.cpu().numpy(), conf.numpy())
+    return Evaluation(total / n, float((pred == y).float().mean()) if len(x) else 0.0, pred.cpu().numpy(), conf.numpy(),
+                      len(x))

@@ -89,7 +89,7 @@ def pick_device(choice: str) -> torch.device:
 
 def _finetune(model: torch.nn.Module, graph: Graph) -> None:
     ft = graph.spec.train.finetune
-    ckpt = checkpoint.load(ft.path)
+    ckpt = checkpoint.load(graph.spec.locate(ft.path))
     own = model.state_dict()
     skip = set(ft.skip)
     load = {}
@@ -107,6 +107,20 @@ def _finetune(model: torch.nn.Module, graph: Graph) -> None:
                           f"(it has {', '.join(sorted({n.rsplit('.', 1)[0] for n in ckpt.model})[:6])}, ...)",
                           help="the layers to carry over must keep their names in the new spec")
     model.load_state_dict(load, strict=False)
+
+
+def _continue_outputs(src: Path, out: Path, epochs: int) -> None:
+    """A resumed run's metrics.jsonl holds exactly the epochs its checkpoint has seen: records a
+    killed run wrote after its last checkpoint (a partial epoch, a `final` line) are dropped, and
+    a run continued into another directory takes the history and `best` along."""
+    import shutil
+
+    records = src / "metrics.jsonl"
+    lines = records.read_text().splitlines() if records.is_file() else []
+    kept = [l for l in lines if l.strip() and (r := json.loads(l)).get("epoch", 0) <= epochs and "final" not in r]
+    (out / "metrics.jsonl").write_text("".join(l + "\n" for l in kept))
+    if src.resolve() != out.resolve() and (src / "best.safetensors").is_file():
+        shutil.copyfile(src / "best.safetensors", out / "best.safetensors")
 
 
 def _wrap_up(callbacks: list, run: Run, log: MetricsLog, out: Path) -> None:
@@ -204,12 +218,18 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
             aug_gen.set_state(ck.state["rng/augment"])
         book.update(ck.state_meta["book"])
         stats = {k: v for k, v in ck.preprocess.items()} or stats
+        _continue_outputs(Path(resume), out, book["epoch"])
     plateau = Plateau(spec.schedule.main.params, lr0, book["plateau"]) if spec.schedule.main.kind == "on_plateau" else None
     log = MetricsLog(out, resume=bool(resume))
-    (out / "spec.nnspec").write_text(spec.text)
+    applied = "".join(f" --set {o}" for o in spec.overrides)
+    (out / "spec.nnspec").write_text(f"# nnc train applied:{applied} (rerun with them to reproduce this run)\n"
+                                     + spec.text if applied else spec.text)
     run = Run(graph, model, optimizer, out, dev, log)
     for cb in callbacks:
         cb.start(run)
+
+    # checkpoints name their spec by its absolute path: its relative data paths resolve from anywhere
+    spec_path = str(Path(spec.source.name).resolve()) if Path(spec.source.name).is_file() else spec.source.name
 
     def save(kind: str, info: dict) -> None:
         weights = model.state_dict()
@@ -217,7 +237,7 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
             weights = dict(weights)
             for (name, _), e in zip(model.named_parameters(), ema):
                 weights[name] = e
-        ck = checkpoint.Checkpoint(spec.text, spec.source.name, weights, stats, splits.classes, spec.overrides, info)
+        ck = checkpoint.Checkpoint(spec.text, spec_path, weights, stats, splits.classes, spec.overrides, info)
         if kind == "last":
             tensors, meta = state.optimizer_to_tensors(optimizer)
             ck.state = {**tensors, **state.rng_to_tensors(shuffle)}

@@ -352,3 +352,31 @@ def test_without_a_validation_split_best_is_the_lowest_training_loss(tmp_path):
     rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"train_loss"' in l]
     losses = [r["train_loss"] for r in rows]
     assert final["best_epoch"] == 1 + losses.index(min(losses)) and losses[-1] < losses[0]
+
+
+def test_run_directory_travels_and_resume_extends_it(tmp_path):
+    """A spec's relative data path is read beside the spec (run from anywhere), and its checkpoints
+    evaluate from anywhere; the run's spec copy says which overrides it ran with; --resume refuses
+    changes but --epochs extends the run, into another directory too, with its history intact."""
+    proj, elsewhere = tmp_path / "proj", tmp_path / "elsewhere"
+    proj.mkdir(), elsewhere.mkdir()
+    rng = np.random.default_rng(0)
+    np.savez(proj / "d.npz", x=rng.standard_normal((90, 8)).astype(np.float32), y=np.arange(90) % 3)
+    (proj / "s.nnspec").write_text('model M {\n input vector(8)\n dense 3\n}\ndata npz("d.npz")\ntrain batch 16\n')
+    r = run_nnc("train", proj / "s.nnspec", "--epochs", "2", "--out", tmp_path / "run", cwd=elsewhere)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "run" / "spec.nnspec").read_text().startswith("# nnc train applied: --set train.epochs=2 ")
+    r = run_nnc("eval", tmp_path / "run" / "best.safetensors", "--json", cwd=tmp_path)
+    assert r.returncode == 0 and json.loads(r.stdout)["n"] == 18, r.stderr
+
+    r = run_nnc("train", "--resume", tmp_path / "run", "--set", "optimizer.lr=1")
+    assert r.returncode == 2 and "--resume continues a run as it was" in r.stderr
+    with open(tmp_path / "run" / "metrics.jsonl", "a") as f:  # killed after writing part of epoch 3
+        f.write(json.dumps({"monitor": "step", "epoch": 3, "step": 13, "loss": 1.0}) + "\n")
+    r = run_nnc("train", "--resume", tmp_path / "run", "--epochs", "3", "--out", tmp_path / "more", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["epochs"] == 3
+    rows = [json.loads(l) for l in (tmp_path / "more" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows if "train_loss" in r] == [1, 2, 3]
+    assert not any(r.get("step") == 13 and r.get("monitor") for r in rows)
+    assert (tmp_path / "more" / "best.safetensors").is_file()

@@ -19,12 +19,20 @@ def cmd_train(args) -> int:
     if args.resume:
         from pathlib import Path
 
-        last = Path(args.resume) / "last.safetensors"
-        ck = load(last)
         from nnc.compiler.spec import load_text
 
-        spec = load_text(ck.spec_text, ck.spec_name, ck.overrides)
+        if args.spec or args.set or args.seed is not None:
+            print("nnc train: error: --resume continues a run as it was: give no SPEC, --set or --seed "
+                  "(--epochs N extends it)", file=sys.stderr)
+            return 2
+        ck = load(Path(args.resume) / "last.safetensors")
+        extend = (f"train.epochs={args.epochs}",) if args.epochs is not None else ()
+        spec = load_text(ck.spec_text, ck.spec_name, ck.overrides + extend)
         out = args.out or args.resume
+        if extend and not args.quiet:
+            print(f"continuing {args.resume} to {args.epochs} epochs (it was at epoch {ck.info.get('epoch')}); "
+                  "a schedule over the run's length (cosine, linear warm-up in steps) follows the new length",
+                  file=sys.stderr)
     else:
         if not args.spec:
             print("nnc train: error: give a SPEC, or --resume RUN_DIR", file=sys.stderr)
@@ -38,7 +46,12 @@ def cmd_train(args) -> int:
         print(render_all(list(graph.warnings)), file=sys.stderr)
     from nnc.runtime.train import train
 
-    final = train(graph, out, device=args.device, resume=args.resume, quiet=args.quiet or args.json)
+    try:
+        final = train(graph, out, device=args.device, resume=args.resume, quiet=args.quiet or args.json)
+    except KeyboardInterrupt:
+        print(f"nnc: interrupted; the last checkpoint is {out}/last.safetensors: continue with "
+              f"nnc train --resume {out}", file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps(final))
     else:
@@ -49,6 +62,18 @@ def cmd_train(args) -> int:
         for p in final["plots"]:
             print(f"plot: {p}")
     return 0
+
+
+def _positive(text: str) -> int:
+    import argparse
+
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return n
 
 
 def _default_out(spec_path: str) -> str:
@@ -87,7 +112,7 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train a spec's model on its data (a babysat run)")
     p.add_argument("spec", nargs="?", metavar="SPEC")
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<spec name>)")
-    p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument("--epochs", type=_positive, help="override train.epochs (with --resume: extend the run)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
