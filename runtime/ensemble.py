@@ -1,11 +1,12 @@
 """`nnc ensemble`: the average of several models' class probabilities, as the notes recommend
 (same model with different initializations, top models of a search, checkpoints of one run).
 
-Members must read the same data the same way: the same source, input and split (the split
-is seeded by `train seed`, so members trained with different seeds were tested on examples
-another member trained on; that is refused rather than reported as a gain). Each member keeps
-its own preprocessing; the exported ONNX graph takes raw inputs and returns the averaged
-probabilities.
+Members must read the same data the same way: the same source, input and split. The split is
+seeded by `data seed`, so members with different data seeds were tested on examples another
+member trained on; that is refused rather than reported as a gain. `train seed` only drives
+initialization and shuffling: the same spec trained with different train seeds is the textbook
+ensemble. Each member keeps its own preprocessing; the exported ONNX graph takes raw inputs and
+returns the averaged probabilities.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class Member:
 
 def _split_key(graph: Graph) -> tuple:
     spec = graph.spec
-    return (str(spec.data.source), spec.data.val, spec.data.test, spec.train.seed, str(spec.model.input))
+    return (str(spec.data.source), spec.data.val, spec.data.test, spec.data.seed, str(spec.model.input))
 
 
 def load_members(paths: list[str]) -> list[Member]:
@@ -49,14 +50,14 @@ def load_members(paths: list[str]) -> list[Member]:
                            "class probabilities")
         members.append(Member(str(p), graph, model, dict(ck.preprocess), ck.classes))
     first = members[0]
-    names = ("data source", "val fraction", "test fraction", "train seed (it fixes the split)", "input")
+    names = ("data source", "val fraction", "test fraction", "data seed (it fixes the split)", "input")
     for m in members[1:]:
         for name, a, b in zip(names, _split_key(first.graph), _split_key(m.graph)):
             if a != b:
                 raise NncError.at(None, f"{m.path} and {first.path} differ in {name}: {b} vs {a}; ensemble members must "
                                "share their data, input and split",
-                               help="train members with the same data line and seed, varying something else "
-                                    "(width, dropout, learning rate), or use checkpoints of one run")
+                               help="train members with the same data line (data seed included), varying the "
+                                    "train seed, width, dropout or learning rate, or use checkpoints of one run")
         if m.graph.output.dims != first.graph.output.dims or m.classes != first.classes:
             raise NncError(f"{m.path} predicts {m.graph.output} ({m.classes}), {first.path} {first.graph.output} "
                            f"({first.classes}): members must predict the same classes")
