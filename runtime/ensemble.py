@@ -6,7 +6,8 @@ seeded by `data seed`, so members with different data seeds were tested on examp
 member trained on; that is refused rather than reported as a gain. `train seed` only drives
 initialization and shuffling: the same spec trained with different train seeds is the textbook
 ensemble. Each member keeps its own preprocessing; the exported ONNX graph takes raw inputs and
-returns the averaged probabilities.
+returns the averaged probabilities, with metadata like a single model's (nnc version, class
+names, input layout) and each member's spec hash.
 """
 
 from __future__ import annotations
@@ -171,6 +172,29 @@ def _torch_export(members: list[Member]):
     return onnx.load_from_string(buf.getvalue()), "torch.onnx.export (TorchScript)"
 
 
+def _metadata(model, members: list[Member]) -> None:
+    """The keys a single model's export carries (compiler/onnx_export.py), for the ensemble:
+    one spec hash per member instead of one."""
+    import json
+
+    from onnx import helper
+
+    from nnc import __version__
+    from nnc.compiler.onnx_export import spec_hash
+
+    first = members[0]
+    tokens = first.graph.spec.model.input.kind == "tokens"
+    meta = {"nnc_version": __version__, "spec_name": "ensemble",
+            "members": json.dumps([{"spec_name": m.graph.spec.model.name, "spec_sha256": spec_hash(m.graph.spec.source.text),
+                                    "overrides": list(m.graph.spec.overrides)} for m in members]),
+            "members_spec_sha256": json.dumps([spec_hash(m.graph.spec.source.text) for m in members]),
+            "classes": json.dumps(first.classes), "input_layout": str(first.graph.spec.model.input),
+            "output": "probabilities", "combine": f"mean of the {len(members)} members' probabilities",
+            "preprocessing": "each member's, inside the graph" if any(m.stats for m in members) and not tokens else "none"}
+    del model.metadata_props[:]
+    helper.set_model_props(model, meta)
+
+
 def export_onnx(paths: list[str], out: str | Path, split: str = "test") -> dict:
     """Write one ONNX graph (raw input -> averaged probabilities) after checking it with
     onnxruntime against PyTorch on the split's inputs."""
@@ -182,6 +206,7 @@ def export_onnx(paths: list[str], out: str | Path, split: str = "test") -> dict:
         model, how = _emit_members(members)
     except (ImportError, NotImplementedError, KeyError, AttributeError):
         model, how = _torch_export(members)
+    _metadata(model, members)
     onnx.checker.check_model(model)
     part = getattr(load_splits(members[0].graph), split)
     x = np.ascontiguousarray(part.x.astype(np.float32))[:256]

@@ -1,8 +1,9 @@
 """`nnc ensemble` and `train ema`: an ensemble of three digits models (one spec, three train
 seeds) scores at least their mean single score, its ONNX export matches PyTorch's averaged
-probabilities, members split differently (another data seed) are refused, and an EMA
-checkpoint holds exactly the hand-computed average."""
+probabilities and carries metadata, members split differently (another data seed) are refused,
+and an EMA checkpoint holds exactly the hand-computed average."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -83,6 +84,21 @@ def test_ensemble_beats_the_mean_member_and_its_onnx_matches_torch(members, tmp_
     np.testing.assert_allclose(got.sum(1), 1, atol=1e-5)
     assert float((got.argmax(1) == y).mean()) == pytest.approx(res["accuracy"], abs=1e-6)
 
+    # metadata like a single model's export, with each member's spec hash
+    import onnx
+
+    from nnc import __version__
+
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    texts = [load_model(str(p))[2].spec_text for p in paths]
+    hashes = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+    assert meta["nnc_version"] == __version__ and meta["input_layout"] == "vector(64)"
+    assert json.loads(meta["members_spec_sha256"]) == hashes
+    members_meta = json.loads(meta["members"])
+    assert [m["spec_name"] for m in members_meta] == ["DigitsMLP"] * 3
+    assert [f"train.seed={i}" in m["overrides"] for i, m in enumerate(members_meta)] == [True] * 3
+    assert json.loads(meta["classes"]) == load_model(str(paths[0]))[2].classes
+    assert meta["output"] == "probabilities" and meta["preprocessing"] == "each member's, inside the graph"
 
 
 def test_ensemble_refuses_members_split_differently(members, tmp_path):
