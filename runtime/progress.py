@@ -14,6 +14,7 @@ class EpochProgress:
         self.quiet = quiet
         self.progress = None
         self._last = 0.0
+        self._pending = 0  # steps since the last bar update (rich's advance takes a lock: not per step)
         if not quiet:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -25,6 +26,7 @@ class EpochProgress:
             self.progress.start()
 
     def start(self, epoch: int, epochs: int, steps: int):
+        self._pending = 0
         if self.progress is None:
             return None
         return self.progress.add_task("train", total=steps, epoch=f"{epoch + 1}/{epochs}", stats="")
@@ -32,12 +34,14 @@ class EpochProgress:
     def advance(self, task, loss: float, seen: int, elapsed: float, lr: float) -> None:
         if task is None:
             return
+        self._pending += 1
         now = time.perf_counter()
         if now - self._last < self.REFRESH:
-            self.progress.advance(task)
             return
         self._last = now
-        self.progress.update(task, advance=1, stats=f"loss {loss:.4f}  lr {lr:.2e}  {seen / max(elapsed, 1e-9):,.0f} samples/s")
+        self.progress.update(task, advance=self._pending,
+                             stats=f"loss {loss:.4f}  lr {lr:.2e}  {seen / max(elapsed, 1e-9):,.0f} samples/s")
+        self._pending = 0
 
     def epoch_line(self, rec: dict) -> None:
         if self.quiet:
