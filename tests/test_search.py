@@ -9,6 +9,7 @@ import optuna
 import pytest
 
 from conftest import SPECS, run_nnc
+from nnc.cli import main as nnc_main
 from nnc.compiler.diagnostics import Span
 from nnc.compiler.spec import load_spec, load_text
 from nnc.compiler.values import SearchRange
@@ -116,7 +117,7 @@ train batch 64, epochs 5
 """
 
 
-def test_search_on_digits_end_to_end(tmp_path):
+def test_search_on_digits_end_to_end(tmp_path, capsys):
     spec_path = tmp_path / "s.nnspec"
     spec_path.write_text(DIGITS)
     out = tmp_path / "search"
@@ -167,19 +168,19 @@ def test_search_on_digits_end_to_end(tmp_path):
     assert "warning: best " in r.stderr or not res["warnings"]
     assert (out / "search.png").stat().st_size > 5000
 
-    # the best spec is plain: check accepts it, train trains it
+    # the best spec is plain: check accepts it, train trains it (in this process: the CLI
+    # itself was driven above)
     best = out / "best.nnspec"
     assert "loguniform" not in best.read_text() and best.read_text().startswith("# resolved by nnc search")
-    assert run_nnc("check", best).returncode == 0
-    t = run_nnc("train", best, "--epochs", "1", "--out", tmp_path / "best_run", "--json")
-    assert t.returncode == 0, t.stderr
-    assert json.loads(t.stdout.strip().splitlines()[-1])["test_accuracy"] > 0.5
+    assert nnc_main(["check", str(best)]) == 0
+    assert nnc_main(["train", str(best), "--epochs", "1", "--out", str(tmp_path / "best_run"), "--json", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["test_accuracy"] > 0.5
 
     # the same command again continues the study; the table shows every trial
-    again = run_nnc(*args[:3], "1", *args[4:], "--stages", "coarse")
-    assert again.returncode == 0, again.stderr
-    assert "11 trials, by val_accuracy" in again.stdout
-    assert "exploded@1" in again.stdout and (out / "trial_010" / "metrics.jsonl").is_file()
+    assert nnc_main([*map(str, args[:3]), "1", *map(str, args[4:]), "--stages", "coarse"]) == 0
+    again = capsys.readouterr().out
+    assert "11 trials, by val_accuracy" in again
+    assert "exploded@1" in again and (out / "trial_010" / "metrics.jsonl").is_file()
 
 
 NARROW = """nnspec 1
@@ -197,15 +198,16 @@ train batch 16, epochs 1
 """
 
 
-def test_border_warning_fires_for_a_narrow_range(tmp_path):
+def test_border_warning_fires_for_a_narrow_range(tmp_path, capsys):
     # sampler seed 7 draws six lrs at 0.08, 0.78, 0.44, 0.72, 0.98, 0.54 of the range in log10
     # space: the largest is 0.2 decade clear of the next, within 10% of the upper border
     spec_path = tmp_path / "narrow.nnspec"
     spec_path.write_text(NARROW)
-    r = run_nnc("search", spec_path, "--trials", "6", "--epochs", "1", "--stages", "coarse", "--out",
-                tmp_path / "s", "--device", "cpu", "--seed", "7", "--json")
-    assert r.returncode == 0, r.stderr
-    res = json.loads(r.stdout)
+    code = nnc_main(["search", str(spec_path), "--trials", "6", "--epochs", "1", "--stages", "coarse", "--out",
+                     str(tmp_path / "s"), "--device", "cpu", "--seed", "7", "--json"])
+    r = capsys.readouterr()
+    assert code == 0, r.err
+    res = json.loads(r.out)
     done = sorted((t for t in res["trials"] if t["value"] is not None), key=lambda t: t["params"]["optimizer.lr"])
     assert len(done) == 6
     # the design holds: the metric rises with lr across the range, so the best is the largest lr
@@ -217,14 +219,18 @@ def test_border_warning_fires_for_a_narrow_range(tmp_path):
     (w,) = res["warnings"]
     assert w.startswith(f"best optimizer.lr = {best:g} lies within 10% of the upper border of "
                         "loguniform(0.001, 0.01) in log space (line 10)"), w
-    assert "widen the range" in w and f"warning: {w}" in r.stderr
+    assert "widen the range" in w and f"warning: {w}" in r.err
 
 
-def test_search_refuses_a_spec_without_ranges(tmp_path):
-    r = run_nnc("search", SPECS / "digits_mlp.nnspec", "--trials", "1", "--out", tmp_path / "s")
-    assert r.returncode == 1 and "no search ranges" in r.stderr and "Traceback" not in r.stderr, r.stderr
-    assert "optimizer adam(lr=loguniform(1e-4, 1e-1))" in r.stderr  # the help line
+def test_search_refuses_a_spec_without_ranges(tmp_path, capsys):
+    assert nnc_main(["search", str(SPECS / "digits_mlp.nnspec"), "--trials", "1", "--out", str(tmp_path / "s")]) == 1
+    err = capsys.readouterr().err
+    assert "no search ranges" in err and "Traceback" not in err, err
+    assert "optimizer adam(lr=loguniform(1e-4, 1e-1))" in err  # the help line
     t = tmp_path / "r.nnspec"
     t.write_text(DIGITS)
-    r = run_nnc("train", t, "--out", tmp_path / "run")
-    assert r.returncode == 1 and "nnc search" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert nnc_main(["train", str(t), "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert "nnc search" in err and "Traceback" not in err, err
+
+
