@@ -128,6 +128,8 @@ def test_search_on_digits_end_to_end(tmp_path, capsys):
     res = json.loads(r.stdout)
     trials = res["trials"]
     assert len(trials) == 10 and {t["stage"] for t in trials} == {"coarse", "fine"}
+    # one line per trial on stderr, its stage kept (rich would have read [coarse] as markup)
+    assert "trial   0 [coarse] model.drop1.p=" in r.stderr and "[fine] " in r.stderr
 
     # every sampled value inside its range
     spec = load_spec(str(spec_path))

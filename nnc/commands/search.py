@@ -27,6 +27,7 @@ def cmd_search(args) -> int:
     from pathlib import Path
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from nnc.runtime.search import Config, search
@@ -47,7 +48,8 @@ def cmd_search(args) -> int:
         if not args.quiet:
             v = f"{row['value']:.4f}" if row["value"] is not None else row["reason"] or row["state"]
             err.print(f"trial {row['number']:3d} [{row['stage']}] "
-                      + ", ".join(f"{k}={_fmt(x)}" for k, x in row["params"].items()) + f": {v}", soft_wrap=True)
+                      + ", ".join(f"{k}={_fmt(x)}" for k, x in row["params"].items()) + f": {v}",
+                      soft_wrap=True, markup=False)
 
     res = search(cfg, on_trial)
     if args.json:
@@ -59,9 +61,9 @@ def cmd_search(args) -> int:
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     for stage, epochs, params in res.stages:
         console.print(f"{stage} stage: {epochs} epoch(s), " + ", ".join(f"{p.name} {p.describe()}" for p in params),
-                      soft_wrap=True)
+                      soft_wrap=True, markup=False)
     names = [r.path for r in res.spec.search]
-    table = Table(title=f"{len(res.trials)} trials, by {res.metric} (study {Path(out) / 'study.db'})")
+    table = Table(title=escape(f"{len(res.trials)} trials, by {res.metric} (study {Path(out) / 'study.db'})"))
     table.add_column("#", justify="right")  # the trial number (its run is DIR/trial_NNN)
     table.add_column("stage")
     for n in names:
@@ -71,18 +73,17 @@ def cmd_search(args) -> int:
     table.add_column("state")
     for row in res.trials:
         value = f"{row['value']:.4f}" if row["value"] is not None else (f"({row['last']:.4f})" if row["last"] is not None else "")
-        state = _state(row)
         table.add_row(str(row["number"]), row["stage"], *[_fmt(row["params"][n]) if n in row["params"] else "" for n in names],
-                      str(row["epochs_run"] if row["epochs_run"] is not None else ""), value, state)
+                      str(row["epochs_run"] if row["epochs_run"] is not None else ""), value, escape(_state(row)))
     console.print(table)
     for w in res.warnings:
-        err.print(f"[bold yellow]warning:[/] {w}" if err.is_terminal else f"warning: {w}", soft_wrap=True)
+        err.print(f"[bold yellow]warning:[/] {escape(w)}" if err.is_terminal else f"warning: {escape(w)}", soft_wrap=True)
     if res.best is None:
         print("no trial completed: nothing to write", file=sys.stderr)
         return 1
     console.print(f"best: trial {res.best['number']}, {res.metric} {res.best['value']:.4f}")
-    console.print(f"best spec: {res.best_spec}")
-    console.print(f"plot: {res.plot}")
+    console.print(f"best spec: {res.best_spec}", markup=False)
+    console.print(f"plot: {res.plot}", markup=False)
     return 0
 
 
