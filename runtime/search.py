@@ -167,14 +167,21 @@ def metric_of(spec: Spec) -> str:
 class Config:
     spec_path: str
     out: str
-    trials: int
-    epochs: int | None = None  # the last stage's epochs (default: the spec's)
-    coarse_epochs: int | None = None  # default: a third of the last stage's
+    trials: int  # per stage
+    epochs: int | None = None  # the fine stage's, and the coarse stage's when it runs alone (default: the spec's)
+    coarse_epochs: int | None = None  # default: a third of `epochs` before a fine stage, else `epochs`
     stages: tuple[str, ...] = ("coarse", "fine")
     sampler: str = "random"
     seed: int = 0
     jobs: int = 1
     device: str = "cpu"
+
+
+def stage_epochs(cfg: Config, spec: Spec) -> dict[str, int]:
+    """Epochs per trial of each stage, as the options' help says."""
+    fine = cfg.epochs or spec.train.epochs
+    coarse = cfg.coarse_epochs or (max(1, fine // 3) if "fine" in cfg.stages else fine)
+    return {"coarse": coarse, "fine": fine}
 
 
 def _objective(cfg: Config, spec: Spec, params: list[Param], stage: str, epochs: int):
@@ -217,7 +224,7 @@ def _objective(cfg: Config, spec: Spec, params: list[Param], stage: str, epochs:
 # ---------------------------------------------------------------- the study
 
 
-def _study(cfg: Config, spec: Spec, create: bool = True):
+def _study(cfg: Config, spec: Spec):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # not a traceback per exploded trial
@@ -235,19 +242,6 @@ def _sampler(cfg: Config, offset: int):
     if cfg.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, cfg.trials // 2)))
     return optuna.samplers.RandomSampler(seed=seed)
-
-
-def _worker(cfg: Config, params: list[Param], stage: str, epochs: int, n: int, offset: int) -> None:
-    """One process of a --jobs J stage: its share of the trials, on the shared study."""
-    import torch
-
-    from nnc.compiler.spec import load_spec
-
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(cfg.jobs, 1)))
-    spec = load_spec(cfg.spec_path)
-    study = _study(cfg, spec)
-    study.sampler = _sampler(cfg, offset)
-    study.optimize(_objective(cfg, spec, params, stage, epochs), n_trials=n, catch=(Exploded,))
 
 
 def _fail_stale(study) -> None:
@@ -290,12 +284,11 @@ def search(cfg: Config, on_trial: Callable[[dict], None] | None = None) -> Searc
         raise NncError(f"{out / 'study.db'} holds a search of a different spec text; "
                        "give another --out to start a new study")
     _fail_stale(study)
-    last_epochs = cfg.epochs or spec.train.epochs
-    coarse_epochs = cfg.coarse_epochs or max(1, last_epochs // 3)
+    epochs_of = stage_epochs(cfg, spec)
     params = [Param.of(r) for r in spec.search]
     result = SearchResult(spec, metric_of(spec), [])
-    for i, stage in enumerate(cfg.stages):
-        epochs = coarse_epochs if stage == "coarse" and len(cfg.stages) > 1 else last_epochs
+    for stage in cfg.stages:
+        epochs = epochs_of[stage]
         if stage == "fine":
             done = [t for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
                     if t.user_attrs.get("stage") != "fine"]
@@ -315,6 +308,22 @@ def search(cfg: Config, on_trial: Callable[[dict], None] | None = None) -> Searc
     return result
 
 
+# ---------------------------------------------------------------- --jobs J
+
+
+def _worker(cfg: Config, params: list[Param], stage: str, epochs: int, n: int, offset: int) -> None:
+    """One process of a --jobs J stage: its share of the trials, on the shared study."""
+    import torch
+
+    from nnc.compiler.spec import load_spec
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(cfg.jobs, 1)))
+    spec = load_spec(cfg.spec_path)
+    study = _study(cfg, spec)
+    study.sampler = _sampler(cfg, offset)
+    study.optimize(_objective(cfg, spec, params, stage, epochs), n_trials=n, catch=(Exploded,))
+
+
 def _parallel(cfg: Config, params: list[Param], stage: str, epochs: int, offset: int) -> None:
     """--jobs J: J processes share the SQLite study (train's plots use pyplot, which is not
     thread-safe, so processes rather than optuna's threads)."""
@@ -329,10 +338,14 @@ def _parallel(cfg: Config, params: list[Param], stage: str, epochs: int, offset:
             f.result()
 
 
+# ---------------------------------------------------------------- the result
+
+
 def _row(t) -> dict:
     return {"number": t.number, "stage": t.user_attrs.get("stage", ""), "state": t.state.name.lower(),
             "value": t.value if t.state.name == "COMPLETE" else None, "params": dict(t.params),
             "reason": t.user_attrs.get("reason", ""), "epochs_run": t.user_attrs.get("epochs_run"),
+            "epochs": t.user_attrs.get("epochs"),
             "last": max(t.intermediate_values.items())[1] if t.intermediate_values else None}
 
 
@@ -350,12 +363,22 @@ def _finish(study, result: SearchResult, out: Path) -> None:
     best = complete[0]
     result.best = best
     values = {r: best["params"][r.path] for r in result.spec.search}
-    header = (f"# resolved by nnc search from {result.spec.source.name}: trial {best['number']}, "
-              f"{result.metric} {best['value']:.4f} ({best['stage']} stage, {best['epochs_run']} epochs)\n")
     result.best_spec = out / "best.nnspec"
-    result.best_spec.write_text(header + resolve_text(result.spec.text, values))
+    result.best_spec.write_text(best_header(result.spec, result.metric, best) + resolve_text(result.spec.text, values))
     result.warnings = border_warnings(result.spec, best["params"])
     result.plot = scatter(result, out / "search.png")
+
+
+def best_header(spec: Spec, metric: str, best: dict) -> str:
+    """The comment lines on top of best.nnspec: where it came from, and that its `train epochs`
+    is the spec's (for the full run), not the trial's."""
+    ran = best["epochs_run"]
+    text = (f"# resolved by nnc search from {spec.source.name}: trial {best['number']} ({best['stage']} stage), "
+            f"{metric} {best['value']:.4f} after {ran} epoch(s)\n")
+    if ran != spec.train.epochs:
+        text += (f"# (the trial trained {ran} epoch(s); `train epochs` below is the spec's {spec.train.epochs}, "
+                 "for the full run)\n")
+    return text
 
 
 # ---------------------------------------------------------------- the plot

@@ -13,7 +13,8 @@ from nnc.cli import main as nnc_main
 from nnc.compiler.diagnostics import Span
 from nnc.compiler.spec import load_spec, load_text
 from nnc.compiler.values import SearchRange
-from nnc.runtime.search import Param, border_warnings, narrow, resolve_text, suggest
+from nnc.runtime import search as search_mod
+from nnc.runtime.search import Config, Param, border_warnings, narrow, resolve_text, suggest
 
 SPAN = Span(1, 1, 1, 2)
 
@@ -174,6 +175,10 @@ def test_search_on_digits_end_to_end(tmp_path, capsys):
     # itself was driven above)
     best = out / "best.nnspec"
     assert "loguniform" not in best.read_text() and best.read_text().startswith("# resolved by nnc search")
+    # it keeps the spec's `train epochs` (for the full run) and says what the trial trained
+    ran = res["best"]["epochs_run"]
+    assert f"after {ran} epoch(s)\n# (the trial trained {ran} epoch(s); `train epochs` below is the spec's 5" in best.read_text()
+    assert "train batch 64, epochs 5\n" in best.read_text()
     assert nnc_main(["check", str(best)]) == 0
     assert nnc_main(["train", str(best), "--epochs", "1", "--out", str(tmp_path / "best_run"), "--json", "-q"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["test_accuracy"] > 0.5
@@ -234,5 +239,41 @@ def test_search_refuses_a_spec_without_ranges(tmp_path, capsys):
     assert nnc_main(["train", str(t), "--out", str(tmp_path / "run")]) == 1
     err = capsys.readouterr().err
     assert "nnc search" in err and "Traceback" not in err, err
+
+
+FAKE = """nnspec 1
+model M {
+    input vector(64)
+    dense fc1 10
+}
+optimizer sgd(lr=loguniform(1e-3, 1e-1))
+train epochs 3
+"""
+
+
+@pytest.mark.parametrize("argv", [["--epochs", "0"], ["--coarse-epochs", "-1"], ["--jobs", "0"], ["--trials", "-1"],
+                                  ["--epochs", "two"], ["--stages", "coarse,medium"]])
+def test_search_option_misuse_is_exit_2(tmp_path, argv, capsys):
+    spec_path = tmp_path / "s.nnspec"
+    spec_path.write_text(FAKE)
+    args = ["search", str(spec_path), "--out", str(tmp_path / "s"), *(["--trials", "1"] if "--trials" not in argv else []), *argv]
+    try:
+        code = nnc_main(args)
+    except SystemExit as e:  # argparse
+        code = e.code
+    assert code == 2 and "error:" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_stage_epochs_follow_the_options():
+    spec = load_text(FAKE, "f.nnspec")  # train epochs 3
+    epochs = lambda **kw: search_mod.stage_epochs(Config("f", "o", 1, **kw), spec)
+    assert epochs() == {"coarse": 1, "fine": 3}
+    assert epochs(epochs=9) == {"coarse": 3, "fine": 9}
+    assert epochs(epochs=9, coarse_epochs=2) == {"coarse": 2, "fine": 9}
+    assert epochs(stages=("coarse",))["coarse"] == 3  # alone, the coarse stage trains the spec's epochs
+    assert epochs(stages=("coarse",), coarse_epochs=1)["coarse"] == 1
+    assert epochs(stages=("coarse",), epochs=2)["coarse"] == 2
+    assert epochs(stages=("coarse",), epochs=3, coarse_epochs=1)["coarse"] == 1  # the specific option wins
 
 

@@ -23,6 +23,11 @@ def _state(row: dict) -> str:
     return row["state"] + (f" ({row['reason']})" if row["reason"] else "")
 
 
+def _usage(message: str) -> int:
+    print(f"nnc search: error: {message}", file=sys.stderr)
+    return 2
+
+
 def cmd_search(args) -> int:
     from pathlib import Path
 
@@ -34,11 +39,7 @@ def cmd_search(args) -> int:
 
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     if not stages or any(s not in ("coarse", "fine") for s in stages) or len(set(stages)) != len(stages):
-        print(f"nnc search: error: --stages takes coarse, fine or coarse,fine; got {args.stages!r}", file=sys.stderr)
-        return 2
-    if args.trials < 1 or args.jobs < 1:
-        print("nnc search: error: --trials and --jobs must be >= 1", file=sys.stderr)
-        return 2
+        return _usage(f"--stages takes coarse, fine or coarse,fine; got {args.stages!r}")
     out = args.out or str(Path("runs") / f"search_{Path(args.spec).stem}")
     cfg = Config(args.spec, out, args.trials, args.epochs, args.coarse_epochs, stages, args.sampler, args.seed,
                  args.jobs, args.device)
@@ -116,16 +117,35 @@ def cmd_ensemble(args) -> int:
     return 0
 
 
+def _count(least: int):
+    """An argparse type: a whole number >= least (misuse is exit 2, as argparse reports it)."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if n < least:
+            raise argparse.ArgumentTypeError(f"must be >= {least}, got {n}")
+        return n
+
+    return parse
+
+
 def register(sub) -> None:
     p = sub.add_parser("search", help="hyperparameter search over a spec's ranges (random or TPE, coarse to fine)")
     p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--trials", type=int, required=True, help="trials per stage")
-    p.add_argument("--epochs", type=int, help="epochs per trial of the last stage (default: the spec's)")
-    p.add_argument("--coarse-epochs", type=int, help="epochs per coarse trial (default: a third of --epochs)")
+    p.add_argument("--trials", type=_count(1), required=True, help="trials per stage")
+    p.add_argument("--epochs", type=_count(1),
+                   help="epochs per fine trial, and per coarse trial when coarse runs alone without --coarse-epochs "
+                        "(default: the spec's)")
+    p.add_argument("--coarse-epochs", type=_count(1),
+                   help="epochs per coarse trial (default: a third of --epochs before a fine stage, else --epochs)")
     p.add_argument("--stages", default="coarse,fine", help="coarse,fine (default), or one of them")
     p.add_argument("--sampler", choices=("random", "tpe"), default="random")
     p.add_argument("--out", metavar="DIR", help="study directory (default: runs/search_<spec name>)")
-    p.add_argument("--jobs", type=int, default=1, help="trials in parallel processes (default 1)")
+    p.add_argument("--jobs", type=_count(1), default=1, help="trials in parallel processes (default 1)")
     p.add_argument("--seed", type=int, default=0, help="the sampler's seed")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
