@@ -214,8 +214,9 @@ def _objective(cfg: Config, spec: Spec, params: list[Param], stage: str, epochs:
             trial.set_user_attr("epochs_run", cb.epochs)
             raise optuna.TrialPruned(str(e)) from None
         trial.set_user_attr("epochs_run", cb.epochs)
-        if cb.best is None:
-            raise NncError(f"nnc search needs a validation split to rank trials by {metric} (data ... val 0.1)")
+        if cb.best is None:  # search() refuses val 0 up front; a split too small to hold an example
+            raise NncError(f"trial {trial.number} reported no {metric}: the validation split is empty "
+                           "(data ... val 0.1)")
         return cb.best
 
     return objective
@@ -253,6 +254,14 @@ def _fail_stale(study) -> None:
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
 
 
+def _needs_validation(spec: Spec) -> None:
+    if spec.data.val == 0:
+        raise NncError.at(spec.spans.get("data.val") or spec.spans.get("data"),
+                          f"nnc search ranks trials by {metric_of(spec)} on the validation split, and this spec "
+                          "has none (val 0)", help="give the data a validation split, e.g. data ..., val 0.1"
+                          ).with_source(spec.source)
+
+
 @dataclass
 class SearchResult:
     spec: Spec
@@ -274,6 +283,7 @@ def search(cfg: Config, on_trial: Callable[[dict], None] | None = None) -> Searc
     if not spec.search:
         raise NncError.at(None, f"{cfg.spec_path}: no search ranges to search over",
                           help="write a range for a value, e.g. optimizer adam(lr=loguniform(1e-4, 1e-1))")
+    _needs_validation(spec)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     study = _study(cfg, spec)

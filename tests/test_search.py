@@ -277,3 +277,13 @@ def test_stage_epochs_follow_the_options():
     assert epochs(stages=("coarse",), epochs=3, coarse_epochs=1)["coarse"] == 1  # the specific option wins
 
 
+def test_search_refuses_a_spec_without_a_validation_split_before_training(tmp_path, capsys):
+    spec_path = tmp_path / "s.nnspec"
+    spec_path.write_text(DIGITS.replace("val 0.15", "val 0"))
+    code = nnc_main(["search", str(spec_path), "--trials", "1", "--out", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert f"{spec_path}:12:" in err and "has none (val 0)" in err and "help: give the data a validation split" in err
+    assert not list(tmp_path.glob("s/trial_*"))
+
+
