@@ -5,6 +5,7 @@ from coarse (few epochs, the spec's ranges) to fine (longer, ranges narrowed aro
 coarse trials), stop trials that explode (the 3x rule, in `train`) or fall clearly behind
 (optuna's MedianPruner on the per-epoch validation metric), and warn when the best value lies
 on the border of its range. The study lives in `DIR/study.db`: re-running continues it.
+One search at a time holds `DIR/.lock`.
 
 Each trial is a real `train()` run in `DIR/trial_NNN/` on the spec text with each range call
 replaced by the sampled value; the best trial's text is written as `DIR/best.nnspec`.
@@ -12,6 +13,7 @@ replaced by the sampled value; the best trial's text is written as `DIR/best.nns
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -245,8 +247,32 @@ def _sampler(cfg: Config, offset: int):
     return optuna.samplers.RandomSampler(seed=seed)
 
 
+@contextlib.contextmanager
+def run_lock(out: Path):
+    """Hold DIR/.lock (an exclusive flock, released by the kernel if the process dies) for the
+    whole search: a second search on the same study would mark the first one's running trial
+    failed and break it."""
+    import fcntl
+
+    path = out / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise NncError(f"another nnc search is running in {out} (pid {pid}); wait for it to end, "
+                           "or give another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _fail_stale(study) -> None:
-    """Trials left RUNNING by an interrupted search will never finish: mark them failed."""
+    """Trials left RUNNING by an interrupted search will never finish: mark them failed. Only
+    called while holding the run lock."""
     from optuna.trial import TrialState
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -275,8 +301,7 @@ class SearchResult:
 
 
 def search(cfg: Config, on_trial: Callable[[dict], None] | None = None) -> SearchResult:
-    import optuna
-
+    """Run cfg.trials trials per stage on the study in cfg.out (new or continued)."""
     from nnc.compiler.spec import load_spec
 
     spec = load_spec(cfg.spec_path)
@@ -286,17 +311,26 @@ def search(cfg: Config, on_trial: Callable[[dict], None] | None = None) -> Searc
     _needs_validation(spec)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    study = _study(cfg, spec)
-    known = study.user_attrs.get("spec_text")
-    if known is None:
-        study.set_user_attr("spec_text", spec.text)
-    elif known != spec.text:
-        raise NncError(f"{out / 'study.db'} holds a search of a different spec text; "
-                       "give another --out to start a new study")
-    _fail_stale(study)
+    with run_lock(out):
+        study = _study(cfg, spec)
+        known = study.user_attrs.get("spec_text")
+        if known is None:
+            study.set_user_attr("spec_text", spec.text)
+        elif known != spec.text:
+            raise NncError(f"{out / 'study.db'} holds a search of a different spec text; "
+                           "give another --out to start a new study")
+        _fail_stale(study)
+        result = SearchResult(spec, metric_of(spec), [])
+        _run_stages(cfg, spec, study, result, on_trial)
+        _finish(study, result, out)
+    return result
+
+
+def _run_stages(cfg: Config, spec: Spec, study, result: SearchResult, on_trial) -> None:
+    import optuna
+
     epochs_of = stage_epochs(cfg, spec)
     params = [Param.of(r) for r in spec.search]
-    result = SearchResult(spec, metric_of(spec), [])
     for stage in cfg.stages:
         epochs = epochs_of[stage]
         if stage == "fine":
@@ -314,8 +348,6 @@ def search(cfg: Config, on_trial: Callable[[dict], None] | None = None) -> Searc
             callbacks = [lambda s, t: on_trial(_row(t))] if on_trial else []
             study.optimize(_objective(cfg, spec, params, stage, epochs), n_trials=cfg.trials,
                            catch=(Exploded,), callbacks=callbacks)
-    _finish(study, result, out)
-    return result
 
 
 # ---------------------------------------------------------------- --jobs J

@@ -1,6 +1,7 @@
 """`nnc search`: sampling, resolving ranges into text, narrowing, the border warning, and a real
 (tiny) search on digits driven through the CLI."""
 
+import fcntl
 import json
 import math
 
@@ -285,5 +286,20 @@ def test_search_refuses_a_spec_without_a_validation_split_before_training(tmp_pa
     assert code == 1 and "Traceback" not in err
     assert f"{spec_path}:12:" in err and "has none (val 0)" in err and "help: give the data a validation split" in err
     assert not list(tmp_path.glob("s/trial_*"))
+
+
+def test_a_second_search_on_the_same_directory_is_refused(tmp_path, capsys):
+    spec_path = tmp_path / "f.nnspec"
+    spec_path.write_text(FAKE)
+    out = tmp_path / "s"
+    out.mkdir()
+    with open(out / ".lock", "w") as f:  # as a running search holds it
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write("4242\n")
+        f.flush()
+        code = nnc_main(["search", str(spec_path), "--trials", "1", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and f"another nnc search is running in {out} (pid 4242)" in err and "Traceback" not in err
+    assert not (out / "study.db").exists()
 
 
