@@ -119,10 +119,6 @@ def border_warnings(spec: Spec, best: dict) -> list[str]:
 # ---------------------------------------------------------------- one trial
 
 
-class Exploded(Exception):
-    """A trial whose loss blew up (NaN or > 3x its start): recorded as failed, with its reason."""
-
-
 class _Pruned(Exception):
     pass
 
@@ -207,10 +203,17 @@ def _objective(cfg: Config, spec: Spec, params: list[Param], stage: str, epochs:
         except NncError as e:
             if e.exit_code != EXIT_DIVERGED:
                 raise
+            # An exploded trial is stored PRUNED, not FAIL: TPE ignores failed trials, so it would
+            # keep sampling the region that explodes. TPE ranks every pruned trial below every
+            # completed one (and, among pruned ones, one with no reported epoch last), so it
+            # learns to avoid that region; the median pruner compares completed trials only, and
+            # a PRUNED trial never becomes the best. A fake worst value (COMPLETE with accuracy 0)
+            # would do the same for TPE but count as a finished run for the pruner's start-up.
             reason = e.diagnostics[0].message.split(". ")[0]
+            trial.set_user_attr("exploded", True)
             trial.set_user_attr("reason", reason)
             trial.set_user_attr("epochs_run", cb.epochs)
-            raise Exploded(reason) from None
+            raise optuna.TrialPruned(reason) from None
         except _Pruned as e:
             trial.set_user_attr("reason", str(e))
             trial.set_user_attr("epochs_run", cb.epochs)
@@ -346,8 +349,7 @@ def _run_stages(cfg: Config, spec: Spec, study, result: SearchResult, on_trial) 
         else:
             study.sampler = _sampler(cfg, offset)
             callbacks = [lambda s, t: on_trial(_row(t))] if on_trial else []
-            study.optimize(_objective(cfg, spec, params, stage, epochs), n_trials=cfg.trials,
-                           catch=(Exploded,), callbacks=callbacks)
+            study.optimize(_objective(cfg, spec, params, stage, epochs), n_trials=cfg.trials, callbacks=callbacks)
 
 
 # ---------------------------------------------------------------- --jobs J
@@ -363,7 +365,7 @@ def _worker(cfg: Config, params: list[Param], stage: str, epochs: int, n: int, o
     spec = load_spec(cfg.spec_path)
     study = _study(cfg, spec)
     study.sampler = _sampler(cfg, offset)
-    study.optimize(_objective(cfg, spec, params, stage, epochs), n_trials=n, catch=(Exploded,))
+    study.optimize(_objective(cfg, spec, params, stage, epochs), n_trials=n)
 
 
 def _parallel(cfg: Config, params: list[Param], stage: str, epochs: int, offset: int) -> None:
@@ -384,7 +386,10 @@ def _parallel(cfg: Config, params: list[Param], stage: str, epochs: int, offset:
 
 
 def _row(t) -> dict:
-    return {"number": t.number, "stage": t.user_attrs.get("stage", ""), "state": t.state.name.lower(),
+    exploded = t.user_attrs.get("exploded") or (t.state.name == "FAIL" and  # studies from before exploded = PRUNED
+                                                t.user_attrs.get("reason", "").startswith("training diverged"))
+    return {"number": t.number, "stage": t.user_attrs.get("stage", ""),
+            "state": "exploded" if exploded else t.state.name.lower(),
             "value": t.value if t.state.name == "COMPLETE" else None, "params": dict(t.params),
             "reason": t.user_attrs.get("reason", ""), "epochs_run": t.user_attrs.get("epochs_run"),
             "epochs": t.user_attrs.get("epochs"),
@@ -451,7 +456,7 @@ def scatter(result: SearchResult, path: Path) -> Path:
                 ax.scatter([x], [row["value"]], s=18, color=colors.get(row["stage"], "tab:green"))
             elif row["last"] is not None and row["state"] == "pruned":
                 ax.scatter([x], [row["last"]], s=18, marker="x", color="tab:gray")
-            elif row["reason"].startswith("training diverged"):
+            elif row["state"] == "exploded":
                 ax.scatter([x], [floor], s=22, marker="v", color="tab:red")
         if r.log:
             ax.set_xscale("log")

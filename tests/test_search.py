@@ -142,7 +142,7 @@ def test_search_on_digits_end_to_end(tmp_path, capsys):
     # lr spans several decades; the big ones explode and stop within their first epoch
     lrs = [t["params"]["optimizer.lr"] for t in trials if t["stage"] == "coarse"]
     assert math.log10(max(lrs) / min(lrs)) > 2
-    exploded = [t for t in trials if t["state"] == "fail"]
+    exploded = [t for t in trials if t["state"] == "exploded"]
     assert exploded, trials
     for t in exploded:
         assert t["reason"].startswith("training diverged at epoch 1") and t["epochs_run"] == 0
@@ -301,5 +301,39 @@ def test_a_second_search_on_the_same_directory_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and f"another nnc search is running in {out} (pid 4242)" in err and "Traceback" not in err
     assert not (out / "study.db").exists()
+
+
+def _study(out):
+    return optuna.load_study(study_name="nnc-search", storage=f"sqlite:///{out / 'study.db'}")
+
+
+def test_tpe_learns_from_exploded_trials_and_stages_train_their_own_epochs(tmp_path, capsys):
+    # --sampler tpe, coarse stage only, 1 epoch per trial (the spec says 5): the trials whose lr
+    # explodes are stored PRUNED with no reported value, which TPE reads (it samples from
+    # COMPLETE and PRUNED trials and ranks pruned ones below every completed one); FAIL would
+    # be invisible to it.
+    spec_path = tmp_path / "s.nnspec"
+    spec_path.write_text(DIGITS)
+    out = tmp_path / "tpe"
+    code = nnc_main(["search", str(spec_path), "--trials", "4", "--stages", "coarse", "--coarse-epochs", "1",
+                     "--sampler", "tpe", "--out", str(out), "--seed", "0", "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    study = _study(out)
+    exploded = [t for t in study.trials if t.user_attrs.get("exploded")]
+    assert exploded and all(t.state == optuna.trial.TrialState.PRUNED for t in exploded)
+    assert all(t.intermediate_values == {} and t.user_attrs["reason"].startswith("training diverged") for t in exploded)
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    seen_by_tpe = study.get_trials(states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+    assert len(seen_by_tpe) == 4
+    assert all(t.user_attrs["epochs"] == 1 for t in study.trials)
+    assert "exploded@1" in captured.out and "coarse stage: 1 epoch(s)" in captured.out
+    assert "trial   0 [coarse] model.drop1.p=" in captured.err
+    # best.nnspec keeps the spec's epochs and says what the trial trained
+    best = (out / "best.nnspec").read_text().splitlines()
+    assert best[0].startswith("# resolved by nnc search from ") and "(coarse stage), val_accuracy" in best[0]
+    assert best[0].endswith("after 1 epoch(s)")
+    assert best[1] == "# (the trial trained 1 epoch(s); `train epochs` below is the spec's 5, for the full run)"
+    assert "train batch 64, epochs 5" in best
 
 

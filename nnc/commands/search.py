@@ -16,8 +16,8 @@ def _fmt(v) -> str:
 
 def _state(row: dict) -> str:
     """complete, pruned@E (at epoch E), exploded@E (the 3x rule or NaN), failed."""
-    if row["state"] == "fail" and row["reason"].startswith("training diverged"):
-        return f"exploded@{row['epochs_run'] + 1}"
+    if row["state"] == "exploded":
+        return f"exploded@{(row['epochs_run'] or 0) + 1}"
     if row["state"] == "pruned":
         return f"pruned@{row['epochs_run']}"
     return row["state"] + (f" ({row['reason']})" if row["reason"] else "")
