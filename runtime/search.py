@@ -5,7 +5,8 @@ from coarse (few epochs, the spec's ranges) to fine (longer, ranges narrowed aro
 coarse trials), stop trials that explode (the 3x rule, in `train`) or fall clearly behind
 (optuna's MedianPruner on the per-epoch validation metric), and warn when the best value lies
 on the border of its range. The study lives in `DIR/study.db`: re-running continues it.
-One search at a time holds `DIR/.lock`.
+One search at a time holds `DIR/.lock`; an interrupted search still writes what its finished
+trials give (table, best spec, plot).
 
 Each trial is a real `train()` run in `DIR/trial_NNN/` on the spec text with each range call
 replaced by the sampled value; the best trial's text is written as `DIR/best.nnspec`.
@@ -165,7 +166,7 @@ def metric_of(spec: Spec) -> str:
 class Config:
     spec_path: str
     out: str
-    trials: int  # per stage
+    trials: int  # per stage; 0 reports the study as it is
     epochs: int | None = None  # the fine stage's, and the coarse stage's when it runs alone (default: the spec's)
     coarse_epochs: int | None = None  # default: a third of `epochs` before a fine stage, else `epochs`
     stages: tuple[str, ...] = ("coarse", "fine")
@@ -218,6 +219,10 @@ def _objective(cfg: Config, spec: Spec, params: list[Param], stage: str, epochs:
             trial.set_user_attr("reason", str(e))
             trial.set_user_attr("epochs_run", cb.epochs)
             raise optuna.TrialPruned(str(e)) from None
+        except KeyboardInterrupt:  # optuna stores it FAIL and re-raises; say why
+            trial.set_user_attr("reason", "interrupted")
+            trial.set_user_attr("epochs_run", cb.epochs)
+            raise
         trial.set_user_attr("epochs_run", cb.epochs)
         if cb.best is None:  # search() refuses val 0 up front; a split too small to hold an example
             raise NncError(f"trial {trial.number} reported no {metric}: the validation split is empty "
@@ -274,8 +279,8 @@ def run_lock(out: Path):
 
 
 def _fail_stale(study) -> None:
-    """Trials left RUNNING by an interrupted search will never finish: mark them failed. Only
-    called while holding the run lock."""
+    """Trials left RUNNING (the process died, or was interrupted outside the objective) will
+    never finish: mark them failed. Only called while holding the run lock."""
     from optuna.trial import TrialState
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -301,10 +306,14 @@ class SearchResult:
     best_spec: Path | None = None
     plot: Path | None = None
     warnings: list[str] = field(default_factory=list)
+    interrupted: bool = False  # Ctrl-C: what the finished trials give was still written
 
 
 def search(cfg: Config, on_trial: Callable[[dict], None] | None = None) -> SearchResult:
-    """Run cfg.trials trials per stage on the study in cfg.out (new or continued)."""
+    """Run cfg.trials trials per stage on the study in cfg.out (new or continued); with
+    cfg.trials == 0 only report it. A KeyboardInterrupt ends the search early: the trial it
+    stopped is marked failed ("interrupted"), and the result of the finished trials is still
+    written and returned, with `interrupted` set."""
     from nnc.compiler.spec import load_spec
 
     spec = load_spec(cfg.spec_path)
@@ -313,6 +322,8 @@ def search(cfg: Config, on_trial: Callable[[dict], None] | None = None) -> Searc
                           help="write a range for a value, e.g. optimizer adam(lr=loguniform(1e-4, 1e-1))")
     _needs_validation(spec)
     out = Path(cfg.out)
+    if cfg.trials == 0 and not (out / "study.db").is_file():
+        raise NncError(f"{out} holds no study to report; give --trials N to start one")
     out.mkdir(parents=True, exist_ok=True)
     with run_lock(out):
         study = _study(cfg, spec)
@@ -324,7 +335,12 @@ def search(cfg: Config, on_trial: Callable[[dict], None] | None = None) -> Searc
                            "give another --out to start a new study")
         _fail_stale(study)
         result = SearchResult(spec, metric_of(spec), [])
-        _run_stages(cfg, spec, study, result, on_trial)
+        try:
+            if cfg.trials:
+                _run_stages(cfg, spec, study, result, on_trial)
+        except KeyboardInterrupt:
+            result.interrupted = True
+            _fail_stale(study)
         _finish(study, result, out)
     return result
 

@@ -4,6 +4,11 @@
 import fcntl
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import optuna
@@ -335,5 +340,103 @@ def test_tpe_learns_from_exploded_trials_and_stages_train_their_own_epochs(tmp_p
     assert best[0].endswith("after 1 epoch(s)")
     assert best[1] == "# (the trial trained 1 epoch(s); `train epochs` below is the spec's 5, for the full run)"
     assert "train batch 64, epochs 5" in best
+
+
+def _fake_train(score, interrupt_at=None, seen=None):
+    """Stands in for train(): reports score(lr) per epoch to the search's callback; raises
+    KeyboardInterrupt inside trial `interrupt_at` (as Ctrl-C would); records what it saw."""
+
+    def train(graph, out, device, quiet, callbacks):
+        (cb,) = callbacks
+        trial = cb.trial.number
+        if seen is not None:
+            seen.append(trial)
+            with open(out.parent / ".lock") as f:  # the run lock is held while trials run
+                with pytest.raises(BlockingIOError):
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                assert f.read().strip() == str(os.getpid())
+        for epoch in range(1, graph.spec.train.epochs + 1):
+            if trial == interrupt_at and epoch == 2:
+                raise KeyboardInterrupt
+            cb.epoch_end(None, {"epoch": epoch, "val_accuracy": score(graph.spec.optimizer.params.lr)})
+        return {}
+
+    return train
+
+
+def test_interrupt_keeps_the_finished_trials_and_the_lock_is_held(tmp_path, monkeypatch):
+    spec_path = tmp_path / "f.nnspec"
+    spec_path.write_text(FAKE)
+    seen = []
+    monkeypatch.setattr("nnc.runtime.train.train", _fake_train(lambda lr: lr, interrupt_at=2, seen=seen))
+    cfg = Config(str(spec_path), str(tmp_path / "s"), 5, stages=("coarse",))
+    res = search_mod.search(cfg)
+    assert res.interrupted and seen == [0, 1, 2]
+    states = {t["number"]: (t["state"], t["reason"]) for t in res.trials}
+    assert states == {0: ("complete", ""), 1: ("complete", ""), 2: ("fail", "interrupted")}
+    assert (tmp_path / "s" / "best.nnspec").is_file() and (tmp_path / "s" / "search.png").is_file()
+    assert res.best["number"] in (0, 1) and res.best["value"] == max(t["value"] for t in res.trials[:2])
+
+
+def test_a_clearly_worse_trial_is_pruned(tmp_path, monkeypatch):
+    # the metric is log10(lr): after 4 completed trials (the pruner's start-up), a trial below
+    # the median after its first epoch is stopped there; its last epoch is never reached
+    spec_path = tmp_path / "f.nnspec"
+    spec_path.write_text(FAKE)
+    monkeypatch.setattr("nnc.runtime.train.train", _fake_train(lambda lr: math.log10(lr) + 3))
+    res = search_mod.search(Config(str(spec_path), str(tmp_path / "s"), 12, stages=("coarse",), seed=3))
+    pruned = [t for t in res.trials if t["state"] == "pruned"]
+    assert pruned, res.trials
+    for t in pruned:
+        before = sorted(u["value"] for u in res.trials if u["value"] is not None and u["number"] < t["number"])
+        assert len(before) >= 4 and t["last"] < np.median(before) and t["epochs_run"] == 1
+        assert t["reason"].startswith("pruned after epoch 1")
+    assert res.best["state"] == "complete"
+
+
+QUICK = """nnspec 1
+model M {
+    input vector(64)
+    dense fc1 16
+    relu
+    dense fc2 10
+}
+optimizer sgd(lr=loguniform(1e-2, 1e-1), momentum=0.9)
+data digits, val 0.15, test 0.15, preprocess mean_image normalize
+train batch 64, epochs 10
+"""
+
+
+def test_ctrl_c_mid_search_reports_then_the_same_command_continues(tmp_path, capsys):
+    spec_path = tmp_path / "q.nnspec"
+    spec_path.write_text(QUICK)
+    out = tmp_path / "s"
+    args = ["search", spec_path, "--trials", "2", "--stages", "coarse", "--coarse-epochs", "5", "--out", out,
+            "--device", "cpu"]
+    p = subprocess.Popen([sys.executable, "-m", "nnc.cli", *map(str, args)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    assert p.stderr.readline().startswith("trial   0 [coarse] ")  # the first trial finished
+    deadline = time.time() + 60
+    while not (out / "trial_001" / "spec.nnspec").exists() and time.time() < deadline:  # trial 1 is training
+        time.sleep(0.01)
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=60)
+    assert p.returncode == 130, stderr
+    assert stderr.rstrip().endswith("interrupted; re-run the same command to continue") and "Traceback" not in stderr
+    assert "2 trials, by val_accuracy" in stdout and "failed (interrupted)" in stdout and "best: trial 0" in stdout
+    assert (out / "best.nnspec").is_file() and (out / "search.png").is_file()
+
+    assert nnc_main(list(map(str, args))) == 0  # the same command: adds --trials 2 to the study
+    again = capsys.readouterr().out
+    assert "4 trials, by val_accuracy" in again and again.count("complete") == 3
+    assert [t.state.name for t in _study(out).trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert _study(out).trials[1].user_attrs["reason"] == "interrupted"
+
+    # --trials 0 reports the study as it is, training nothing
+    assert nnc_main(["search", str(spec_path), "--trials", "0", "--out", str(out)]) == 0
+    report = capsys.readouterr().out
+    assert "4 trials, by val_accuracy" in report and "stage:" not in report and len(_study(out).trials) == 4
+    assert nnc_main(["search", str(spec_path), "--trials", "0", "--out", str(tmp_path / "none")]) == 1
+    assert "holds no study to report" in capsys.readouterr().err
 
 

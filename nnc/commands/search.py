@@ -15,17 +15,22 @@ def _fmt(v) -> str:
 
 
 def _state(row: dict) -> str:
-    """complete, pruned@E (at epoch E), exploded@E (the 3x rule or NaN), failed."""
+    """complete, pruned@E (at epoch E), exploded@E (the 3x rule or NaN), failed (reason)."""
     if row["state"] == "exploded":
         return f"exploded@{(row['epochs_run'] or 0) + 1}"
     if row["state"] == "pruned":
         return f"pruned@{row['epochs_run']}"
-    return row["state"] + (f" ({row['reason']})" if row["reason"] else "")
+    if row["state"] == "fail":
+        return "failed" + (f" ({row['reason']})" if row["reason"] else "")
+    return row["state"]
 
 
 def _usage(message: str) -> int:
     print(f"nnc search: error: {message}", file=sys.stderr)
     return 2
+
+
+INTERRUPTED = "interrupted; re-run the same command to continue"
 
 
 def cmd_search(args) -> int:
@@ -53,12 +58,16 @@ def cmd_search(args) -> int:
                       soft_wrap=True, markup=False)
 
     res = search(cfg, on_trial)
+    code = 130 if res.interrupted else 0
     if args.json:
         print(json.dumps({"metric": res.metric, "best": res.best, "best_spec": str(res.best_spec) if res.best_spec else None,
-                          "plot": str(res.plot) if res.plot else None, "warnings": res.warnings, "trials": res.trials}))
+                          "plot": str(res.plot) if res.plot else None, "warnings": res.warnings,
+                          "interrupted": res.interrupted, "trials": res.trials}))
         for w in res.warnings:
             print(f"warning: {w}", file=sys.stderr)
-        return 0
+        if res.interrupted:
+            print(INTERRUPTED, file=sys.stderr)
+        return code
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     for stage, epochs, params in res.stages:
         console.print(f"{stage} stage: {epochs} epoch(s), " + ", ".join(f"{p.name} {p.describe()}" for p in params),
@@ -81,11 +90,14 @@ def cmd_search(args) -> int:
         err.print(f"[bold yellow]warning:[/] {escape(w)}" if err.is_terminal else f"warning: {escape(w)}", soft_wrap=True)
     if res.best is None:
         print("no trial completed: nothing to write", file=sys.stderr)
-        return 1
-    console.print(f"best: trial {res.best['number']}, {res.metric} {res.best['value']:.4f}")
-    console.print(f"best spec: {res.best_spec}", markup=False)
-    console.print(f"plot: {res.plot}", markup=False)
-    return 0
+    else:
+        console.print(f"best: trial {res.best['number']}, {res.metric} {res.best['value']:.4f}")
+        console.print(f"best spec: {res.best_spec}", markup=False)
+        console.print(f"plot: {res.plot}", markup=False)
+    if res.interrupted:
+        print(INTERRUPTED, file=sys.stderr)
+        return code
+    return 0 if res.best is not None else 1
 
 
 def cmd_ensemble(args) -> int:
@@ -136,7 +148,8 @@ def _count(least: int):
 def register(sub) -> None:
     p = sub.add_parser("search", help="hyperparameter search over a spec's ranges (random or TPE, coarse to fine)")
     p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--trials", type=_count(1), required=True, help="trials per stage")
+    p.add_argument("--trials", type=_count(0), required=True,
+                   help="trials per stage; 0 only reports the study in --out (table, best spec, plot)")
     p.add_argument("--epochs", type=_count(1),
                    help="epochs per fine trial, and per coarse trial when coarse runs alone without --coarse-epochs "
                         "(default: the spec's)")
