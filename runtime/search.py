@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -361,7 +362,7 @@ def _run_stages(cfg: Config, spec: Spec, study, result: SearchResult, on_trial) 
         result.stages.append((stage, epochs, params))
         offset = len(study.trials)
         if cfg.jobs > 1:
-            _parallel(cfg, params, stage, epochs, offset)
+            _parallel(cfg, study, params, stage, epochs, offset, on_trial)
         else:
             study.sampler = _sampler(cfg, offset)
             callbacks = [lambda s, t: on_trial(_row(t))] if on_trial else []
@@ -371,31 +372,86 @@ def _run_stages(cfg: Config, spec: Spec, study, result: SearchResult, on_trial) 
 # ---------------------------------------------------------------- --jobs J
 
 
-def _worker(cfg: Config, params: list[Param], stage: str, epochs: int, n: int, offset: int) -> None:
-    """One process of a --jobs J stage: its share of the trials, on the shared study."""
+def _worker(cfg: Config, params: list[Param], stage: str, epochs: int, n: int, offset: int, errors) -> None:
+    """One process of a --jobs J stage: its share of the trials, on the shared study. A user
+    error goes back to the parent through `errors`; Ctrl-C ends it quietly (exit 130) after
+    the objective has marked its trial interrupted."""
     import torch
 
     from nnc.compiler.spec import load_spec
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(cfg.jobs, 1)))
-    spec = load_spec(cfg.spec_path)
-    study = _study(cfg, spec)
-    study.sampler = _sampler(cfg, offset)
-    study.optimize(_objective(cfg, spec, params, stage, epochs), n_trials=n)
+    try:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(cfg.jobs, 1)))
+        spec = load_spec(cfg.spec_path)
+        study = _study(cfg, spec)
+        study.sampler = _sampler(cfg, offset)
+        study.optimize(_objective(cfg, spec, params, stage, epochs), n_trials=n)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except NncError as e:
+        errors.put((e.diagnostics, e.exit_code))
+        sys.exit(1)
 
 
-def _parallel(cfg: Config, params: list[Param], stage: str, epochs: int, offset: int) -> None:
+def _parallel(cfg: Config, study, params: list[Param], stage: str, epochs: int, offset: int, on_trial) -> None:
     """--jobs J: J processes share the SQLite study (train's plots use pyplot, which is not
-    thread-safe, so processes rather than optuna's threads)."""
+    thread-safe, so processes rather than optuna's threads). The parent polls the study and
+    reports each trial as it finishes."""
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    import queue
 
+    from multiprocessing.connection import wait
+
+    ctx = mp.get_context("spawn")
+    errors = ctx.Queue()
     shares = [cfg.trials // cfg.jobs + (k < cfg.trials % cfg.jobs) for k in range(cfg.jobs)]
-    with ProcessPoolExecutor(cfg.jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_worker, cfg, params, stage, epochs, n, offset + 1000 * k)
-                   for k, n in enumerate(shares) if n]
-        for f in futures:
-            f.result()
+    procs = [ctx.Process(target=_worker, args=(cfg, params, stage, epochs, n, offset + 1000 * k, errors), daemon=True)
+             for k, n in enumerate(shares) if n]
+    seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+    for p in procs:
+        p.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            wait([p.sentinel for p in procs], timeout=0.5)
+            _report_new(study, seen, on_trial)
+    except KeyboardInterrupt:
+        _stop(procs)
+        raise
+    _report_new(study, seen, on_trial)
+    codes = [p.exitcode for p in procs]
+    if any(codes):
+        try:
+            diagnostics, code = errors.get(timeout=5)
+        except queue.Empty:
+            if 130 in codes:  # a worker was interrupted on its own (kill -INT)
+                raise KeyboardInterrupt from None
+            raise RuntimeError(f"a search worker died (exit codes {codes})") from None
+        raise NncError(diagnostics, code)
+
+
+def _report_new(study, seen: set, on_trial) -> None:
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        if t.state.is_finished() and t.number not in seen:
+            seen.add(t.number)
+            if on_trial:
+                on_trial(_row(t))
+
+
+def _stop(procs) -> None:
+    """Ctrl-C reaches the workers too (one process group); give them time to mark their trials
+    interrupted, then interrupt (and at last terminate) any still running."""
+    import signal
+
+    for p in procs:
+        p.join(5)
+    for p in procs:
+        if p.is_alive():
+            os.kill(p.pid, signal.SIGINT)
+    for p in procs:
+        p.join(10)
+        if p.is_alive():
+            p.terminate()
+            p.join()
 
 
 # ---------------------------------------------------------------- the result
