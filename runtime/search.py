@@ -502,23 +502,38 @@ def best_header(spec: Spec, metric: str, best: dict) -> str:
 
 # ---------------------------------------------------------------- the plot
 
+PANELS_PER_ROW = 4
+
+
+def exploded_y(seen: list[float]) -> float:
+    """Where exploded trials (no value) are drawn: a strip just below the lowest value, so
+    they never cover a real point."""
+    if not seen:
+        return 0.0
+    lo, hi = min(seen), max(seen)
+    return lo - 0.08 * ((hi - lo) or abs(lo) or 1.0)
+
 
 def scatter(result: SearchResult, path: Path) -> Path:
-    """Metric vs each hyperparameter, one panel each (log x-axis for log ranges): completed
-    trials as dots by stage, pruned ones at their last reported value as crosses, exploded
-    ones as red triangles at the bottom of the panel."""
+    """Metric vs each hyperparameter, one panel each (log x-axis for log ranges), at most four
+    panels per row: completed trials as dots by stage, pruned ones at their last reported value
+    as crosses, exploded ones as red triangles on a strip below the lowest value."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
     ranges = result.spec.search
-    seen = [r["value"] if r["value"] is not None else r["last"] for r in result.trials]
-    floor = min((v for v in seen if v is not None), default=0.0)  # where exploded trials are drawn
-    fig = Figure(figsize=(3.2 * len(ranges), 3.0), dpi=80, layout="constrained")
-    axes = fig.subplots(1, len(ranges), squeeze=False)[0]
+    seen = [v for v in (r["value"] if r["value"] is not None else r["last"] for r in result.trials) if v is not None]
+    floor = exploded_y(seen)
+    ncols = min(PANELS_PER_ROW, len(ranges))
+    nrows = math.ceil(len(ranges) / ncols)
+    fig = Figure(figsize=(3.2 * ncols, 2.8 * nrows + 0.4), dpi=80, layout="constrained")
+    grid = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in grid[len(ranges):]:
+        ax.set_visible(False)
     colors = {"coarse": "tab:blue", "fine": "tab:orange"}
-    for ax, r in zip(axes, ranges):
+    for ax, r in zip(grid, ranges):
         for row in result.trials:
             if r.path not in row["params"]:
                 continue
@@ -526,10 +541,12 @@ def scatter(result: SearchResult, path: Path) -> Path:
             x = r.args.index(x) if r.dist == "choice" else x
             if row["value"] is not None:
                 ax.scatter([x], [row["value"]], s=18, color=colors.get(row["stage"], "tab:green"))
-            elif row["last"] is not None and row["state"] == "pruned":
-                ax.scatter([x], [row["last"]], s=18, marker="x", color="tab:gray")
             elif row["state"] == "exploded":
                 ax.scatter([x], [floor], s=22, marker="v", color="tab:red")
+            elif row["last"] is not None and row["state"] == "pruned":
+                ax.scatter([x], [row["last"]], s=18, marker="x", color="tab:gray")
+        if seen:
+            ax.axhline((floor + min(seen)) / 2, color="tab:red", lw=0.5, ls=":", alpha=0.5)
         if r.log:
             ax.set_xscale("log")
         if r.dist == "choice":
@@ -540,9 +557,11 @@ def scatter(result: SearchResult, path: Path) -> Path:
         ax.set_ylabel(result.metric)
         ax.grid(alpha=0.3)
     handles = [matplotlib.lines.Line2D([], [], ls="", marker=m, color=c, label=l)
-               for l, m, c in (("coarse", "o", colors["coarse"]), ("fine", "o", colors["fine"]), ("pruned", "x", "tab:gray"),
-                                                      ("exploded (at the bottom)", "v", "tab:red"))]
-    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncols=min(len(handles), 2 * len(ranges)), frameon=False)
+               for l, m, c in (("coarse", "o", colors["coarse"]), ("fine", "o", colors["fine"]),
+                               ("pruned (last value)", "x", "tab:gray"),
+                               ("exploded (below the lowest value)", "v", "tab:red"))]
+    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncols=min(len(handles), 2 * ncols),
+               frameon=False)
     fig.savefig(path)
     return path
 

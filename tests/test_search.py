@@ -1,5 +1,7 @@
 """`nnc search`: sampling, resolving ranges into text, narrowing, the border warning, and a real
-(tiny) search on digits driven through the CLI."""
+(tiny) search on digits driven through the CLI; the run lock, Ctrl-C (the finished trials are
+still reported, re-running continues), exploded trials as TPE sees them, pruning, --jobs
+progress lines, option checks and the plot's layout."""
 
 import fcntl
 import json
@@ -453,3 +455,35 @@ def test_jobs_print_a_line_per_trial(tmp_path, capsys):
     assert len(_study(out).trials) == 3
 
 
+SIX = """nnspec 1
+model M {
+    input vector(64)
+    dense fc1 intuniform(8, 64)
+    relu
+    dropout uniform(0.0, 0.5)
+    dense fc2 10
+}
+optimizer sgd(lr=loguniform(1e-3, 1e-1), momentum=uniform(0.5, 0.99))
+regularize l2 loguniform(1e-6, 1e-2)
+train batch choice(16, 32)
+"""
+
+
+def test_scatter_wraps_panels_and_draws_exploded_trials_below_the_lowest_value(tmp_path):
+    import matplotlib.image
+
+    spec = load_text(SIX, "six.nnspec")
+    assert len(spec.search) == 6
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in range(8):
+        params = {r.path: r.args[n % len(r.args)] for r in spec.search}
+        state, value = ("exploded", None) if n % 3 == 0 else ("complete", float(rng.uniform(0.5, 0.9)))
+        rows.append({"number": n, "stage": "coarse", "state": state, "value": value, "params": params,
+                     "reason": "", "epochs_run": 0, "last": None})
+    res = search_mod.SearchResult(spec, "val_accuracy", rows)
+    png = matplotlib.image.imread(search_mod.scatter(res, tmp_path / "p.png"))
+    h, w = png.shape[:2]
+    assert w <= 4 * 3.2 * 80 + 1 and h >= 2 * 2.8 * 80  # two rows of at most four panels
+    values = [r["value"] for r in rows if r["value"] is not None]
+    assert search_mod.exploded_y(values) < min(values) - 0.01
