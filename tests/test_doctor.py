@@ -5,26 +5,42 @@ import json
 import pytest
 import torch
 
+from nnc.cli import main as nnc_main
 from nnc.compiler.diagnostics import EXIT_SANITY
 from nnc.compiler.shapes import check
 from nnc.compiler.spec import load_spec
 from nnc.runtime.doctor import gradient_check, run_doctor, verdict
 
-from conftest import SPECS, run_nnc
+from conftest import SPECS
 
 
-def test_doctor_digits_cnn_passes_and_prints_numbers():
-    r = run_nnc("doctor", SPECS / "digits_cnn.nnspec")
-    assert r.returncode == 0, r.stdout + r.stderr
+@pytest.fixture(autouse=True)
+def one_thread():
+    """pytest -n 2 on two cores: one intra-op thread per worker (see tests/test_monitors.py)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def doctor(capsys, *args) -> tuple[int, str, str]:
+    code = nnc_main(["doctor", *map(str, args)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_doctor_digits_cnn_passes_and_prints_numbers(capsys):
+    code, out, err = doctor(capsys, SPECS / "digits_cnn.nnspec")
+    assert code == 0, out + err
     for words in ("loss at init", "vs chance 2.3026", "overfits 20 examples", "training accuracy 100%",
                   "gradient check", "conv1.weight", "lr sweep", "loss goes down for lr", "5 of 5 checks passed"):
-        assert words in r.stdout, words
+        assert words in out, words
 
 
-def test_doctor_json():
-    r = run_nnc("doctor", SPECS / "digits_mlp.nnspec", "--json")
-    assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout)
+def test_doctor_json(capsys):
+    code, stdout, err = doctor(capsys, SPECS / "digits_mlp.nnspec", "--json")
+    assert code == 0, err
+    out = json.loads(stdout)
     assert out["passed"] is True
     checks = {c["name"]: c for c in out["checks"]}
     assert len(checks) == 5
@@ -51,13 +67,10 @@ def test_init_check_fails_on_huge_init(tmp_path):
     assert c.details["loss"] > 10 * c.details["chance"]
 
 
-def test_doctor_exit_4_when_a_check_fails(tmp_path):
-    text = (SPECS / "digits_mlp.nnspec").read_text().replace("weights he,", "weights gaussian(std=5),")
-    path = tmp_path / "huge.nnspec"
-    path.write_text(text)
-    r = run_nnc("doctor", path, "--json")
-    assert r.returncode == EXIT_SANITY, r.stderr
-    out = json.loads(r.stdout)
+def test_doctor_exit_4_when_a_check_fails(capsys):
+    code, stdout, err = doctor(capsys, SPECS / "digits_mlp.nnspec", "--set", "init.weights=gaussian(std=5)", "--json")
+    assert code == EXIT_SANITY, err
+    out = json.loads(stdout)
     assert out["passed"] is False
     assert not next(c for c in out["checks"] if c["name"].startswith("loss at init"))["passed"]
 
