@@ -204,6 +204,7 @@ class Doctor:
     def lr_sweep(self, lrs=tuple(10.0 ** np.arange(-5, 1.01, 0.75)), steps: int = 100, n: int = 512) -> Check:
         spec = self.graph.spec
         x, y = self.subset(n)
+        n = len(x)  # the split may hold fewer than n examples
         batch = min(spec.train.batch, n)
         opt_def = OPTIMIZERS[spec.optimizer.kind]
         rows = []
@@ -214,8 +215,11 @@ class Doctor:
             opt = opt_def.build(p, [{"params": list(model.parameters()), "lr_mult": 1.0}])
             losses, exploded = [], False
             for step in range(steps):
-                i = (step * batch) % n
-                xb, yb = (x, y) if opt_def.full_batch else (x[i:i + batch], y[i:i + batch])
+                if opt_def.full_batch:
+                    xb, yb = x, y
+                else:  # consecutive batches, wrapping around the end of the subset
+                    idx = (torch.arange(batch, device=self.dev) + step * batch) % n
+                    xb, yb = x[idx], y[idx]
 
                 def closure():
                     opt.zero_grad(set_to_none=True)
@@ -230,8 +234,10 @@ class Doctor:
                     exploded = True
                     break
             end = float(np.mean(losses[-10:]))
-            rows.append({"lr": float(lr), "first": losses[0], "end": end, "exploded": exploded,
-                         "down": not exploded and end < 0.9 * losses[0]})
+            down = not exploded and end < 0.9 * losses[0]
+            status = "exploded" if exploded else ("down" if down else "flat")
+            rows.append({"lr": float(lr), "first": losses[0], "end": end, "exploded": exploded, "down": down,
+                         "status": status, "steps": len(losses)})
         good = [r["lr"] for r in rows if r["down"]]
         best = min((r for r in rows if r["down"]), key=lambda r: r["end"], default=None)
         lr0 = spec.optimizer.params.lr
@@ -242,7 +248,8 @@ class Doctor:
         else:
             summary = f"the loss went down for none of {len(rows)} learning rates ({lrs[0]:.0e} .. {lrs[-1]:.0e})"
         return Check(f"lr sweep ({spec.optimizer.kind}, {steps} steps)", bool(good), summary,
-                     {"rows": rows, "good_range": [min(good), max(good)] if good else None, "spec_lr": lr0})
+                     {"rows": rows, "good_range": [min(good), max(good)] if good else None, "spec_lr": lr0,
+                      "steps": steps, "batch": batch, "examples": n})
 
 
 CHECKS = ("init_loss", "regularization", "overfit", "gradients", "lr_sweep")

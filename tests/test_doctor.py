@@ -1,6 +1,8 @@
-"""nnc doctor: the notes' sanity checks, and the gradient check on hand-made layers."""
+"""nnc doctor: the notes' sanity checks, the gradient check on hand-made layers, the lr sweep
+on small splits and strict JSON."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -9,7 +11,7 @@ from nnc.cli import main as nnc_main
 from nnc.compiler.diagnostics import EXIT_SANITY
 from nnc.compiler.shapes import check
 from nnc.compiler.spec import load_spec
-from nnc.runtime.doctor import gradient_check, run_doctor, verdict
+from nnc.runtime.doctor import Check, gradient_check, run_doctor, verdict
 
 from conftest import SPECS
 
@@ -21,6 +23,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def _strict(text: str):
+    """json.loads that refuses NaN / Infinity (Python's json accepts them; JSON does not)."""
+    def bad(name):
+        raise ValueError(f"not JSON: {name}")
+    return json.loads(text, parse_constant=bad)
 
 
 def doctor(capsys, *args) -> tuple[int, str, str]:
@@ -40,7 +49,7 @@ def test_doctor_digits_cnn_passes_and_prints_numbers(capsys):
 def test_doctor_json(capsys):
     code, stdout, err = doctor(capsys, SPECS / "digits_mlp.nnspec", "--json")
     assert code == 0, err
-    out = json.loads(stdout)
+    out = _strict(stdout)
     assert out["passed"] is True
     checks = {c["name"]: c for c in out["checks"]}
     assert len(checks) == 5
@@ -73,6 +82,37 @@ def test_doctor_exit_4_when_a_check_fails(capsys):
     out = json.loads(stdout)
     assert out["passed"] is False
     assert not next(c for c in out["checks"] if c["name"].startswith("loss at init"))["passed"]
+
+
+# ---------------------------------------------------------------- 1. lr sweep on a small split
+
+
+def test_lr_sweep_wraps_around_a_split_smaller_than_the_sweep():
+    """two_layer.nnspec trains on 359 examples, fewer than the sweep's 512: the batches wrap
+    around the split instead of running off its end (empty batches: NaN at every lr)."""
+    [sweep] = run_doctor(check(load_spec(str(SPECS / "two_layer.nnspec"), ())), checks=("lr_sweep",))
+    rows = sweep.details["rows"]
+    assert len(rows) == 9 and all(math.isfinite(r["end"]) for r in rows)
+    assert sweep.details["examples"] == 359
+    assert any(r["status"] == "down" for r in rows)
+    assert sweep.passed, sweep.summary
+
+
+def test_json_writes_nan_and_infinity_as_null(capsys, monkeypatch):
+    """A check that measured NaN (a loss that blew up) still gives valid JSON."""
+    import nnc.runtime.doctor as D
+
+    fake = Check("lr sweep (sgd, 100 steps)", False, "the loss went down for none",
+                 {"rows": [{"lr": 1.0, "first": 2.3, "end": float("nan"), "exploded": True, "down": False,
+                            "status": "exploded"}], "worst": float("inf")})
+    monkeypatch.setattr(D, "run_doctor", lambda *a, **k: [fake])
+    code, out, _ = doctor(capsys, SPECS / "digits_mlp.nnspec", "--json")
+    res = _strict(out)
+    assert code == EXIT_SANITY
+    assert res["checks"][0]["details"]["rows"][0]["end"] is None and res["checks"][0]["details"]["worst"] is None
+    assert res["checks"][0]["details"]["rows"][0]["status"] == "exploded"
+    code, out, _ = doctor(capsys, SPECS / "digits_mlp.nnspec")
+    assert "1e+00:xnan" in out
 
 
 # ---------------------------------------------------------------- gradient check

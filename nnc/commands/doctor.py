@@ -1,11 +1,29 @@
-"""`nnc doctor SPEC`: the notes' sanity checks before a long run (exit 4 when one fails)."""
+"""`nnc doctor SPEC`: the notes' sanity checks before a long run (exit 4 when one fails).
+
+`--json` prints one object, with NaN / infinity written as null (JSON has neither)."""
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
 
 from nnc.compiler.diagnostics import EXIT_SANITY
+
+
+def _finite(v):
+    """The value with every NaN / infinity replaced by None, recursively."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return v
+
+
+def _fmt(v, spec: str) -> str:
+    return "nan" if v is None or not math.isfinite(v) else format(v, spec)
 
 
 def cmd_doctor(args) -> int:
@@ -18,7 +36,8 @@ def cmd_doctor(args) -> int:
     checks = run_doctor(graph, device=str(pick_device(args.device)))
     failed = [c for c in checks if not c.passed]
     if args.json:
-        print(json.dumps({"spec": args.spec, "passed": not failed, "checks": [asdict(c) for c in checks]}))
+        out = {"spec": args.spec, "passed": not failed, "checks": [asdict(c) for c in checks]}
+        print(json.dumps(_finite(out), allow_nan=False))
         return EXIT_SANITY if failed else 0
     from rich.console import Console
     from rich.table import Table
@@ -31,18 +50,22 @@ def cmd_doctor(args) -> int:
     for c in checks:
         table.add_row(c.name, "[green]pass[/]" if c.passed else "[red]FAIL[/]", c.summary)
     console.print(table)
-    grads = next(c for c in checks if c.name == "gradient check").details["tensors"]
+    grads = next((c for c in checks if c.name == "gradient check"), None)
+    grads = grads.details["tensors"] if grads is not None else []
     g = Table(title="gradient check: worst relative error per tensor (>1e-2 wrong, >1e-4 uncomfortable, "
                     "<1e-7 happy)", box=None)
     for col in ("tensor", "entries", "worst", "verdict"):
         g.add_column(col, justify="right" if col in ("entries", "worst") else "left")
     for r in grads:
         g.add_row(r["name"], str(r["entries"]), f"{r['worst']:.2e}", r["verdict"])
-    console.print(g)
-    sweep = next(c for c in checks if c.name.startswith("lr sweep")).details["rows"]
-    console.print("lr sweep: " + "  ".join(
-        f"{r['lr']:.0e}:{'x' if r['exploded'] else ('v' if r['down'] else '-')}{r['end']:.2f}" for r in sweep)
-        + "   (v: goes down, -: does not, x: exploded)")
+    if grads:
+        console.print(g)
+    sweep = next((c for c in checks if c.name.startswith("lr sweep")), None)
+    if sweep is not None and sweep.details.get("rows"):
+        sign = {"exploded": "x", "down": "v", "flat": "-"}
+        console.print("lr sweep: " + "  ".join(f"{r['lr']:.0e}:{sign[r['status']]}{_fmt(r['end'], '.2f')}"
+                                               for r in sweep.details["rows"])
+                      + "   (v: goes down, -: does not, x: exploded)")
     console.print(f"{len(checks) - len(failed)} of {len(checks)} checks passed")
     return EXIT_SANITY if failed else 0
 
