@@ -1,5 +1,5 @@
-"""nnc doctor: the notes' sanity checks, the gradient check on hand-made layers, the lr sweep
-on small splits and strict JSON."""
+"""nnc doctor: the notes' sanity checks, the gradient check on hand-made layers and on a bias
+before batchnorm, the lr sweep on small splits and strict JSON."""
 
 import json
 import math
@@ -10,8 +10,8 @@ import torch
 from nnc.cli import main as nnc_main
 from nnc.compiler.diagnostics import EXIT_SANITY
 from nnc.compiler.shapes import check
-from nnc.compiler.spec import load_spec
-from nnc.runtime.doctor import Check, gradient_check, run_doctor, verdict
+from nnc.compiler.spec import load_spec, load_text
+from nnc.runtime.doctor import Check, Doctor, gradient_check, run_doctor, verdict
 
 from conftest import SPECS
 
@@ -36,6 +36,10 @@ def doctor(capsys, *args) -> tuple[int, str, str]:
     code = nnc_main(["doctor", *map(str, args)])
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def _graph(text: str, name: str = "spec", overrides=()):
+    return check(load_text(text, name, tuple(overrides)))
 
 
 def test_doctor_digits_cnn_passes_and_prints_numbers(capsys):
@@ -113,6 +117,38 @@ def test_json_writes_nan_and_infinity_as_null(capsys, monkeypatch):
     assert res["checks"][0]["details"]["rows"][0]["status"] == "exploded"
     code, out, _ = doctor(capsys, SPECS / "digits_mlp.nnspec")
     assert "1e+00:xnan" in out
+
+
+# ---------------------------------------------------------------- 2. gradient check
+
+
+BN = """nnspec 1
+model BN {{
+    input image(1, 8, 8)
+{body}
+    dense out 10
+}}
+init       weights he, bias constant(0.1)
+loss       cross_entropy
+optimizer  adam(lr=1e-3)
+data       digits, val 0.1, test 0.2, preprocess channel_mean normalize
+"""
+
+
+@pytest.mark.parametrize("body,biased", [
+    ("    conv conv1 8 kernel 3 pad 1\n    batchnorm\n    relu", "conv1.bias"),
+    ("    dense fc1 16\n    batchnorm\n    relu", "fc1.bias"),
+])
+def test_a_bias_right_before_batchnorm_has_gradient_zero_and_passes(body, biased):
+    """Batchnorm subtracts the batch mean, so the bias before it has true gradient 0: autograd
+    gives ~1e-17, centered differences rounding noise. Both below the noise floor: agreeing."""
+    graph = _graph(BN.format(body=body), "bn")
+    c = Doctor(graph).gradients()
+    assert c.passed, c.summary
+    tensors = {t["name"]: t for t in c.details["tensors"]}
+    assert tensors[biased]["verdict"] == "zero" and tensors[biased]["below_floor"] == tensors[biased]["entries"]
+    assert f"every checked entry of {biased} (a bias right before batchnorm?)" in c.summary
+    assert all(t["verdict"] in ("happy", "ok") for n, t in tensors.items() if n != biased)
 
 
 # ---------------------------------------------------------------- gradient check

@@ -53,11 +53,11 @@ def cmd_doctor(args) -> int:
     grads = next((c for c in checks if c.name == "gradient check"), None)
     grads = grads.details["tensors"] if grads is not None else []
     g = Table(title="gradient check: worst relative error per tensor (>1e-2 wrong, >1e-4 uncomfortable, "
-                    "<1e-7 happy)", box=None)
-    for col in ("tensor", "entries", "worst", "verdict"):
-        g.add_column(col, justify="right" if col in ("entries", "worst") else "left")
+                    "<1e-7 happy; ~0: both gradients below the noise floor)", box=None)
+    for col in ("tensor", "entries", "~0", "worst", "verdict"):
+        g.add_column(col, justify="left" if col in ("tensor", "verdict") else "right")
     for r in grads:
-        g.add_row(r["name"], str(r["entries"]), f"{r['worst']:.2e}", r["verdict"])
+        g.add_row(r["name"], str(r["entries"]), str(r["below_floor"]), f"{r['worst']:.2e}", r["verdict"])
     if grads:
         console.print(g)
     sweep = next((c for c in checks if c.name.startswith("lr sweep")), None)
