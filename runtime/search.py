@@ -416,6 +416,7 @@ def _parallel(cfg: Config, study, params: list[Param], stage: str, epochs: int, 
             _report_new(study, seen, on_trial)
     except KeyboardInterrupt:
         _stop(procs)
+        _report_new(study, seen, on_trial)  # the trials that finished meanwhile still get their line
         raise
     _report_new(study, seen, on_trial)
     codes = [p.exitcode for p in procs]
