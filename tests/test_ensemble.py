@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import SPECS, run_nnc
+from nnc.cli import main as nnc_main
 from nnc.compiler.shapes import check
 from nnc.compiler.spec import load_text
 from nnc.runtime import checkpoint, preprocess
@@ -101,15 +102,18 @@ def test_ensemble_beats_the_mean_member_and_its_onnx_matches_torch(members, tmp_
     assert meta["output"] == "probabilities" and meta["preprocessing"] == "each member's, inside the graph"
 
 
-def test_ensemble_refuses_members_split_differently(members, tmp_path):
-    # another data seed is another split: members would be tested on each other's training data
-    other = tmp_path / "dataseed1"
-    _train(other, "data.seed=1", "train.epochs=1")
-    r = run_nnc("ensemble", members[0][1], members[1][1], other / "best.safetensors")
-    assert r.returncode == 1 and "data seed (it fixes the split): 1 vs 0" in r.stderr, r.stderr
-    assert "Traceback" not in r.stderr
-    r = run_nnc("ensemble", members[0][1])
-    assert r.returncode == 1 and "at least two checkpoints" in r.stderr
+def test_ensemble_refuses_members_split_differently(tmp_path, capsys):
+    # another data seed is another split: members would be tested on each other's training
+    # data. (Two 1-epoch runs of its own: the `members` fixture would be trained again in
+    # whichever xdist worker runs this test.)
+    for name, seed in (("a", "data.seed=0"), ("b", "data.seed=1")):
+        _train(tmp_path / name, seed, "train.epochs=1")
+    a, b = (str(tmp_path / n / "best.safetensors") for n in "ab")
+    assert nnc_main(["ensemble", a, b]) == 1
+    err = capsys.readouterr().err
+    assert "data seed (it fixes the split): 1 vs 0" in err and "Traceback" not in err, err
+    assert nnc_main(["ensemble", a]) == 1
+    assert "at least two checkpoints" in capsys.readouterr().err
 
 
 class Record:
@@ -134,9 +138,8 @@ class Record:
         pass
 
 
-# train.py saves the `last` checkpoint with model/<p> and state/ema/<i> being the same EMA
-# tensors, which safetensors refuses ("Some tensors share memory"): `train ema` crashes at its
-# first checkpoint. (Its `last` checkpoint would also hold no raw weights to --resume from.)
+# Both checkpoints hold the average as the model's weights (the `last` one also keeps the raw
+# weights under state/raw/ for --resume; tests/test_train.py resumes an ema run).
 def test_ema_checkpoint_holds_the_hand_computed_average(tmp_path):
     # 1258 training examples in batches of 640: two steps, decay 0.9 so that the average
     # visibly lags the raw weights
