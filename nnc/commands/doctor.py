@@ -40,6 +40,7 @@ def cmd_doctor(args) -> int:
         print(json.dumps(_finite(out), allow_nan=False))
         return EXIT_SANITY if failed else 0
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(highlight=False)
@@ -48,8 +49,11 @@ def cmd_doctor(args) -> int:
     table.add_column("result")
     table.add_column("measured")
     for c in checks:
-        table.add_row(c.name, "[green]pass[/]" if c.passed else "[red]FAIL[/]", c.summary)
+        table.add_row(c.name, "[green]pass[/]" if c.passed else "[red]FAIL[/]", escape(c.summary))
     console.print(table)
+    for c in checks:
+        if "basis" in c.details:  # how the expected loss at init was computed
+            console.print(f"{c.name}, expected: {escape(c.details['basis'])}")
     grads = next((c for c in checks if c.name == "gradient check"), None)
     grads = grads.details["tensors"] if grads is not None else []
     g = Table(title="gradient check: worst relative error per tensor (>1e-2 wrong, >1e-4 uncomfortable, "
