@@ -11,12 +11,19 @@
 Every check returns a `Check` with its measured numbers; the CLI prints them and exits 4 when
 one failed. Dropout is switched off (p=0) rather than the model put in eval mode, so that
 batchnorm still normalizes with batch statistics as it does in training.
+
+Big models on a CPU: each check has a time budget (seconds, `budget`; 0 = none). The checks
+that train (overfit, lr sweep) and the gradient check plan their work from one measured
+training step and shrink it (fewer examples, smaller batches, fewer steps, fewer entries) to
+fit; the check's summary says what was run and what the full check would have cost. A check
+that cannot say anything within its budget is skipped (`passed` None), never failed.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -41,14 +48,20 @@ NOISE_FLOOR = 100
 # margin for the SVM) are "too large at init": softmax grows confident at random (the loss
 # is ~ln C + std^2 / 2 nats), the hinges open ((C-1) E[max(0, d + 1)], d ~ N(0, 2 std^2)).
 SCORE_STD_MAX = 2.0
+DEFAULT_BUDGET = 60.0  # seconds per check
 
 
 @dataclass
 class Check:
     name: str
-    passed: bool
+    passed: bool | None  # None: skipped or inconclusive (time budget), says why in summary
     summary: str  # the measured numbers, one line
     details: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def status(self) -> str:
+        return {True: "pass", False: "fail", None: "skipped"}[self.passed]
 
 
 @dataclass
@@ -79,14 +92,15 @@ def no_dropout(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def gradient_check(model: torch.nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, h: float = 1e-5,
-                   samples: int = 10, seed: int = 0) -> list[TensorGrad]:
+                   samples: int = 10, seed: int = 0, budget: float = 0.0) -> list[TensorGrad]:
     """Compare autograd with centered differences (f(w+h) - f(w-h)) / 2h in float64 on a copy
     of `model` (dropout off), for up to `samples` random entries of each parameter tensor.
 
     The notes' relative error |a - n| / (|a| + |n|) is undefined or meaningless where both
     gradients are (near) zero: an entry where |a| and |n| are both below the noise floor
     NOISE_FLOOR * eps * max(|f|, 1) / h agrees (counted in `below_floor`), and a tensor whose
-    entries all do gets the verdict "zero"."""
+    entries all do gets the verdict "zero". With a `budget` (seconds), fewer entries per tensor
+    are checked (at least 1), then fewer tensors, spread over the depth."""
     m = no_dropout(copy.deepcopy(model)).double().train()
     x = x.double() if x.is_floating_point() else x
     y = y.double() if y.is_floating_point() else y
@@ -94,9 +108,17 @@ def gradient_check(model: torch.nn.Module, loss_fn, x: torch.Tensor, y: torch.Te
     m.zero_grad(set_to_none=True)
     f().backward()
     with torch.no_grad():
+        t0 = time.perf_counter()
         f0 = f().item()
+        t_forward = time.perf_counter() - t0
     floor = NOISE_FLOOR * torch.finfo(torch.float64).eps * max(abs(f0), 1.0) / h
     named = [(n, p) for n, p in m.named_parameters() if p.requires_grad and p.grad is not None]
+    if budget > 0:
+        samples = max(1, min(samples, int(budget / (2 * t_forward * max(len(named), 1)))))
+        fits = max(2, int(budget / (2 * t_forward * samples)))
+        if fits < len(named):  # first and last tensors, and evenly between
+            keep = set(np.linspace(0, len(named) - 1, fits).round().astype(int).tolist())
+            named = [t for i, t in enumerate(named) if i in keep]
     gen = torch.Generator().manual_seed(seed)
     out = []
     with torch.no_grad():
@@ -188,9 +210,9 @@ def expected_at_init(kind: str, margin: float, scores: torch.Tensor) -> dict:
 class Doctor:
     """Holds the preprocessed training split and builds fresh models for each check."""
 
-    def __init__(self, graph: Graph, device: str = "cpu"):
+    def __init__(self, graph: Graph, device: str = "cpu", budget: float = DEFAULT_BUDGET):
         spec = graph.spec
-        self.graph, self.dev = graph, torch.device(device)
+        self.graph, self.dev, self.budget = graph, torch.device(device), budget
         splits = load_splits(graph)
         steps = [(c.kind, c.params) for c in spec.data.preprocess]
         x = splits.train.x
@@ -202,6 +224,7 @@ class Doctor:
         self.loss_fn = self.loss_def.build(spec.loss.params)
         self.classes = graph.output.features if self.loss_def.classification else None
         self.gen = torch.Generator().manual_seed(spec.train.seed)
+        self._per_example: float | None = None
 
     def model(self, dropout: bool = True) -> torch.nn.Module:
         m = build_model(self.graph).to(self.dev).train()
@@ -211,9 +234,33 @@ class Doctor:
         idx = torch.randperm(len(self.x), generator=self.gen)[:n].to(self.dev)
         return self.x[idx], self.y[idx]
 
+    # --- time budget
+    def per_example(self) -> float:
+        """Seconds of one training step (forward, backward) per example, measured once on a
+        batch of 4 after a warm-up step on 2 (batchnorm needs 2; an overestimate for small,
+        overhead-bound models, which are far inside any budget anyway). The global RNG is left
+        as it was, so that the checks' models do not depend on whether this ran."""
+        if self._per_example is None:
+            with torch.random.fork_rng(devices=[]):
+                model = self.model(dropout=False)
+                for b in (2, 4):
+                    x, y = self.x[:b], self.y[:b]
+                    t0 = time.perf_counter()
+                    model.zero_grad(set_to_none=True)
+                    self.loss_fn(model(x).float(), y).backward()
+                    elapsed = time.perf_counter() - t0
+            self._per_example = elapsed / min(4, len(self.x))
+        return self._per_example
+
+    def forward_examples(self, n: int) -> int:
+        """How many of `n` examples one forward pass (about a third of a step) may hold."""
+        if self.budget <= 0:
+            return n
+        return max(min(n, 32), min(n, int(self.budget / 2 * 3 / self.per_example())))
+
     # --- 1. loss at init
     def init_loss(self, n: int = 512) -> Check:
-        x, y = self.subset(n)
+        x, y = self.subset(self.forward_examples(n))
         with torch.no_grad():
             scores = self.model(dropout=False)(x).float()
             loss = self.loss_fn(scores, y).item()
@@ -246,7 +293,7 @@ class Doctor:
 
     # --- 2. regularization raises the loss
     def regularization(self, n: int = 512) -> Check:
-        x, y = self.subset(n)
+        x, y = self.subset(self.forward_examples(n))
         model = self.model(dropout=False)
         reg = self.graph.spec.regularize
         l2 = max(reg.l2 * 1e3, 1.0)
@@ -259,10 +306,22 @@ class Doctor:
 
     # --- 3. overfit a tiny subset
     def overfit(self, n: int = 20, max_steps: int = 300, lr: float = 1e-3) -> Check:
+        boxed = ""
+        if self.budget > 0:  # at least 30 steps: fewer examples, down to 5, for a big model
+            per = self.per_example()
+            if n * per * 30 > self.budget:
+                n_fit = max(5, int(self.budget / (30 * per)))
+                if n_fit * per * 10 > self.budget:
+                    return Check(f"overfits {n} examples", None, f"skipped: ~{n * per * 30:.0f} s for 30 steps of {n} "
+                                 f"examples (~{per:.2f} s per example-step) > budget {self.budget:g} s; "
+                                 "raise --budget or use a GPU", {"seconds_per_example_step": per})
+                boxed = f"; time-boxed: {n_fit} examples instead of {n}, {self.budget:g} s"
+                n = n_fit
         x, y = self.subset(n)
         model = self.model(dropout=False)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         first = loss = acc = None
+        t0, timed_out = time.perf_counter(), False
         for step in range(1, max_steps + 1):
             opt.zero_grad(set_to_none=True)
             scores = model(x).float()
@@ -277,15 +336,24 @@ class Doctor:
                     break
             elif loss < 1e-3 * first:
                 break
+            if self.budget > 0 and time.perf_counter() - t0 > self.budget:
+                timed_out = True
+                break
         ok = acc == 1.0 if self.classes else loss < 1e-2 * first
+        if timed_out and not ok:
+            ok, boxed = None, boxed + f"; stopped by the {self.budget:g} s budget before it got there (inconclusive)"
         what = f"training accuracy {100 * acc:.0f}%, " if self.classes else ""
-        return Check(f"overfits {n} examples", ok, f"{what}loss {first:.3f} -> {loss:.4f} in {step} steps (adam lr {lr:g})",
-                     {"accuracy": acc, "first_loss": first, "loss": loss, "steps": step})
+        return Check(f"overfits {n} examples", ok,
+                     f"{what}loss {first:.3f} -> {loss:.4f} in {step} steps (adam lr {lr:g}){boxed}",
+                     {"accuracy": acc, "first_loss": first, "loss": loss, "steps": step, "examples": n})
 
     # --- 4. gradient check
     def gradients(self, n: int = 4, samples: int = 10) -> Check:
         x, y = self.subset(n)
-        results = gradient_check(self.model(dropout=False), self.loss_fn, x, y, samples=samples)
+        model = self.model(dropout=False)
+        numel = {name: p.numel() for name, p in model.named_parameters() if p.requires_grad}
+        t0 = time.perf_counter()
+        results = gradient_check(model, self.loss_fn, x, y, samples=samples, budget=self.budget)
         compared = [r for r in results if r.verdict != "zero"]
         worst = max(compared, key=lambda r: r.worst, default=None)
         bad = [r.name for r in results if r.verdict == "wrong"]
@@ -298,17 +366,43 @@ class Doctor:
             hint = " (a bias right before batchnorm?)" if zero and all(z.endswith("bias") for z in zero) else ""
             summary += (f"; {floor} entries with both gradients ~0 (below the finite-difference noise) count as agreeing"
                         + (f", every checked entry of {', '.join(zero)}{hint}" if zero else ""))
+        if len(results) < len(numel) or any(r.entries < min(samples, numel[r.name]) for r in results):
+            summary += (f"; time-boxed to {self.budget:g} s: {len(results)} of {len(numel)} tensors, "
+                        f"{max(r.entries for r in results)} entries each ({time.perf_counter() - t0:.0f} s)")
         if bad:
             summary += f"; wrong: {', '.join(bad)}"
         return Check("gradient check", not bad, summary, {"tensors": [asdict(r) for r in results]})
 
     # --- 5. learning-rate sweep
+    def sweep_plan(self, lrs: tuple, steps: int, batch: int, full_batch: bool) -> tuple[tuple, int, int, str]:
+        """Shrink the sweep to the budget: batch down to 8, then steps down to 20, then every
+        other learning rate. Returns (lrs, steps, batch, note)."""
+        if self.budget <= 0 or full_batch:
+            return lrs, steps, batch, ""
+        per = self.per_example()
+        cost = lambda l, s, b: len(l) * s * b * per
+        full = cost(lrs, steps, batch)
+        plan = (lrs, steps, batch)
+        if cost(*plan) > self.budget:
+            plan = (lrs, steps, max(min(batch, 8), min(batch, int(self.budget / (len(lrs) * steps * per)))))
+        if cost(*plan) > self.budget:
+            plan = (lrs, max(20, int(self.budget / (len(lrs) * plan[2] * per))), plan[2])
+        if cost(*plan) > self.budget:
+            plan = (lrs[::2], plan[1], plan[2])
+        if plan == (lrs, steps, batch):
+            return lrs, steps, batch, ""
+        return (*plan, f"time-boxed: {len(plan[0])} lrs x {plan[1]} steps of batch {plan[2]} (~{cost(*plan):.0f} s); "
+                       f"the full sweep, {len(lrs)} x {steps} of {batch}, ~{full:.0f} s")
+
     def lr_sweep(self, lrs=tuple(10.0 ** np.arange(-5, 1.01, 0.75)), steps: int = 100, n: int = 512) -> Check:
         spec = self.graph.spec
+        opt_def = OPTIMIZERS[spec.optimizer.kind]
         x, y = self.subset(n)
         n = len(x)  # the split may hold fewer than n examples
-        batch = min(spec.train.batch, n)
-        opt_def = OPTIMIZERS[spec.optimizer.kind]
+        lrs, steps, batch, boxed = self.sweep_plan(tuple(lrs), steps, min(spec.train.batch, n), opt_def.full_batch)
+        if boxed and len(lrs) * steps * batch * self.per_example() > 3 * self.budget:
+            return Check(f"lr sweep ({spec.optimizer.kind})", None,
+                         f"skipped: even {boxed.split(': ', 1)[1]}; raise --budget or use a GPU", {"rows": []})
         rows = []
         for lr in lrs:
             torch.manual_seed(spec.train.seed)
@@ -349,15 +443,29 @@ class Doctor:
                        + ("inside" if min(good) <= lr0 <= max(good) else "OUTSIDE") + " it")
         else:
             summary = f"the loss went down for none of {len(rows)} learning rates ({lrs[0]:.0e} .. {lrs[-1]:.0e})"
+        if boxed:
+            summary += f"; {boxed}"
         return Check(f"lr sweep ({spec.optimizer.kind}, {steps} steps)", bool(good), summary,
                      {"rows": rows, "good_range": [min(good), max(good)] if good else None, "spec_lr": lr0,
                       "steps": steps, "batch": batch, "examples": n})
 
 
 CHECKS = ("init_loss", "regularization", "overfit", "gradients", "lr_sweep")
+# the short names of `nnc doctor --checks`
+SHORT = {"init": "init_loss", "reg": "regularization", "overfit": "overfit", "grad": "gradients", "lr": "lr_sweep"}
 
 
-def run_doctor(graph: Graph, device: str = "cpu", checks=CHECKS) -> list[Check]:
+def run_doctor(graph: Graph, device: str = "cpu", checks=CHECKS, budget: float = DEFAULT_BUDGET,
+               on_check=None) -> list[Check]:
+    """Run `checks` (method names, in order); `on_check(check)` is called as each completes."""
     torch.manual_seed(graph.spec.train.seed)
-    doc = Doctor(graph, device)
-    return [getattr(doc, c)() for c in checks]
+    doc = Doctor(graph, device, budget)
+    out = []
+    for c in checks:
+        t0 = time.perf_counter()
+        result = getattr(doc, c)()
+        result.seconds = time.perf_counter() - t0
+        out.append(result)
+        if on_check is not None:
+            on_check(result)
+    return out

@@ -1,5 +1,6 @@
 """nnc doctor: the notes' sanity checks, the gradient check on hand-made layers and on a bias
-before batchnorm, the loss at init per loss, the lr sweep on small splits and strict JSON."""
+before batchnorm, the loss at init per loss, the lr sweep on small splits, time budgets and
+the CLI (streaming, --checks, strict JSON)."""
 
 import json
 import math
@@ -49,6 +50,11 @@ def test_doctor_digits_cnn_passes_and_prints_numbers(capsys):
     for words in ("loss at init", "vs chance 2.3026", "overfits 20 examples", "training accuracy 100%",
                   "gradient check", "conv1.weight", "lr sweep", "loss goes down for lr", "5 of 5 checks passed"):
         assert words in out, words
+    # one line per check, in order, before the detail tables
+    starts = [out.index(f"pass  {name}") for name in ("loss at init", "regularization", "overfits", "gradient check",
+                                                       "lr sweep")]
+    assert starts == sorted(starts) and starts[-1] < out.index("worst relative error per")
+    assert "      expected: these scores with random labels: " in out  # the basis of the loss at init
 
 
 def test_doctor_json(capsys):
@@ -57,7 +63,7 @@ def test_doctor_json(capsys):
     out = _strict(stdout)
     assert out["passed"] is True
     checks = {c["name"]: c for c in out["checks"]}
-    assert len(checks) == 5
+    assert len(checks) == 5 and all(c["status"] == "pass" for c in checks.values())
     init = checks["loss at init ≈ chance"]["details"]
     assert init["chance"] == pytest.approx(2.302585, abs=1e-5)
     assert init["expected_low"] <= init["loss"] <= init["expected_high"] and init["score_std"] <= 2
@@ -83,11 +89,12 @@ def test_init_check_fails_on_huge_init(tmp_path):
 
 
 def test_doctor_exit_4_when_a_check_fails(capsys):
-    code, stdout, err = doctor(capsys, SPECS / "digits_mlp.nnspec", "--set", "init.weights=gaussian(std=5)", "--json")
+    code, out, err = doctor(capsys, SPECS / "digits_mlp.nnspec", "--set", "init.weights=gaussian(std=5)",
+                            "--checks", "init", "--json")
     assert code == EXIT_SANITY, err
-    out = json.loads(stdout)
-    assert out["passed"] is False
-    assert not next(c for c in out["checks"] if c["name"].startswith("loss at init"))["passed"]
+    res = _strict(out)
+    assert res["passed"] is False
+    assert [c["status"] for c in res["checks"]] == ["fail"]
 
 
 # ---------------------------------------------------------------- 1. lr sweep on a small split
@@ -202,6 +209,66 @@ def test_a_summed_loss_is_not_what_random_scores_give():
     doc.loss_fn = lambda s, y: torch.nn.functional.cross_entropy(s, y, reduction="sum")
     c = doc.init_loss()
     assert c.passed is False and "summed instead of averaged" in c.summary
+
+
+# ---------------------------------------------------------------- 8. CLI: streaming, --checks, budgets
+
+
+def test_checks_selects_a_subset_in_order(capsys):
+    code, out, err = doctor(capsys, SPECS / "digits_mlp.nnspec", "--checks", "grad,init")
+    assert code == 0, err
+    assert out.index("pass  gradient check") < out.index("pass  loss at init")
+    assert "overfits" not in out and "lr sweep" not in out and "2 of 2 checks passed" in out
+
+
+def test_checks_rejects_an_unknown_name(capsys):
+    with pytest.raises(SystemExit) as e:
+        nnc_main(["doctor", str(SPECS / "digits_mlp.nnspec"), "--checks", "init,gard"])
+    assert e.value.code == 2
+    assert "unknown check 'gard' (did you mean 'grad'?)" in capsys.readouterr().err
+
+
+def test_on_check_is_called_as_each_check_completes():
+    seen = []
+    graph = check(load_spec(str(SPECS / "digits_mlp.nnspec"), ()))
+    res = run_doctor(graph, checks=("regularization", "init_loss"), on_check=lambda c: seen.append((c.name, len(seen))))
+    assert [name for name, _ in seen] == [c.name for c in res] == ["regularization raises the loss", "loss at init ≈ chance"]
+    assert all(c.seconds > 0 for c in res)
+
+
+def test_a_big_model_is_time_boxed_and_says_so():
+    """Pretend every example-step costs 1 s: the overfit and the sweep are skipped, not failed;
+    the gradient check keeps within its budget on fewer entries and tensors."""
+    graph = check(load_spec(str(SPECS / "digits_cnn.nnspec"), ()))
+    doc = Doctor(graph, budget=1e-4)
+    doc._per_example = 1.0
+    over, sweep = doc.overfit(), doc.lr_sweep()
+    assert over.passed is None and over.summary.startswith("skipped: ~600 s for 30 steps of 20 examples")
+    assert sweep.passed is None and "skipped: even 5 lrs x 20 steps of batch 8" in sweep.summary
+    grads = doc.gradients()
+    assert grads.passed and len(grads.details["tensors"]) == 2  # the first and the last
+    assert all(t["entries"] == 1 for t in grads.details["tensors"]) and "time-boxed" in grads.summary
+
+
+def test_sweep_plan_shrinks_batch_then_steps_then_lrs():
+    graph = check(load_spec(str(SPECS / "digits_cnn.nnspec"), ()))
+    doc = Doctor(graph, budget=60)
+    doc._per_example = 0.01  # 9 lrs x 100 steps x 128 examples: ~1150 s
+    lrs, steps, batch, note = doc.sweep_plan(tuple(range(9)), 100, 128, full_batch=False)
+    assert (len(lrs), steps, batch) == (9, 83, 8)
+    assert note == "time-boxed: 9 lrs x 83 steps of batch 8 (~60 s); the full sweep, 9 x 100 of 128, ~1152 s"
+    doc._per_example = 1e-6
+    assert doc.sweep_plan(tuple(range(9)), 100, 128, full_batch=False) == (tuple(range(9)), 100, 128, "")
+
+
+def test_skipped_checks_do_not_fail_the_run(capsys, monkeypatch):
+    import nnc.runtime.doctor as D
+
+    monkeypatch.setattr(D, "run_doctor", lambda *a, on_check=None, **k: [
+        on_check(c) or c for c in (Check("loss at init ≈ chance", True, "fine"), Check("overfits 20 examples", None, "skipped: ~600 s"))])
+    code, out, _ = doctor(capsys, SPECS / "digits_mlp.nnspec", "--checks", "init,overfit")
+    assert code == 0
+    assert "skip  overfits 20 examples" in out and "1 of 2 checks passed, 1 skipped or inconclusive" in out
 
 
 # ---------------------------------------------------------------- gradient check

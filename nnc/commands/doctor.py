@@ -1,14 +1,33 @@
 """`nnc doctor SPEC`: the notes' sanity checks before a long run (exit 4 when one fails).
 
-`--json` prints one object, with NaN / infinity written as null (JSON has neither)."""
+Each check's line is printed as soon as it completes; `--checks init,grad` runs a subset;
+`--budget SECONDS` time-boxes each check on big models (0: no limit). `--json` prints one
+object at the end, with NaN / infinity written as null (JSON has neither)."""
 
 from __future__ import annotations
 
+import argparse
+import difflib
 import json
 import math
+import sys
 from dataclasses import asdict
 
 from nnc.compiler.diagnostics import EXIT_SANITY
+
+SHORT = ("init", "reg", "overfit", "grad", "lr")  # runtime/doctor.py's SHORT, without importing torch here
+
+
+def _checks(text: str) -> tuple[str, ...]:
+    names = [w.strip() for w in text.split(",") if w.strip()]
+    for w in names:
+        if w not in SHORT:
+            close = difflib.get_close_matches(w, SHORT, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise argparse.ArgumentTypeError(f"unknown check {w!r}{hint}; choose from {','.join(SHORT)}")
+    if not names:
+        raise argparse.ArgumentTypeError(f"no check named; choose from {','.join(SHORT)}")
+    return tuple(dict.fromkeys(names))
 
 
 def _finite(v):
@@ -29,40 +48,45 @@ def _fmt(v, spec: str) -> str:
 def cmd_doctor(args) -> int:
     from nnc.compiler.shapes import check
     from nnc.compiler.spec import load_spec
-    from nnc.runtime.doctor import run_doctor
+    from nnc.runtime.doctor import SHORT as METHODS, run_doctor
     from nnc.runtime.train import pick_device
 
     graph = check(load_spec(args.spec, tuple(args.set)))
-    checks = run_doctor(graph, device=str(pick_device(args.device)))
-    failed = [c for c in checks if not c.passed]
+    chosen = tuple(METHODS[c] for c in args.checks)
+    console = None
+    if not args.json:
+        from rich.console import Console
+        from rich.markup import escape
+
+        console = Console(highlight=False)
+        console.print(f"nnc doctor {args.spec}: {len(chosen)} checks"
+                      + (f", at most ~{args.budget:g} s each" if args.budget > 0 else ""))
+        mark = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "skipped": "[yellow]skip[/]"}
+
+        def show(c):
+            console.print(f"{mark[c.status]}  [bold]{escape(c.name)}[/] ({c.seconds:.1f} s): {escape(c.summary)}")
+            if "basis" in c.details:  # how the expected loss at init was computed
+                console.print(f"      expected: {escape(c.details['basis'])}")
+            sys.stdout.flush()
+
+    checks = run_doctor(graph, device=str(pick_device(args.device)), checks=chosen, budget=args.budget,
+                        on_check=None if args.json else show)
+    failed = [c for c in checks if c.passed is False]
     if args.json:
-        out = {"spec": args.spec, "passed": not failed, "checks": [asdict(c) for c in checks]}
+        out = {"spec": args.spec, "passed": not failed,
+               "checks": [{**asdict(c), "status": c.status} for c in checks]}
         print(json.dumps(_finite(out), allow_nan=False))
         return EXIT_SANITY if failed else 0
-    from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
 
-    console = Console(highlight=False)
-    table = Table(title=f"nnc doctor {args.spec}", show_lines=False)
-    table.add_column("check")
-    table.add_column("result")
-    table.add_column("measured")
-    for c in checks:
-        table.add_row(c.name, "[green]pass[/]" if c.passed else "[red]FAIL[/]", escape(c.summary))
-    console.print(table)
-    for c in checks:
-        if "basis" in c.details:  # how the expected loss at init was computed
-            console.print(f"{c.name}, expected: {escape(c.details['basis'])}")
     grads = next((c for c in checks if c.name == "gradient check"), None)
-    grads = grads.details["tensors"] if grads is not None else []
-    g = Table(title="gradient check: worst relative error per tensor (>1e-2 wrong, >1e-4 uncomfortable, "
-                    "<1e-7 happy; ~0: both gradients below the noise floor)", box=None)
-    for col in ("tensor", "entries", "~0", "worst", "verdict"):
-        g.add_column(col, justify="left" if col in ("tensor", "verdict") else "right")
-    for r in grads:
-        g.add_row(r["name"], str(r["entries"]), str(r["below_floor"]), f"{r['worst']:.2e}", r["verdict"])
-    if grads:
+    if grads is not None:
+        g = Table(title="gradient check: worst relative error per tensor (>1e-2 wrong, >1e-4 uncomfortable, "
+                        "<1e-7 happy; ~0: both gradients below the noise floor)", box=None)
+        for col in ("tensor", "entries", "~0", "worst", "verdict"):
+            g.add_column(col, justify="left" if col in ("tensor", "verdict") else "right")
+        for r in grads.details["tensors"]:
+            g.add_row(r["name"], str(r["entries"]), str(r["below_floor"]), f"{r['worst']:.2e}", r["verdict"])
         console.print(g)
     sweep = next((c for c in checks if c.name.startswith("lr sweep")), None)
     if sweep is not None and sweep.details.get("rows"):
@@ -70,7 +94,9 @@ def cmd_doctor(args) -> int:
         console.print("lr sweep: " + "  ".join(f"{r['lr']:.0e}:{sign[r['status']]}{_fmt(r['end'], '.2f')}"
                                                for r in sweep.details["rows"])
                       + "   (v: goes down, -: does not, x: exploded)")
-    console.print(f"{len(checks) - len(failed)} of {len(checks)} checks passed")
+    skipped = sum(c.passed is None for c in checks)
+    console.print(f"{sum(c.passed is True for c in checks)} of {len(checks)} checks passed"
+                  + (f", {skipped} skipped or inconclusive (time budget)" if skipped else ""))
     return EXIT_SANITY if failed else 0
 
 
@@ -79,5 +105,10 @@ def register(sub) -> None:
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec field (repeatable)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    p.add_argument("--checks", type=_checks, default=SHORT, metavar="LIST",
+                   help=f"comma-separated subset of {','.join(SHORT)} (default: all, in that order)")
+    p.add_argument("--budget", type=float, default=60.0, metavar="SECONDS",
+                   help="time box per check on big models: fewer examples / steps / entries, reported as such "
+                        "(0: no limit; default 60)")
     p.add_argument("--json", action="store_true", help="one JSON object with every check and its numbers")
     p.set_defaults(func=cmd_doctor)
