@@ -1,7 +1,7 @@
 """Babysitting monitors for `nnc train` (the notes' "what to watch while it learns").
 
-On sampled steps (every `train.monitor_every` steps) the `Monitor` records, per parameter
-tensor, the gradient norm and the update / weight ratio ||w_after - w_before|| / ||w_before||
+On sampled steps (every `train.monitor_every` optimizer steps) the `Monitor` records, per
+parameter tensor, the gradient norm and the update / weight ratio ||w_after - w_before|| / ||w_before||
 (about 1e-3 is healthy), and per layer the activation mean and std, the fraction of dead ReLUs
 (units that are zero for every example of the batch) and of saturated tanh / sigmoid units.
 Records go to metrics.jsonl (`"monitor": "step"`) and TensorBoard (scalars, and activation
@@ -9,9 +9,13 @@ histograms once per epoch). At epoch end it adds the epoch's averages, warnings 
 train / validation gap hint to the epoch record; at the end of the run it draws dashboard.png
 and, for conv nets, filters.png.
 
-Forward hooks exist only during the forward pass of a sampled step: one pre-hook on the
-model counts training forwards and registers the per-layer hooks on every `monitor_every`-th
-one; the model's forward hook removes them again.
+Which step is sampled is decided by counting optimizer steps, with hooks on the optimizer
+(before and after `step()`): they also bracket full-batch optimizers (L-BFGS), whose step
+evaluates the model many times inside `step(closure)`. The weights are copied in the step
+pre-hook; the update is measured in `after_step`, so a max-norm projection counts as part of
+it. Forward hooks exist only during the first training forward pass (grad enabled, training
+mode) of a sampled step: one pre-hook on the model registers the per-layer hooks, the model's
+forward hook removes them again.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch
 
 from nnc.compiler.shapes import Graph
 from nnc.runtime import params as P
+from nnc.runtime.optimizers import OPTIMIZERS
 
 RELU_LIKE = ("relu", "leaky_relu", "prelu", "elu")
 SATURATING = ("tanh", "sigmoid")
@@ -65,16 +70,18 @@ class Monitor:
         self.histograms, self.pictures = histograms, pictures
         self.layers = [(l.path, l.kind) for l in graph.layers() if l.kind in WATCHED]
         self.role = P.roles(graph)
+        self.full_batch = OPTIMIZERS[graph.spec.optimizer.kind].full_batch
+        self.own: list = []
+        self.handles: list = []
 
-    # --- hooks: registered for one forward pass of a sampled step
+    # --- which step is sampled: counted by the optimizer hooks, synced with train.py in after_step
+    def _sampled(self) -> bool:
+        return bool(self.every) and self.steps % self.every == 0
+
     def _pre(self, module, args):
-        if not module.training or not self.every:
-            return
-        if self.skip > 0:
-            self.skip -= 1
-            return
-        self.skip = self.every - 1
-        self.acts = {}
+        if not module.training or not torch.is_grad_enabled() or not self._sampled() or self.acts_step == self.steps:
+            return  # evaluation, a no-grad check of the loss, or a later forward of the same step
+        self.acts_step, self.acts = self.steps, {}
         for path, kind in self.layers:
             sub = module.get_submodule(path)
             self.handles.append(sub.register_forward_hook(self._capture(path, kind)))
@@ -89,9 +96,32 @@ class Monitor:
             h.remove()
         self.handles.clear()
 
+    def _grads(self) -> None:
+        with torch.no_grad():
+            norms = torch.stack([p.grad.norm() if p.grad is not None else torch.zeros((), device=p.device)
+                                 for _, p in self.params]).tolist()
+        self.grad_norms = {n: v for (n, _), v in zip(self.params, norms)}
+
+    def _opt_pre(self, optimizer, args, kwargs):
+        if not self._sampled():
+            return
+        self.snap_step = self.steps
+        with torch.no_grad():
+            self.before = [p.detach().clone() for _, p in self.params]
+        self.grad_norms = {}
+        if not self.full_batch:  # the gradients of this step; L-BFGS computes them inside step()
+            self._grads()
+
+    def _opt_post(self, optimizer, args, kwargs):
+        if self._sampled() and self.full_batch and self.snap_step == self.steps:
+            self._grads()  # at the last evaluation inside the step
+        self.steps += 1
+
     # --- the callback protocol of runtime/train.py
     def start(self, run) -> None:
-        self.run, self.skip, self.handles, self.acts = run, 0, [], {}
+        self.run, self.handles, self.acts = run, [], {}
+        # optimizer steps done; 0 at a fresh start (a resumed run syncs at its first after_step)
+        self.steps, self.acts_step, self.snap_step = getattr(run, "step", 0) or 0, -1, -1
         self.params = [(n, p) for n, p in run.model.named_parameters() if p.requires_grad]
         self.before: list[torch.Tensor] = []
         self.grad_norms: dict[str, float] = {}
@@ -100,18 +130,17 @@ class Monitor:
         self.hist_epoch = -1
         self.tb_queue: list[tuple] = []
         self.own = [run.model.register_forward_pre_hook(self._pre), run.model.register_forward_hook(self._post)]
+        opt = getattr(run, "optimizer", None)
+        if opt is not None:
+            self.own += [opt.register_step_pre_hook(self._opt_pre), opt.register_step_post_hook(self._opt_post)]
 
     def before_step(self, run) -> None:
-        with torch.no_grad():
-            self.before = [p.detach().clone() for _, p in self.params]
-            norms = torch.stack([p.grad.norm() if p.grad is not None else torch.zeros((), device=p.device)
-                                 for _, p in self.params]).tolist()
-        self.grad_norms = {n: v for (n, _), v in zip(self.params, norms)}
+        """Nothing to do: the optimizer step pre-hook copies the weights (for every optimizer)."""
 
     def after_step(self, run) -> None:
         rec = {"monitor": "step", "epoch": run.epoch + 1, "step": run.step, "loss": run.loss}
         tb = self.tb_queue  # written at epoch end, outside the timed loop
-        if self.before:
+        if self.before and self.snap_step == run.step:
             with torch.no_grad():
                 pairs = torch.stack([torch.stack(((p.detach() - b).norm(), b.norm()))
                                      for (_, p), b in zip(self.params, self.before)]).tolist()
@@ -125,8 +154,8 @@ class Monitor:
                     tb.append(("scalar", f"update_ratio/{n}", r, run.step))
             for n, g in self.grad_norms.items():
                 tb.append(("scalar", f"grad_norm/{n}", g, run.step))
-            self.before = []
-        if self.acts:
+        self.before = []
+        if self.acts and self.acts_step == run.step:
             stats = {path: activation_stats(kind, out) for path, (kind, out) in self.acts.items()}
             flat = [(path, k, v) for path, s in stats.items() for k, v in s.items()]
             values = torch.stack([v for _, _, v in flat]).tolist() if flat else []
@@ -140,7 +169,8 @@ class Monitor:
                 self.hist_epoch = run.epoch
                 for path, (_, out) in self.acts.items():
                     tb.append(("histogram", f"activations/{path}", _histogram(out), run.step))
-            self.acts = {}
+        self.acts = {}
+        self.steps = run.step + 1  # train.py's count is the truth (resume starts it above 0)
         run.log.write(rec)
 
     def flush_tb(self, run) -> None:
@@ -188,14 +218,20 @@ class Monitor:
         return extra
 
     def end(self, run) -> None:
-        for h in self.own:
+        """Also called when the run diverged or was interrupted, possibly in its first step:
+        every hook goes, whatever was queued is written, the pictures show what was recorded."""
+        for h in [*self.own, *self.handles]:
             h.remove()
-        self.flush_tb(run)
-        if self.pictures:
-            dashboard(run.log.path, run.out / "dashboard.png")
-            first = next((l for l in self.graph.layers() if l.tensors), None)
-            if first is not None and first.kind == "conv":
-                filters(run.model.get_submodule(first.path).weight.detach().float().cpu(), run.out / "filters.png")
+        self.own, self.handles = [], []
+        try:
+            if getattr(self, "tb_queue", None):
+                self.flush_tb(run)
+        finally:
+            if self.pictures:
+                dashboard(run.log.path, run.out / "dashboard.png")
+                first = next((l for l in self.graph.layers() if l.tensors), None)
+                if first is not None and first.kind == "conv":
+                    filters(run.model.get_submodule(first.path).weight.detach().float().cpu(), run.out / "filters.png")
 
 
 def default_monitors(graph: Graph) -> list:
@@ -216,8 +252,13 @@ def _plt():
 def dashboard(metrics, path) -> None:
     """2x2: loss, accuracy (per epoch), update ratios of the weights and activation std (per sample)."""
     plt = _plt()
+    rows = []
     with open(metrics) as f:
-        rows = [json.loads(line) for line in f]
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by a crash
+                continue
     epochs = [r for r in rows if "train_loss" in r]
     samples = [r for r in rows if r.get("monitor") == "step"]
     fig, ax = plt.subplots(2, 2, figsize=(11, 8), dpi=90)

@@ -1,5 +1,6 @@
 """Monitors during `nnc train`: explosion, activation statistics (the lecture's init experiment),
-dead ReLUs, update ratios, records in metrics.jsonl and the pictures."""
+dead ReLUs, update ratios, full-batch optimizers, records in metrics.jsonl, the pictures, and a
+run that stops early."""
 
 import json
 from types import SimpleNamespace
@@ -29,9 +30,22 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
 def _records(path):
     with open(path) as f:
         return [json.loads(line) for line in f]
+
+
+def _mlp(*replace, epochs=1) -> str:
+    """digits_mlp.nnspec with (old, new) replacements, trained `epochs` epochs."""
+    text = (SPECS / "digits_mlp.nnspec").read_text().replace(
+        "epochs 30, early_stop(patience=10, metric=val_loss)", f"epochs {epochs}")
+    for old, new in replace:
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
 
 
 def deep_tanh(init: str) -> str:
@@ -85,6 +99,21 @@ def test_negative_bias_kills_relus(tmp_path):
     epoch = next(r for r in recs if "train_loss" in r)
     assert epoch["activations"]["relu1"]["dead"] > 0.95
     assert any("relu1" in w and "dead ReLUs" in w for w in epoch["warnings"])
+
+
+def test_lbfgs_steps_get_update_ratios_and_gradient_norms(tmp_path):
+    """L-BFGS takes its step inside optimizer.step(closure), which train.py does not bracket
+    with before_step: the monitor's optimizer hooks see it anyway."""
+    text = _mlp(("adam(lr=3e-3)", "lbfgs(lr=1, max_iter=5)"), ("l2 1e-4", "l2 0"), ("schedule   cosine", ""),
+                ("batch 32, ", ""), epochs=3)
+    graph = check(load_text(text, "lbfgs", ("train.monitor_every=1",)))
+    train(graph, tmp_path / "l", quiet=True, callbacks=[Monitor(graph, histograms=False, pictures=False)])
+    recs = _records(tmp_path / "l" / "metrics.jsonl")
+    steps = [r for r in recs if r.get("monitor") == "step"]
+    assert [s["step"] for s in steps] == [0, 1, 2]
+    for s in steps:
+        assert 0 < s["update_ratio"]["fc1.weight"] and 0 < s["grad_norm"]["fc1.weight"]
+        assert set(s["activations"]) == {"fc1", "relu1", "fc2"}
 
 
 def test_healthy_relus_are_not_dead(tmp_path):
@@ -143,15 +172,29 @@ def test_update_ratio_is_the_step_size_over_the_weights(tmp_path):
     assert step["update_ratio"]["fc1.weight"] == pytest.approx(0.01 * step["grad_norm"]["fc1.weight"] / w, rel=1e-4)
 
 
-def test_hooks_exist_only_during_sampled_forwards():
+def _fake_run(graph, model, tmp_path, **kw):
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    path = tmp_path / "metrics.jsonl"
+    path.touch()
+    lines = []
+    log = SimpleNamespace(path=path, write=lambda r: lines.append(r), tb=None)
+    return SimpleNamespace(model=model, optimizer=opt, out=tmp_path, log=log, epoch=0, step=0, loss=1.0, **kw), lines
+
+
+def test_hooks_exist_only_during_the_first_training_forward_of_sampled_steps(tmp_path):
     graph = check(load_spec(str(SPECS / "digits_mlp.nnspec"), ("train.monitor_every=3",)))
     model = build_model(graph).train()
     mon = Monitor(graph, histograms=False, pictures=False)
-    mon.start(SimpleNamespace(model=model))
+    run, _ = _fake_run(graph, model, tmp_path)
+    mon.start(run)
     captured = []
     x = torch.randn(8, 64)
     for _ in range(7):
-        model(x)
+        model(x).sum().backward()
+        model(x)  # a second forward in the same step (a line search, a closure): not captured again
+        with torch.no_grad():
+            model(x)  # train.py judging the epoch's last update: no grad, never captured
+        run.optimizer.step()
         captured.append(sorted(mon.acts))
         mon.acts = {}
         assert all(not m._forward_hooks for m in model.children())
@@ -159,3 +202,21 @@ def test_hooks_exist_only_during_sampled_forwards():
     model.eval()
     model(x), model(x), model(x)  # evaluation passes neither count nor capture
     assert mon.acts == {}
+    mon.end(run)
+    assert not model._forward_hooks and not model._forward_pre_hooks and not run.optimizer._optimizer_step_pre_hooks
+
+
+def test_end_copes_with_a_run_that_died_in_its_first_step(tmp_path):
+    """train.py calls end() also when the run diverged or was interrupted: here in the middle of
+    the first sampled forward pass (layer hooks still registered, nothing in metrics.jsonl)."""
+    graph = check(load_spec(str(SPECS / "digits_cnn.nnspec"), ()))
+    model = build_model(graph).train()
+    mon = Monitor(graph)
+    run, _ = _fake_run(graph, model, tmp_path)
+    mon.start(run)
+    mon._pre(model, (torch.randn(2, 1, 8, 8),))  # the forward pass that never finished
+    assert any(m._forward_hooks for m in model.modules())
+    mon.end(run)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    assert (tmp_path / "dashboard.png").read_bytes()[:8] == PNG
+    assert (tmp_path / "filters.png").read_bytes()[:8] == PNG
