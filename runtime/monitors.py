@@ -34,6 +34,7 @@ RELU_LIKE = ("relu", "leaky_relu", "prelu", "elu")
 SATURATING = ("tanh", "sigmoid")
 WATCHED = RELU_LIKE + SATURATING + ("maxout", "dense", "conv", "batchnorm", "layernorm", "rnn", "lstm", "gru")
 RATIO_LOW, RATIO_HIGH = 1e-5, 1e-1  # warn when a weight's epoch-mean update ratio is outside
+ANNEALED = 0.1  # below this fraction of its starting value, the lr is the schedule's doing
 GAP_BIG, GAP_NONE, LOW_ACC = 0.10, 0.02, 0.95
 
 
@@ -63,6 +64,14 @@ def _histogram(out: torch.Tensor, bins: int = 64) -> dict:
             "bucket_limits": edges[1:].tolist(), "bucket_counts": counts.tolist()}
 
 
+def _some(ratios: list[tuple[str, float]]) -> str:
+    """'fc1.weight: update/weight ratio 2e-06', or one phrase for several tensors."""
+    if len(ratios) == 1:
+        return f"{ratios[0][0]}: update/weight ratio {ratios[0][1]:.0e}"
+    lo, hi = min(r for _, r in ratios), max(r for _, r in ratios)
+    return f"{len(ratios)} weights ({ratios[0][0]} .. {ratios[-1][0]}): update/weight ratios {lo:.0e} .. {hi:.0e}"
+
+
 class Monitor:
     def __init__(self, graph: Graph, histograms: bool = True, pictures: bool = True):
         self.graph = graph
@@ -71,6 +80,7 @@ class Monitor:
         self.layers = [(l.path, l.kind) for l in graph.layers() if l.kind in WATCHED]
         self.role = P.roles(graph)
         self.full_batch = OPTIMIZERS[graph.spec.optimizer.kind].full_batch
+        self.lr0 = graph.spec.optimizer.params.lr
         self.own: list = []
         self.handles: list = []
 
@@ -126,6 +136,8 @@ class Monitor:
         self.before: list[torch.Tensor] = []
         self.grad_norms: dict[str, float] = {}
         self.epoch_ratios: dict[str, list[float]] = defaultdict(list)
+        self.epoch_zero: dict[str, int] = defaultdict(int)
+        self.epoch_lrs: list[float] = []
         self.epoch_acts: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         self.hist_epoch = -1
         self.tb_queue: list[tuple] = []
@@ -137,8 +149,19 @@ class Monitor:
     def before_step(self, run) -> None:
         """Nothing to do: the optimizer step pre-hook copies the weights (for every optimizer)."""
 
+    def _lr(self, run) -> float | None:
+        opt = getattr(run, "optimizer", None)
+        if opt is None or not opt.param_groups:
+            return None
+        g = opt.param_groups[0]
+        return g["lr"] / g.get("lr_mult", 1.0)
+
     def after_step(self, run) -> None:
         rec = {"monitor": "step", "epoch": run.epoch + 1, "step": run.step, "loss": run.loss}
+        lr = self._lr(run)
+        if lr is not None:
+            rec["lr"] = lr
+            self.epoch_lrs.append(lr)
         tb = self.tb_queue  # written at epoch end, outside the timed loop
         if self.before and self.snap_step == run.step:
             with torch.no_grad():
@@ -149,7 +172,9 @@ class Monitor:
             rec["update_ratio"] = ratios
             rec["grad_norm"] = self.grad_norms
             for n, r in ratios.items():
-                if r is not None:
+                if r == 0:
+                    self.epoch_zero[n] += 1  # no update at all: not a small one (kept out of the mean)
+                elif r is not None and math.isfinite(r):
                     self.epoch_ratios[n].append(r)
                     tb.append(("scalar", f"update_ratio/{n}", r, run.step))
             for n, g in self.grad_norms.items():
@@ -183,17 +208,49 @@ class Monitor:
                     tb.add_histogram_raw(tag, global_step=step, **value)
             self.tb_queue.clear()
 
+    # --- epoch end: averages and warnings
+    def _ratio_warnings(self, ratios: dict[str, float]) -> tuple[list[str], list[str]]:
+        """(warnings, notes) on the weights' epoch-mean update ratios (biases start at 0: their
+        ratio is meaningless). A low ratio is blamed on the learning rate only when the schedule
+        has not annealed it below ANNEALED of its start."""
+        warnings, notes, low, high = [], [], [], []
+        lr = sum(self.epoch_lrs) / len(self.epoch_lrs) if self.epoch_lrs else None
+        scale = lr / self.lr0 if lr is not None and self.lr0 > 0 else 1.0
+        schedule = self.graph.spec.schedule.main.kind
+        weights = lambda names: [n for n in names if self.role.get(n, "weight") == "weight"]
+        for n in weights(self.epoch_zero):
+            if not self.epoch_ratios.get(n):
+                warnings.append(f"{n}: no update (dead units or frozen?)")
+        if self.full_batch:  # ~1e-3 is the heuristic for stochastic steps; L-BFGS line-searches whole ones
+            return warnings, notes
+        for n in weights(ratios):
+            r = ratios[n]
+            if r > RATIO_HIGH:
+                high.append((n, r))
+            elif r < RATIO_LOW and scale < ANNEALED:
+                notes.append(f"{n}: update/weight ratio {r:.0e} with the lr at {lr:.1e}, {scale:.0e} of its start "
+                             f"{self.lr0:g}: the {schedule} schedule has annealed it (at the starting lr: ~{r / scale:.0e})")
+                if r / scale < RATIO_LOW:
+                    low.append((n, r / scale))
+            elif r < RATIO_LOW:
+                low.append((n, r))
+        if high:
+            warnings.append(f"{_some(high)} (healthy ~1e-3; learning rate too high?)")
+        if low:
+            at = " at the starting lr" if scale < ANNEALED else ""
+            warnings.append(f"{_some(low)}{at} (healthy ~1e-3; learning rate too low?)")
+        return warnings, notes
+
     def epoch_end(self, run, record: dict) -> dict:
         self.flush_tb(run)
         extra: dict = {}
-        warnings: list[str] = []
-        ratios = {n: 10 ** (sum(math.log10(max(r, 1e-30)) for r in rs) / len(rs)) for n, rs in self.epoch_ratios.items() if rs}
+        ratios = {n: 10 ** (sum(math.log10(r) for r in rs) / len(rs)) for n, rs in self.epoch_ratios.items() if rs}
+        ratios.update({n: 0.0 for n in self.epoch_zero if n not in ratios})
+        warnings, notes = self._ratio_warnings({n: r for n, r in ratios.items() if r > 0})
         if ratios:
             extra["update_ratio"] = ratios
-            for n, r in ratios.items():  # weights only: a bias starting at 0 has a meaningless ratio
-                if self.role.get(n, "weight") == "weight" and not RATIO_LOW <= r <= RATIO_HIGH:
-                    warnings.append(f"{n}: update/weight ratio {r:.0e} (healthy ~1e-3; "
-                                    + ("learning rate too low?" if r < RATIO_LOW else "learning rate too high?") + ")")
+        if self.epoch_zero:
+            extra["zero_updates"] = dict(self.epoch_zero)  # sampled steps where the tensor did not move
         acts = {path: {k: sum(v) / len(v) for k, v in s.items()} for path, s in self.epoch_acts.items()}
         if acts:
             extra["activations"] = acts
@@ -213,7 +270,11 @@ class Monitor:
                 extra["gap_hint"] = f"no train/val gap at {100 * tr:.0f}% train accuracy: underfitting, more capacity"
         if warnings:
             extra["warnings"] = warnings
+        if notes:
+            extra["notes"] = notes
         self.epoch_ratios.clear()
+        self.epoch_zero.clear()
+        self.epoch_lrs.clear()
         self.epoch_acts.clear()
         return extra
 

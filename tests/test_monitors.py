@@ -1,5 +1,5 @@
 """Monitors during `nnc train`: explosion, activation statistics (the lecture's init experiment),
-dead ReLUs, update ratios, full-batch optimizers, records in metrics.jsonl, the pictures, and a
+dead ReLUs, update ratios and their causes, full-batch optimizers, records in metrics.jsonl, the pictures, and a
 run that stops early."""
 
 import json
@@ -36,6 +36,10 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def _records(path):
     with open(path) as f:
         return [json.loads(line) for line in f]
+
+
+def _epochs(path):
+    return [r for r in _records(path) if "train_loss" in r]
 
 
 def _mlp(*replace, epochs=1) -> str:
@@ -101,6 +105,32 @@ def test_negative_bias_kills_relus(tmp_path):
     assert any("relu1" in w and "dead ReLUs" in w for w in epoch["warnings"])
 
 
+def test_dead_layer_gets_no_update_not_a_low_learning_rate(tmp_path):
+    """Plain SGD without L2: a layer whose ReLUs are all dead gets no gradient, so its update is
+    exactly 0. That is 'no update', not a ratio of 1e-30 blamed on the learning rate."""
+    text = _mlp(("bias constant(0)", "bias constant(-10) before relu"), ("adam(lr=3e-3)", "sgd(lr=0.01)"),
+                ("l2 1e-4", "l2 0"), ("schedule   cosine", "schedule   constant"))
+    train(check(load_text(text, "dead_sgd")), tmp_path / "d", quiet=True)
+    epoch = _epochs(tmp_path / "d" / "metrics.jsonl")[0]
+    assert epoch["update_ratio"]["fc1.weight"] == 0.0 and epoch["zero_updates"]["fc1.weight"] >= 1
+    assert "fc1.weight: no update (dead units or frozen?)" in epoch["warnings"]
+    assert not any("fc1.weight" in w and "learning rate" in w for w in epoch["warnings"])
+
+
+def test_annealed_schedule_is_not_a_low_learning_rate(tmp_path):
+    """Cosine over 8 epochs: in the last one the lr is ~4% of its start and the ratios are tiny
+    because of it; the record says so in `notes`, with no 'learning rate too low?' warning."""
+    text = _mlp(("adam(lr=3e-3)", "sgd(lr=3e-3)"), ("l2 1e-4", "l2 0"), ("dropout 0.2", ""), epochs=8)
+    text = text.replace("batch 32", "batch 256")
+    graph = check(load_text(text, "cos", ("train.monitor_every=1",)))
+    train(graph, tmp_path / "c", quiet=True, callbacks=[Monitor(graph, histograms=False, pictures=False)])
+    first, last = _epochs(tmp_path / "c" / "metrics.jsonl")[0], _epochs(tmp_path / "c" / "metrics.jsonl")[-1]
+    assert last["lr"] < 0.1 * first["lr"]
+    assert last["update_ratio"]["fc1.weight"] < 1e-5 < first["update_ratio"]["fc1.weight"]
+    assert not any("learning rate too low" in w for w in last.get("warnings", []))
+    assert any("fc1.weight" in n and "the cosine schedule has annealed it" in n for n in last["notes"])
+
+
 def test_lbfgs_steps_get_update_ratios_and_gradient_norms(tmp_path):
     """L-BFGS takes its step inside optimizer.step(closure), which train.py does not bracket
     with before_step: the monitor's optimizer hooks see it anyway."""
@@ -114,6 +144,8 @@ def test_lbfgs_steps_get_update_ratios_and_gradient_norms(tmp_path):
     for s in steps:
         assert 0 < s["update_ratio"]["fc1.weight"] and 0 < s["grad_norm"]["fc1.weight"]
         assert set(s["activations"]) == {"fc1", "relu1", "fc2"}
+    # a line-searched full step is far from the SGD heuristic ~1e-3, and that is no warning
+    assert not any("update/weight" in w for r in recs if "train_loss" in r for w in r.get("warnings", []))
 
 
 def test_healthy_relus_are_not_dead(tmp_path):
