@@ -1,13 +1,14 @@
 """Babysitting monitors for `nnc train` (the notes' "what to watch while it learns").
 
 On sampled steps (every `train.monitor_every` optimizer steps) the `Monitor` records, per
-parameter tensor, the gradient norm and the update / weight ratio ||w_after - w_before|| / ||w_before||
-(about 1e-3 is healthy), and per layer the activation mean and std, the fraction of dead ReLUs
-(units that are zero for every example of the batch) and of saturated tanh / sigmoid units.
-Records go to metrics.jsonl (`"monitor": "step"`) and TensorBoard (scalars, and activation
-histograms once per epoch). At epoch end it adds the epoch's averages, warnings and the
-train / validation gap hint to the epoch record; at the end of the run it draws dashboard.png
-and, for conv nets, filters.png.
+parameter tensor, the gradient norm and the update / weight ratio ||w_after - w_before|| /
+||w_before|| (about 1e-3 is healthy), and per layer the activation mean and std, the fraction
+of dead ReLUs (units that are zero for every example of the batch) and of saturated tanh /
+sigmoid units. Records go to metrics.jsonl (`"monitor": "step"`) and TensorBoard (scalars;
+once per epoch histograms of the activations). At epoch end it adds
+the epoch's averages, warnings (update ratios, dead or saturated units, activations that
+collapse with depth) and the train / validation gap hint to the epoch record; at the end of
+the run it draws dashboard.png and, for conv nets, filters.png (runtime/plots.py).
 
 Which step is sampled is decided by counting optimizer steps, with hooks on the optimizer
 (before and after `step()`): they also bracket full-batch optimizers (L-BFGS), whose step
@@ -20,7 +21,6 @@ forward hook removes them again.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 
@@ -32,10 +32,14 @@ from nnc.runtime.optimizers import OPTIMIZERS
 
 RELU_LIKE = ("relu", "leaky_relu", "prelu", "elu")
 SATURATING = ("tanh", "sigmoid")
-WATCHED = RELU_LIKE + SATURATING + ("maxout", "dense", "conv", "batchnorm", "layernorm", "rnn", "lstm", "gru")
+NONLINEAR = RELU_LIKE + SATURATING + ("maxout",)
+WATCHED = NONLINEAR + ("dense", "conv", "batchnorm", "layernorm", "rnn", "lstm", "gru")
 RATIO_LOW, RATIO_HIGH = 1e-5, 1e-1  # warn when a weight's epoch-mean update ratio is outside
 ANNEALED = 0.1  # below this fraction of its starting value, the lr is the schedule's doing
+COLLAPSE = 100.0  # tanh / sigmoid activation std falling by more than this from first to last layer
 GAP_BIG, GAP_NONE, LOW_ACC = 0.10, 0.02, 0.95
+HIST_SAMPLE = 4096  # entries of a layer's output drawn (at random) into dashboard.png's histogram
+DASH_BINS = 40  # bins of the dashboard's per-layer histograms
 
 
 def activation_stats(kind: str, out: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -52,6 +56,18 @@ def activation_stats(kind: str, out: torch.Tensor) -> dict[str, torch.Tensor]:
     return s
 
 
+_GEN = torch.Generator().manual_seed(0)
+
+
+def _sample(t: torch.Tensor) -> torch.Tensor:
+    """All of `t`, or HIST_SAMPLE of its entries drawn at random (a stride could alias with
+    the channel layout), as a float CPU copy."""
+    flat = t.detach().reshape(-1)
+    if flat.numel() > HIST_SAMPLE:
+        flat = flat[torch.randint(flat.numel(), (HIST_SAMPLE,), generator=_GEN).to(flat.device)]
+    return flat.float().cpu().clone()
+
+
 def _histogram(out: torch.Tensor, bins: int = 64) -> dict:
     """add_histogram_raw's arguments, computed by torch (TensorBoard's own add_histogram goes
     through numpy and measurably slows the training epochs that follow on a 2-core CPU)."""
@@ -62,6 +78,25 @@ def _histogram(out: torch.Tensor, bins: int = 64) -> dict:
     counts, edges = torch.histogram(x, bins=bins, range=(lo, hi))
     return {"min": lo, "max": hi, "num": x.numel(), "sum": x.sum().item(), "sum_squares": x.pow(2).sum().item(),
             "bucket_limits": edges[1:].tolist(), "bucket_counts": counts.tolist()}
+
+
+def _dash_histogram(kind: str, out: torch.Tensor) -> dict:
+    """A compact histogram of one layer's output for dashboard.png: tanh on [-1, 1], sigmoid
+    on [0, 1], anything else on its own range; for ReLUs the nonzero outputs, with the
+    fraction of zeros beside (their spike would flatten the rest)."""
+    x = _sample(out)
+    x = x[torch.isfinite(x)]
+    zero = None
+    if kind in RELU_LIKE and x.numel():
+        nz = x[x != 0]
+        zero, x = 1 - nz.numel() / x.numel(), nz
+    lo, hi = {"tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0)}.get(kind, (x.min().item() if x.numel() else 0.0,
+                                                                    x.max().item() if x.numel() else 1.0))
+    if hi <= lo:
+        hi = lo + 1e-6
+    counts = torch.histc(x, bins=DASH_BINS, min=lo, max=hi) if x.numel() else torch.zeros(DASH_BINS)
+    h = {"lo": lo, "hi": hi, "counts": [int(c) for c in counts.tolist()]}
+    return h if zero is None else {**h, "zero": zero}
 
 
 def _some(ratios: list[tuple[str, float]]) -> str:
@@ -78,6 +113,7 @@ class Monitor:
         self.every = graph.spec.train.monitor_every
         self.histograms, self.pictures = histograms, pictures
         self.layers = [(l.path, l.kind) for l in graph.layers() if l.kind in WATCHED]
+        self.kinds = dict(self.layers)
         self.role = P.roles(graph)
         self.full_batch = OPTIMIZERS[graph.spec.optimizer.kind].full_batch
         self.lr0 = graph.spec.optimizer.params.lr
@@ -127,6 +163,10 @@ class Monitor:
             self._grads()  # at the last evaluation inside the step
         self.steps += 1
 
+    def hist_due(self) -> bool:
+        """TensorBoard histograms: on the first sampled step of each epoch."""
+        return self.histograms and self.hist_epoch != self.run.epoch
+
     # --- the callback protocol of runtime/train.py
     def start(self, run) -> None:
         self.run, self.handles, self.acts = run, [], {}
@@ -139,7 +179,7 @@ class Monitor:
         self.epoch_zero: dict[str, int] = defaultdict(int)
         self.epoch_lrs: list[float] = []
         self.epoch_acts: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-        self.hist_epoch = -1
+        self.hist_epoch = self.dash_epoch = -1
         self.tb_queue: list[tuple] = []
         self.own = [run.model.register_forward_pre_hook(self._pre), run.model.register_forward_hook(self._post)]
         opt = getattr(run, "optimizer", None)
@@ -180,6 +220,7 @@ class Monitor:
             for n, g in self.grad_norms.items():
                 tb.append(("scalar", f"grad_norm/{n}", g, run.step))
         self.before = []
+        hist_now = self.hist_due()
         if self.acts and self.acts_step == run.step:
             stats = {path: activation_stats(kind, out) for path, (kind, out) in self.acts.items()}
             flat = [(path, k, v) for path, s in stats.items() for k, v in s.items()]
@@ -190,11 +231,15 @@ class Monitor:
                 self.epoch_acts[path][k].append(v)
                 tb.append(("scalar", f"activation_{k}/{path}", v, run.step))
             rec["activations"] = dict(act)
-            if self.histograms and self.hist_epoch != run.epoch:
-                self.hist_epoch = run.epoch
-                for path, (_, out) in self.acts.items():
-                    tb.append(("histogram", f"activations/{path}", _histogram(out), run.step))
+            if hist_now:
+                tb += [("histogram", f"activations/{path}", _histogram(out), run.step) for path, (_, out) in self.acts.items()]
+            if self.pictures and self.dash_epoch != run.epoch:  # for dashboard.png's histograms per layer
+                self.dash_epoch = run.epoch
+                rec["act_hist"] = {path: _dash_histogram(kind, out) for path, (kind, out) in self.acts.items()
+                                   if kind in NONLINEAR}
         self.acts = {}
+        if hist_now:
+            self.hist_epoch = run.epoch
         self.steps = run.step + 1  # train.py's count is the truth (resume starts it above 0)
         run.log.write(rec)
 
@@ -209,10 +254,10 @@ class Monitor:
             self.tb_queue.clear()
 
     # --- epoch end: averages and warnings
-    def _ratio_warnings(self, ratios: dict[str, float]) -> tuple[list[str], list[str]]:
+    def _ratio_warnings(self, ratios: dict[str, float], collapsed: bool) -> tuple[list[str], list[str]]:
         """(warnings, notes) on the weights' epoch-mean update ratios (biases start at 0: their
-        ratio is meaningless). A low ratio is blamed on the learning rate only when the schedule
-        has not annealed it below ANNEALED of its start."""
+        ratio is meaningless). A low ratio is blamed on the learning rate only when neither the
+        schedule (lr annealed below ANNEALED of its start) nor collapsed activations explain it."""
         warnings, notes, low, high = [], [], [], []
         lr = sum(self.epoch_lrs) / len(self.epoch_lrs) if self.epoch_lrs else None
         scale = lr / self.lr0 if lr is not None and self.lr0 > 0 else 1.0
@@ -237,28 +282,46 @@ class Monitor:
         if high:
             warnings.append(f"{_some(high)} (healthy ~1e-3; learning rate too high?)")
         if low:
-            at = " at the starting lr" if scale < ANNEALED else ""
-            warnings.append(f"{_some(low)}{at} (healthy ~1e-3; learning rate too low?)")
+            cause = ("the gradients vanish with the collapsed activations, not a low learning rate" if collapsed
+                     else "learning rate too low?")
+            warnings.append(f"{_some(low)}{' at the starting lr' if scale < ANNEALED else ''} (healthy ~1e-3; {cause})")
         return warnings, notes
+
+    def _activation_warnings(self, acts: dict[str, dict[str, float]]) -> list[str]:
+        warnings = [f"{path}: {100 * s['dead']:.0f}% dead ReLUs" for path, s in acts.items() if s.get("dead", 0) > 0.5]
+        squash = [(path, s) for path, s in acts.items() if self.kinds.get(path) in SATURATING]
+        sat = [path for path, s in squash if s.get("saturated", 0) > 0.5]
+        if len(sat) == 1:
+            warnings.append(f"{sat[0]}: {100 * acts[sat[0]]['saturated']:.0f}% saturated units")
+        elif sat:
+            mean = sum(acts[p]["saturated"] for p in sat) / len(sat)
+            warnings.append(f"{len(sat)} of {len(squash)} {'/'.join(sorted({self.kinds[p] for p in sat}))} layers are "
+                            f">50% saturated ({sat[0]} .. {sat[-1]}, {100 * mean:.0f}% on average): weights too large "
+                            "for these units? (xavier keeps them in range); saturated units pass no gradient")
+        if len(squash) >= 2:
+            (p0, s0), (p1, s1) = squash[0], squash[-1]
+            if s0["std"] > 0 and s1["std"] < s0["std"] / COLLAPSE:
+                warnings.append(f"activations collapse: std {s0['std']:.2g} at {p0} -> {s1['std']:.2g} at {p1} "
+                                f"(x{s1['std'] / s0['std']:.0e} over {len(squash)} layers): the weights are too small "
+                                "for this depth and the gradients vanish with them (xavier keeps the std)")
+        return warnings
 
     def epoch_end(self, run, record: dict) -> dict:
         self.flush_tb(run)
         extra: dict = {}
         ratios = {n: 10 ** (sum(math.log10(r) for r in rs) / len(rs)) for n, rs in self.epoch_ratios.items() if rs}
         ratios.update({n: 0.0 for n in self.epoch_zero if n not in ratios})
-        warnings, notes = self._ratio_warnings({n: r for n, r in ratios.items() if r > 0})
+        acts = {path: {k: sum(v) / len(v) for k, v in s.items()} for path, s in self.epoch_acts.items()}
+        act_warnings = self._activation_warnings(acts)
+        collapsed = any(w.startswith("activations collapse") for w in act_warnings)
+        warnings, notes = self._ratio_warnings({n: r for n, r in ratios.items() if r > 0}, collapsed)
+        warnings += act_warnings
         if ratios:
             extra["update_ratio"] = ratios
         if self.epoch_zero:
             extra["zero_updates"] = dict(self.epoch_zero)  # sampled steps where the tensor did not move
-        acts = {path: {k: sum(v) / len(v) for k, v in s.items()} for path, s in self.epoch_acts.items()}
         if acts:
             extra["activations"] = acts
-            for path, s in acts.items():
-                if s.get("dead", 0) > 0.5:
-                    warnings.append(f"{path}: {100 * s['dead']:.0f}% dead ReLUs")
-                if s.get("saturated", 0) > 0.5:
-                    warnings.append(f"{path}: {100 * s['saturated']:.0f}% saturated units")
         tr, va = record.get("train_accuracy"), record.get("val_accuracy")
         if tr is not None and va is not None:
             gap = tr - va
@@ -289,6 +352,8 @@ class Monitor:
                 self.flush_tb(run)
         finally:
             if self.pictures:
+                from nnc.runtime.plots import dashboard, filters
+
                 dashboard(run.log.path, run.out / "dashboard.png")
                 first = next((l for l in self.graph.layers() if l.tensors), None)
                 if first is not None and first.kind == "conv":
@@ -297,83 +362,3 @@ class Monitor:
 
 def default_monitors(graph: Graph) -> list:
     return [Monitor(graph)]
-
-
-# ---------------------------------------------------------------- pictures
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def dashboard(metrics, path) -> None:
-    """2x2: loss, accuracy (per epoch), update ratios of the weights and activation std (per sample)."""
-    plt = _plt()
-    rows = []
-    with open(metrics) as f:
-        for line in f:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut short by a crash
-                continue
-    epochs = [r for r in rows if "train_loss" in r]
-    samples = [r for r in rows if r.get("monitor") == "step"]
-    fig, ax = plt.subplots(2, 2, figsize=(11, 8), dpi=90)
-    ep = [r["epoch"] for r in epochs]
-    for k in ("train_loss", "val_loss"):
-        pts = [(e, r[k]) for e, r in zip(ep, epochs) if r.get(k) is not None]
-        if pts:
-            ax[0, 0].plot(*zip(*pts), marker="o", ms=3, label=k.replace("_", " "))
-    ax[0, 0].set(title="loss", xlabel="epoch", yscale="log")
-    for k in ("train_accuracy", "val_accuracy"):
-        pts = [(e, r[k]) for e, r in zip(ep, epochs) if r.get(k) is not None]
-        if pts:
-            ax[0, 1].plot(*zip(*pts), marker="o", ms=3, label=k.replace("_", " "))
-    ax[0, 1].set(title="accuracy", xlabel="epoch")
-    ratio_rows = [r for r in samples if "update_ratio" in r]
-    for n in (ratio_rows[0]["update_ratio"] if ratio_rows else {}):
-        if n.rsplit(".", 1)[-1].startswith("weight"):  # recurrent layers have weight_ih_l0, weight_hh_l0, ...
-            pts = [(r["step"], r["update_ratio"][n]) for r in ratio_rows if (r["update_ratio"].get(n) or 0) > 0]
-            if pts:
-                ax[1, 0].plot(*zip(*pts), label=n)
-    ax[1, 0].axhline(1e-3, color="gray", ls="--", lw=1, label="1e-3")
-    ax[1, 0].set(title="update / weight ratio", xlabel="step", yscale="log")
-    act_rows = [r for r in samples if "activations" in r]
-    for layer in (act_rows[-1]["activations"] if act_rows else {}):
-        pts = [(r["step"], r["activations"][layer]["std"]) for r in act_rows if layer in r["activations"]]
-        ax[1, 1].plot(*zip(*pts), label=layer)
-    ax[1, 1].set(title="activation std per layer", xlabel="step")
-    for a in ax.flat:
-        a.grid(alpha=0.3)
-        if a.get_legend_handles_labels()[0]:
-            a.legend(fontsize=7)
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.07, top=0.95, wspace=0.2, hspace=0.3)  # tight_layout: +0.8 s
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def filters(w: torch.Tensor, path) -> None:
-    """First-layer filters (O, C, k, k) as one mosaic, each filter scaled to [0, 1] on its own;
-    RGB when C == 3, else channel 0 in gray."""
-    plt = _plt()
-    o, c, kh, kw = w.shape
-    cols = math.ceil(math.sqrt(o))
-    rows = math.ceil(o / cols)
-    f = w if c == 3 else w[:, :1]
-    lo = f.amin((1, 2, 3), keepdim=True)
-    f = (f - lo) / (f.amax((1, 2, 3), keepdim=True) - lo + 1e-12)
-    grid = torch.ones(f.shape[1], rows * (kh + 1) + 1, cols * (kw + 1) + 1)  # 1-pixel white borders
-    for i in range(o):
-        r, q = divmod(i, cols)
-        grid[:, 1 + r * (kh + 1):1 + r * (kh + 1) + kh, 1 + q * (kw + 1):1 + q * (kw + 1) + kw] = f[i]
-    fig, ax = plt.subplots(figsize=(6, 6 * grid.shape[1] / grid.shape[2]), dpi=90)
-    ax.imshow(grid.permute(1, 2, 0).numpy() if c == 3 else grid[0].numpy(), cmap=None if c == 3 else "gray",
-              interpolation="nearest", vmin=0, vmax=1)
-    ax.axis("off")
-    ax.set_title(f"first-layer filters ({o} x {c} x {kh} x {kw})")
-    fig.savefig(path)
-    plt.close(fig)

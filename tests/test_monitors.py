@@ -1,6 +1,6 @@
 """Monitors during `nnc train`: explosion, activation statistics (the lecture's init experiment),
-dead ReLUs, update ratios and their causes, full-batch optimizers, records in metrics.jsonl, the pictures, and a
-run that stops early."""
+dead ReLUs, update ratios and their causes, full-batch optimizers, records in metrics.jsonl,
+activations that collapse or saturate, the pictures, and a run that stops early."""
 
 import json
 from types import SimpleNamespace
@@ -15,6 +15,7 @@ from nnc.compiler.spec import load_spec, load_text
 from nnc.compiler.torch_build import build_model
 from nnc.runtime import checkpoint
 from nnc.runtime.monitors import Monitor
+from nnc.runtime.plots import dashboard
 from nnc.runtime.train import train
 
 from conftest import SPECS
@@ -69,18 +70,19 @@ train      batch 128, epochs 1, monitor_every 1000
 """
 
 
-def _first_sample(text, name, tmp_path):
+def _run(text, name, tmp_path):
     graph = check(load_text(text, name))
     # step 0 is sampled, at init (the default monitors also draw pictures, not needed here)
     train(graph, tmp_path / name, quiet=True, callbacks=[Monitor(graph, histograms=False, pictures=False)])
-    step = next(r for r in _records(tmp_path / name / "metrics.jsonl") if r.get("monitor") == "step")
+    recs = _records(tmp_path / name / "metrics.jsonl")
+    step = next(r for r in recs if r.get("monitor") == "step")
     assert step["step"] == 0
-    return step["activations"]
+    return step["activations"], next(r for r in recs if "train_loss" in r)
 
 
 def test_deep_tanh_small_gaussian_collapses_xavier_does_not(tmp_path):
-    small = _first_sample(deep_tanh("weights gaussian(std=0.01), bias constant(0)"), "small", tmp_path)
-    xavier = _first_sample(deep_tanh("weights xavier, bias constant(0)"), "xavier", tmp_path)
+    small, small_epoch = _run(deep_tanh("weights gaussian(std=0.01), bias constant(0)"), "small", tmp_path)
+    xavier, xavier_epoch = _run(deep_tanh("weights xavier, bias constant(0)"), "xavier", tmp_path)
     s_std = [small[f"tanh{i}"]["std"] for i in range(1, 11)]
     x_std = [xavier[f"tanh{i}"]["std"] for i in range(1, 11)]
     # std 0.01: every layer multiplies the spread by about 0.01 * sqrt(500) = 0.22
@@ -90,6 +92,18 @@ def test_deep_tanh_small_gaussian_collapses_xavier_does_not(tmp_path):
     # xavier: the spread stays of the same order in every layer
     assert min(x_std) > 0.2 and x_std[9] > 0.3 * x_std[0]
     assert xavier["tanh10"]["saturated"] < 0.05
+    # the collapse is a warning, and the tiny updates it causes are blamed on it, not on the lr
+    (collapse,) = [w for w in small_epoch["warnings"] if w.startswith("activations collapse")]
+    assert "at tanh1 ->" in collapse and "at tanh10" in collapse and "xavier" in collapse
+    assert not any("learning rate too low" in w for w in small_epoch["warnings"])
+    assert any("vanish with the collapsed activations" in w for w in small_epoch["warnings"])
+    assert not any("collapse" in w or "saturated" in w for w in xavier_epoch.get("warnings", []))
+
+
+def test_saturated_tanh_layers_are_one_warning(tmp_path):
+    _, epoch = _run(deep_tanh("weights gaussian(std=1), bias constant(0)"), "big", tmp_path)
+    (sat,) = [w for w in epoch["warnings"] if "saturated" in w]
+    assert sat.startswith("10 of 10 tanh layers are >50% saturated (tanh1 .. tanh10")
 
 
 def test_negative_bias_kills_relus(tmp_path):
@@ -182,6 +196,10 @@ def test_train_writes_monitor_records_and_pictures(tmp_path):
         assert list(s["update_ratio"]) == params and list(s["grad_norm"]) == params
         assert set(s["activations"]) == {"conv1", "relu1", "conv2", "relu2", "fc1", "relu3", "fc2"}
         assert 1e-6 < s["update_ratio"]["fc1.weight"] < 1
+    # the dashboard's per-layer histograms: once per epoch, the nonlinearities, ReLUs with their zeros
+    (hist,) = [s["act_hist"] for s in steps if "act_hist" in s]
+    assert set(hist) == {"relu1", "relu2", "relu3"}
+    assert 0 < hist["relu1"]["zero"] < 1 and len(hist["relu1"]["counts"]) == 40
     epochs = [r for r in recs if "train_loss" in r]
     assert len(epochs) == 1
     for e in epochs:
@@ -252,3 +270,20 @@ def test_end_copes_with_a_run_that_died_in_its_first_step(tmp_path):
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
     assert (tmp_path / "dashboard.png").read_bytes()[:8] == PNG
     assert (tmp_path / "filters.png").read_bytes()[:8] == PNG
+
+
+def test_dashboard_draws_partial_and_truncated_metrics(tmp_path):
+    """Only step records (no epoch finished), a NaN loss and a line cut short by a crash."""
+    rows = [{"monitor": "step", "epoch": 1, "step": s, "loss": v,
+             "update_ratio": {"fc1.weight": 1e-3, "fc1.bias": None, "fc2.weight": 0.0},
+             "activations": {"tanh1": {"mean": 0.0, "std": 0.2, "saturated": 0.0},
+                             "tanh2": {"mean": 0.0, "std": 0.0, "saturated": 0.0}},
+             **({"act_hist": {"tanh1": {"lo": -1, "hi": 1, "counts": [0] * 19 + [5, 5] + [0] * 19}}} if s == 0 else {})}
+            for s, v in ((0, 2.3), (1, float("nan")))]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"monitor": "st')
+    dashboard(path, tmp_path / "d.png")
+    assert (tmp_path / "d.png").read_bytes()[:8] == PNG
+    (tmp_path / "empty.jsonl").write_text("")
+    dashboard(tmp_path / "empty.jsonl", tmp_path / "e.png")
+    assert (tmp_path / "e.png").read_bytes()[:8] == PNG
