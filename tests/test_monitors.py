@@ -1,6 +1,7 @@
 """Monitors during `nnc train`: explosion, activation statistics (the lecture's init experiment),
 dead ReLUs, update ratios and their causes, full-batch optimizers, records in metrics.jsonl,
-activations that collapse or saturate, the pictures, and a run that stops early."""
+activations that collapse or saturate, TensorBoard histograms, the pictures, and a run that
+stops early."""
 
 import json
 from types import SimpleNamespace
@@ -14,11 +15,13 @@ from nnc.compiler.shapes import check
 from nnc.compiler.spec import load_spec, load_text
 from nnc.compiler.torch_build import build_model
 from nnc.runtime import checkpoint
-from nnc.runtime.monitors import Monitor
+from nnc.runtime.monitors import HIST_SAMPLE, Monitor
 from nnc.runtime.plots import dashboard
 from nnc.runtime.train import train
 
 from conftest import SPECS
+
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(autouse=True)
@@ -29,9 +32,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def _records(path):
@@ -107,8 +107,7 @@ def test_saturated_tanh_layers_are_one_warning(tmp_path):
 
 
 def test_negative_bias_kills_relus(tmp_path):
-    text = (SPECS / "digits_mlp.nnspec").read_text().replace("bias constant(0)", "bias constant(-10) before relu")
-    text = text.replace("epochs 30, early_stop(patience=10, metric=val_loss)", "epochs 1")
+    text = _mlp(("bias constant(0)", "bias constant(-10) before relu"))
     graph = check(load_text(text, "dead"))
     train(graph, tmp_path / "dead", quiet=True)
     recs = _records(tmp_path / "dead" / "metrics.jsonl")
@@ -163,9 +162,7 @@ def test_lbfgs_steps_get_update_ratios_and_gradient_norms(tmp_path):
 
 
 def test_healthy_relus_are_not_dead(tmp_path):
-    text = (SPECS / "digits_mlp.nnspec").read_text().replace(
-        "epochs 30, early_stop(patience=10, metric=val_loss)", "epochs 1")
-    train(check(load_text(text, "ok")), tmp_path / "ok", quiet=True)
+    train(check(load_text(_mlp(), "ok")), tmp_path / "ok", quiet=True)
     step = next(r for r in _records(tmp_path / "ok" / "metrics.jsonl") if r.get("monitor") == "step")
     assert step["activations"]["relu1"]["dead"] < 0.2
 
@@ -185,9 +182,12 @@ def test_huge_learning_rate_exits_3_and_keeps_last_checkpoint(tmp_path, capsys):
     model.load_state_dict(ck.model)
 
 
-def test_train_writes_monitor_records_and_pictures(tmp_path):
+def test_train_writes_monitor_records_pictures_and_histograms(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     out = tmp_path / "cnn"
-    train(check(load_spec(str(SPECS / "digits_cnn.nnspec"), ("train.epochs=1", "train.monitor_every=10"))), out, quiet=True)
+    graph = check(load_spec(str(SPECS / "digits_cnn.nnspec"), ("train.epochs=1", "train.monitor_every=10")))
+    train(graph, out, quiet=True)
     recs = _records(out / "metrics.jsonl")
     steps = [r for r in recs if r.get("monitor") == "step"]
     assert [s["step"] for s in steps] == [0, 10, 20, 30]  # 1258 training examples / batch 32 = 40 steps
@@ -206,16 +206,25 @@ def test_train_writes_monitor_records_and_pictures(tmp_path):
         assert set(e["update_ratio"]) >= {"conv1.weight", "fc2.weight"}
         assert 0 <= e["activations"]["relu1"]["dead"] <= 1 and "gap" in e
     for png in ("dashboard.png", "filters.png", "loss.png"):
-        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / png).stat().st_size > 3_000, png
-    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+        assert (out / png).read_bytes()[:8] == PNG and (out / png).stat().st_size > 3_000, png
+    (events,) = (out / "tensorboard").glob("events.out.tfevents.*")
+    acc = EventAccumulator(str(events), size_guidance={"histograms": 0})
+    acc.Reload()
+    tags = set(acc.Tags()["histograms"])
+    for p in params:
+        assert {f"weights/{p}", f"gradients/{p}"} <= tags, p
+    assert "activations/relu1" in tags
+    w = acc.Histograms("weights/fc1.weight")
+    assert len(w) == 1 and w[0].step == 0 and w[0].histogram_value.num == HIST_SAMPLE  # of fc1's 128 x 512
+    assert acc.Histograms("gradients/fc2.bias")[0].histogram_value.num == 10  # a small tensor: all of it
 
 
 def test_update_ratio_is_the_step_size_over_the_weights(tmp_path):
     """sgd, no momentum: the update is lr * grad, so ratio == lr * ||grad|| / ||w||."""
-    text = (SPECS / "digits_mlp.nnspec").read_text().replace("adam(lr=3e-3)", "sgd(lr=0.01)").replace(
-        "l2 1e-4", "l2 0").replace("dropout 0.2", "").replace("epochs 30, early_stop(patience=10, metric=val_loss)", "epochs 1")
-    text = text.replace("schedule   cosine", "schedule   constant")
-    train(check(load_text(text, "sgd")), tmp_path / "sgd", quiet=True)
+    text = _mlp(("adam(lr=3e-3)", "sgd(lr=0.01)"), ("l2 1e-4", "l2 0"), ("dropout 0.2", ""),
+                ("schedule   cosine", "schedule   constant"))
+    graph = check(load_text(text, "sgd"))
+    train(graph, tmp_path / "sgd", quiet=True, callbacks=[Monitor(graph, histograms=False, pictures=False)])
     step = next(r for r in _records(tmp_path / "sgd" / "metrics.jsonl") if r.get("monitor") == "step")
     model = build_model(check(load_text(text, "sgd")))
     w = model.fc1.weight.detach().norm().item()
