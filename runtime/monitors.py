@@ -255,14 +255,25 @@ class Monitor:
         run.log.write(rec)
 
     def flush_tb(self, run) -> None:
-        if self.tb_queue:
-            tb = run.log.tb
-            for kind, tag, value, step in self.tb_queue:
-                if kind == "scalar":
-                    tb.add_scalar(tag, value, step)
-                else:
-                    tb.add_histogram_raw(tag, global_step=step, **value)
-            self.tb_queue.clear()
+        """Write the queued scalars and histograms: one TensorBoard event per step holding all
+        of that step's values (an add_scalar / add_histogram_raw call each costs ~10x more)."""
+        if not self.tb_queue:
+            return
+        from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary
+
+        by_step: dict[int, list] = defaultdict(list)
+        for kind, tag, value, step in self.tb_queue:
+            if kind == "scalar":
+                by_step[step].append(Summary.Value(tag=tag, simple_value=value))
+            else:
+                h = HistogramProto(min=value["min"], max=value["max"], num=value["num"], sum=value["sum"],
+                                   sum_squares=value["sum_squares"], bucket_limit=value["bucket_limits"],
+                                   bucket=value["bucket_counts"])
+                by_step[step].append(Summary.Value(tag=tag, histo=h))
+        writer = run.log.tb._get_file_writer()
+        for step, values in by_step.items():
+            writer.add_summary(Summary(value=values), global_step=step)
+        self.tb_queue.clear()
 
     # --- epoch end: averages and warnings
     def _ratio_warnings(self, ratios: dict[str, float], collapsed: bool) -> tuple[list[str], list[str]]:

@@ -217,6 +217,12 @@ def test_train_writes_monitor_records_pictures_and_histograms(tmp_path):
     w = acc.Histograms("weights/fc1.weight")
     assert len(w) == 1 and w[0].step == 0 and w[0].histogram_value.num == HIST_SAMPLE  # of fc1's 128 x 512
     assert acc.Histograms("gradients/fc2.bias")[0].histogram_value.num == 10  # a small tensor: all of it
+    assert [e.step for e in acc.Scalars("update_ratio/fc1.weight")] == [0, 10, 20, 30]
+    # one event per sampled step holds all its values (an event per value cost ~10x more)
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    ours = [e for e in EventFileLoader(str(events)).Load() if any("/" in v.tag for v in e.summary.value)]
+    assert len(ours) == len(steps)  # (train.py's epoch scalars, tags without '/', are its own)
 
 
 def test_update_ratio_is_the_step_size_over_the_weights(tmp_path):
