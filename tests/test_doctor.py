@@ -241,7 +241,7 @@ def test_a_big_model_is_time_boxed_and_says_so():
     the gradient check keeps within its budget on fewer entries and tensors."""
     graph = check(load_spec(str(SPECS / "digits_cnn.nnspec"), ()))
     doc = Doctor(graph, budget=1e-4)
-    doc._per_example = 1.0
+    doc._cost = (0.0, 1.0)
     over, sweep = doc.overfit(), doc.lr_sweep()
     assert over.passed is None and over.summary.startswith("skipped: ~600 s for 30 steps of 20 examples")
     assert sweep.passed is None and "skipped: even 5 lrs x 20 steps of batch 8" in sweep.summary
@@ -253,12 +253,23 @@ def test_a_big_model_is_time_boxed_and_says_so():
 def test_sweep_plan_shrinks_batch_then_steps_then_lrs():
     graph = check(load_spec(str(SPECS / "digits_cnn.nnspec"), ()))
     doc = Doctor(graph, budget=60)
-    doc._per_example = 0.01  # 9 lrs x 100 steps x 128 examples: ~1150 s
+    doc._cost = (0.0, 0.01)  # 9 lrs x 100 steps x 128 examples: ~1150 s
     lrs, steps, batch, note = doc.sweep_plan(tuple(range(9)), 100, 128, full_batch=False)
     assert (len(lrs), steps, batch) == (9, 83, 8)
     assert note == "time-boxed: 9 lrs x 83 steps of batch 8 (~60 s); the full sweep, 9 x 100 of 128, ~1152 s"
-    doc._per_example = 1e-6
+    doc._cost = (0.0, 1e-6)
     assert doc.sweep_plan(tuple(range(9)), 100, 128, full_batch=False) == (tuple(range(9)), 100, 128, "")
+
+
+def test_a_time_boxed_sweep_that_finds_nothing_is_inconclusive():
+    """20 steps of batch 8 where the spec asks 100 of 32: no lr bringing the loss down in so
+    few steps says nothing against the lrs (AlexNet on a CPU failed its sweep this way)."""
+    graph = check(load_spec(str(SPECS / "digits_mlp.nnspec"), ("optimizer=sgd(lr=0.01)",)))
+    doc = Doctor(graph, budget=4.0)
+    doc._cost = (0.0, 0.01)  # 9 x 100 x 32 examples: ~290 s; the plan: 5 lrs x 20 steps of 8, ~8 s
+    c = doc.lr_sweep(lrs=tuple(10.0 ** -k for k in range(12, 3, -1)))  # 1e-12 .. 1e-4: too small to show
+    assert c.details["steps"] == 20 and c.details["batch"] == 8 and len(c.details["rows"]) == 5
+    assert c.passed is None and c.summary.endswith("(inconclusive)") and "the full sweep, 9 x 100 of 32" in c.summary
 
 
 def test_skipped_checks_do_not_fail_the_run(capsys, monkeypatch):
