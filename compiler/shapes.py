@@ -201,7 +201,7 @@ class _Pass:
             if x.kind != "image" or y.kind != "image":
                 self.out.error(n.span, f"{n.name}: a projection shortcut needs images, got {x} -> {y}")
             else:
-                (c, h, w), (c2, h2, w2) = x.dims, y.dims
+                (_, h, w), (c2, h2, w2) = x.dims, y.dims
                 sh, sw = _shortcut_stride(h, h2), _shortcut_stride(w, w2)
                 if sh is None or sw is None:
                     self.out.error(n.span, f"{n.name}: no 1x1 stride maps {h}x{w} to {h2}x{w2}")

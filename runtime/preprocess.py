@@ -8,10 +8,14 @@ ONNX graph as Sub / Div / MatMul. Statistics are computed in float64 with numpy.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
 from nnc.compiler.layers.base import Params
+
+if TYPE_CHECKING:  # annotations only: numpy is imported where arrays are made
+    import numpy as np
 
 
 class NoParams(Params):

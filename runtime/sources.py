@@ -8,16 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from pydantic import Field
 
 from nnc.compiler.diagnostics import NncError
+from nnc.compiler.layers.base import Params
 
-# numpy is imported inside each loader: `nnc check` reads this registry and stays light
+if TYPE_CHECKING:  # annotations only: numpy is imported inside each loader, so that `nnc check`,
+    import numpy as np  # which reads this registry, stays light
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
-from nnc.compiler.layers.base import Params
 
 
 @dataclass
@@ -128,8 +129,9 @@ def _npy(p: Npy, dims, outputs) -> Arrays:
 
 
 def _csv(p: Csv, dims, outputs) -> Arrays:
-    import numpy as np
     import csv
+
+    import numpy as np
 
     if not Path(p.path).is_file():
         raise _missing(p.path, "csv file")

@@ -142,6 +142,6 @@ def fit_warning(axis: str, size: int, k: int, s: int, p: int, d: int = 1) -> str
     keff = d * (k - 1) + 1
     pad = f" + 2*{p}" if p else ""
     dropped = int(round((exact - floored) * s))
-    lost = (f"only padding falls off the end, no input is lost" if dropped <= p else
+    lost = ("only padding falls off the end, no input is lost" if dropped <= p else
             f"the last {dropped - p} row(s)/column(s) of the input are never read")
     return f"({size}{pad} - {keff}) / {s} + 1 = {exact:g} along {axis}: not an integer, floored to {floored}; {lost}"

@@ -1,0 +1,278 @@
+"""The sections of a spec, from statements to validated parts (init, loss, regularize,
+optimizer, schedule, data, train), collecting every error in a `Ctx`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from nnc.compiler.diagnostics import Diagnostic, NncError, Span, unknown
+from nnc.compiler.initializers import INITIALIZERS
+from nnc.compiler.layers import LAYERS
+from nnc.compiler.layers.base import Params
+from nnc.compiler.schema import DataOptions, DataSpec, InitRule, OptimizerSpec, Regularize, ScheduleSpec, Train
+from nnc.compiler.values import BARE, Choice, Converter, positional_to_fields, validate
+from nnc.grammar.parse import Statement, Value
+from nnc.runtime.augment import AUGMENT
+from nnc.runtime.losses import LOSSES
+from nnc.runtime.optimizers import OPTIMIZERS
+from nnc.runtime.preprocess import PREPROCESS
+from nnc.runtime.schedules import SCHEDULES, Warmup
+from nnc.runtime.sources import SOURCES
+
+# ---------------------------------------------------------------- entry helpers
+
+
+@dataclass
+class Ctx:
+    conv: Converter
+    errors: list[Diagnostic]
+    spans: dict[str, Span]
+
+
+def _registry_choice(v: Value, registry: dict, what: str, path: str, ctx: Ctx) -> Choice | None:
+    """A word or call naming a registry entry -> Choice with validated parameters."""
+    if v.kind not in ("word", "call"):
+        ctx.errors.append(Diagnostic(f"expected {what}, got {v.text!r}", v.span,
+                                     help="one of: " + ", ".join(sorted(registry))))
+        return None
+    name = v.value if v.kind == "word" else v.value.name
+    name_span = v.span if v.kind == "word" else v.value.name_span
+    if name not in registry:
+        ctx.errors.append(unknown(name_span, what, name, registry))
+        return None
+    d = registry[name]
+    raw = {}
+    if v.kind == "call":  # the call is the registry entry itself, even where its word is also a
+        # search range's (the `uniform` initializer): only its arguments may be ranges
+        raw = ctx.conv.call(v.value, path)
+    spans = {}
+    if v.kind == "call":
+        names = [f.alias or n for n, f in d.params.model_fields.items()]
+        for i, a in enumerate(v.value.args[: len(names)]):
+            spans[names[i]] = a.span
+        for k, kv in v.value.kwargs:
+            spans[k] = kv.span
+        raw = positional_to_fields(raw, d.params, name, v.span, ctx.errors)
+    for k, s in spans.items():
+        ctx.spans[f"{path}.{k}"] = s
+    keys = dict(zip((k for k, _ in v.value.kwargs), v.value.key_spans)) if v.kind == "call" else {}
+    params = validate(d.params, raw, name, v.span, spans, ctx.errors, key_spans=keys, call=name)
+    return Choice(name, params, v.span) if params is not None else None
+
+
+def _keyed(stmt: Statement, section: str, keys: dict[str, Any], ctx: Ctx, head: dict | None = None) -> dict:
+    """Entries of `key value...` form -> raw dict. `keys` maps each key to None (plain value)
+    or a registry (the values are registry words). `head` (registry, what) takes entries
+    that start with an unknown word or call as the section's main choice."""
+    raw: dict[str, Any] = {}
+    spans: dict[str, Span] = {}
+    for entry in entries(stmt):
+        first = entry.items[0]
+        key = first.value if first.kind == "word" else (first.value.name if first.kind == "call" else None)
+        if key in keys and (first.kind == "word" or keys[key] is None):
+            if key in raw:
+                ctx.errors.append(Diagnostic(f"{section}: {key} given twice", first.span))
+                continue
+            spans[key] = entry.span
+            ctx.spans[f"{section}.{key}"] = entry.span
+            registry = keys[key]
+            if first.kind == "call":  # early_stop(patience=5)
+                raw[key] = _call_fields(first, ctx, f"{section}.{key}")
+                spans.update({p[len(section) + 1:]: s for p, s in ctx.spans.items() if p.startswith(f"{section}.{key}.")})
+            elif registry is not None:
+                raw[key] = tuple(c for c in (_registry_choice(v, registry, f"{key} step", f"{section}.{key}", ctx)
+                                             for v in entry.items[1:]) if c)
+            else:
+                vals = [ctx.conv.plain(v, f"{section}.{key}") for v in entry.items[1:]]
+                raw[key] = BARE if not vals else vals[0] if len(vals) == 1 else tuple(vals)
+                if len(entry.items) == 2:
+                    spans[key] = ctx.spans[f"{section}.{key}"] = entry.items[1].span
+        elif head is not None and "__head__" not in raw and (len(entry.items) == 1 or key in head["registry"]):
+            raw["__head__"] = _registry_choice(first, head["registry"], head["what"], section, ctx)
+            if len(entry.items) > 1:  # optimizer sgd(lr=0.1) momentum 0.9
+                ctx.errors.append(Diagnostic(f"unexpected {entry.items[1].text!r} after the {head['what']}",
+                                             entry.items[1].span,
+                                             help=f"options of {key} go inside its call, {key}(name=value, ...); "
+                                                  "other settings follow a comma"))
+        else:
+            choices = list(keys) + (list(head["registry"]) if head else [])
+            ctx.errors.append(unknown(first.span, f"{section} setting", first.text, choices))
+    raw["__spans__"] = spans
+    return raw
+
+
+def _call_fields(v: Value, ctx: Ctx, path: str) -> dict:
+    raw = ctx.conv.plain(v, path)
+    raw.pop("kind")
+    args = raw.pop("args")
+    keys = dict(zip((k for k, _ in v.value.kwargs), v.value.key_spans))
+    for k, kv in v.value.kwargs:  # `fc8=10`, key and value: a wrong layer name or a wrong factor
+        ctx.spans[f"{path}.{k}"] = keys[k].to(kv.span) if k in keys else kv.span
+    if args:
+        raw["__args__"] = args
+    return raw
+
+
+def entries(stmt: Statement):
+    """A section's entries: the rest of its first line, then the lines of its block."""
+    first = stmt.entries[0]
+    if len(first.items) > 1:
+        yield type(first)(first.items[1:], first.items[1].span.to(first.span))
+    yield from stmt.entries[1:]
+    for s in stmt.block or ():
+        if s.block is not None:
+            raise NncError.at(s.span, f"a block is not allowed inside {stmt.head.value}")
+        yield from s.entries
+
+
+def _finish(raw: dict, model: type[Params], what: str, ctx: Ctx) -> Params | None:
+    spans = raw.pop("__spans__")
+    raw.pop("__head__", None)
+    for k, v in list(raw.items()):
+        if isinstance(v, dict) and "__args__" in v:
+            sub = model.model_fields[k].annotation
+            sub = next((a for a in getattr(sub, "__args__", (sub,)) if isinstance(a, type) and issubclass(a, Params)), None)
+            args = v.pop("__args__")
+            if sub:
+                names = [f.alias or n for n, f in sub.model_fields.items()]
+                v.update(zip(names, args))
+            elif not v:  # `freeze (fc1, fc2)` reads as the call freeze(fc1, fc2): its arguments are the value
+                raw[k] = args[0] if len(args) == 1 else tuple(args)
+    return validate(model, raw, what, None, spans, ctx.errors)
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _init(stmt: Statement | None, ctx: Ctx) -> tuple[InitRule, ...]:
+    rules = [InitRule("weights", Choice("auto", INITIALIZERS["auto"].params())),
+             InitRule("bias", Choice("constant", INITIALIZERS["constant"].params()))]
+    if stmt is None:
+        return tuple(rules)
+    for entry in entries(stmt):
+        items = list(entry.items)
+        layer = None
+        if items[0].kind == "word" and items[0].value not in ("weights", "bias") and len(items) > 1:
+            layer = items.pop(0)
+        if not items or items[0].kind != "word" or items[0].value not in ("weights", "bias"):
+            ctx.errors.append(Diagnostic("an init rule reads `weights INIT`, `bias INIT [before ACTIVATION]` "
+                                         "or `LAYER weights INIT`", entry.span))
+            continue
+        target = items.pop(0).value
+        if not items:
+            ctx.errors.append(Diagnostic(f"init: {target} needs an initializer", entry.span,
+                                         help="one of: " + ", ".join(sorted(INITIALIZERS))))
+            continue
+        choice = _registry_choice(items.pop(0), INITIALIZERS, "initializer", f"init.{target}", ctx)
+        before = None
+        if items:
+            if items[0].kind == "word" and items[0].value == "before" and len(items) == 2 and items[1].kind == "word":
+                before = items[1].value
+                if LAYERS.get(before) is None or not LAYERS[before].activation:
+                    acts = [k for k, d in LAYERS.items() if d.activation]
+                    ctx.errors.append(unknown(items[1].span, "activation", before, acts))
+            else:
+                ctx.errors.append(Diagnostic(f"unexpected {items[0].text!r} in an init rule", items[0].span,
+                                             help="a rule may end with `before ACTIVATION`, e.g. before relu"))
+        if choice:
+            rules.append(InitRule(target, choice, layer.value if layer else None, before,
+                                  layer.span if layer else entry.span))
+    return tuple(rules)
+
+
+def _single(stmt: Statement | None, registry: dict, what: str, section: str, default: str, ctx: Ctx) -> Choice | None:
+    if stmt is None:
+        return Choice(default, registry[default].params())
+    given = list(entries(stmt))
+    if len(given) != 1 or len(given[0].items) != 1:
+        ctx.errors.append(Diagnostic(f"{section} takes one {what}", stmt.span,
+                                     help="one of: " + ", ".join(sorted(registry))))
+        return None
+    return _registry_choice(given[0].items[0], registry, what, section, ctx)
+
+
+def _optimizer(stmt: Statement | None, ctx: Ctx) -> OptimizerSpec | None:
+    if stmt is None:
+        return OptimizerSpec(Choice("sgd", OPTIMIZERS["sgd"].params(lr=0.01, momentum=0.9)))
+    raw = _keyed(stmt, "optimizer", {"lr_mult": None, "decay_mult": None}, ctx,
+                 head={"registry": OPTIMIZERS, "what": "optimizer"})
+    choice = raw.get("__head__")
+    if "__head__" not in raw:
+        ctx.errors.append(Diagnostic("optimizer: which optimizer?", stmt.span, help="one of: " + ", ".join(sorted(OPTIMIZERS))))
+    mults = {}
+    for key in ("lr_mult", "decay_mult"):
+        value = raw.get(key, {})
+        if value and (not isinstance(value, dict) or value.get("__args__")):
+            ctx.errors.append(Diagnostic(f"{key} reads {key}(LAYER=FACTOR, ...)", ctx.spans.get(f"optimizer.{key}")))
+            value = {}
+        for layer, f in value.items():
+            if not isinstance(f, (int, float)) or isinstance(f, bool) or f < 0:
+                ctx.errors.append(Diagnostic(f"{key} for {layer} must be a number >= 0, got {f!r}",
+                                             ctx.spans.get(f"optimizer.{key}.{layer}")))
+        mults[key] = {k: float(v) for k, v in value.items() if isinstance(v, (int, float))}
+    if choice and choice.kind == "lbfgs" and mults["lr_mult"]:
+        ctx.errors.append(Diagnostic("lbfgs has one learning rate for all layers: lr_mult cannot apply",
+                                     ctx.spans.get("optimizer.lr_mult"), help="freeze layers instead, or use sgd/adam"))
+    return OptimizerSpec(choice, **mults) if choice else None
+
+
+def _schedule(stmt: Statement | None, ctx: Ctx) -> ScheduleSpec | None:
+    if stmt is None:
+        return ScheduleSpec(Choice("constant", SCHEDULES["constant"].params()))
+    main, warmup = None, None
+    for entry in entries(stmt):
+        v = entry.items[0]
+        if len(entry.items) > 1:
+            ctx.errors.append(Diagnostic("one schedule per entry; separate them with commas", entry.items[1].span))
+        if v.kind == "call" and v.value.name == "warmup" or v.kind == "word" and v.value == "warmup":
+            if v.kind == "word":
+                ctx.errors.append(Diagnostic("warmup needs epochs=N or steps=N", v.span))
+                continue
+            raw = ctx.conv.plain(v, "schedule.warmup")
+            raw = positional_to_fields(raw, Warmup, "warmup", v.span, ctx.errors)
+            warmup = validate(Warmup, raw, "warmup", v.span, {k: kv.span for k, kv in v.value.kwargs}, ctx.errors,
+                              key_spans=dict(zip((k for k, _ in v.value.kwargs), v.value.key_spans)), call="warmup")
+            continue
+        if main is not None:
+            ctx.errors.append(Diagnostic("only one main schedule (plus an optional warmup)", v.span))
+            continue
+        main = _registry_choice(v, SCHEDULES, "schedule", "schedule", ctx)
+    return ScheduleSpec(main or Choice("constant", SCHEDULES["constant"].params()), warmup)
+
+
+def _data(stmt: Statement | None, ctx: Ctx) -> DataSpec | None:
+    if stmt is None:
+        return DataSpec(Choice("digits", SOURCES["digits"].params()), 0.1, 0.2)
+    raw = _keyed(stmt, "data", {"val": None, "test": None, "seed": None, "preprocess": PREPROCESS, "augment": AUGMENT}, ctx,
+                 head={"registry": SOURCES, "what": "data source"})
+    source = raw.get("__head__")
+    if "__head__" not in raw:
+        source = Choice("digits", SOURCES["digits"].params())
+    steps = {k: raw.pop(k, ()) for k in ("preprocess", "augment")}
+    for k in ("preprocess", "augment"):
+        raw["__spans__"].pop(k, None)
+    opts = _finish(raw, DataOptions, "data", ctx)
+    if opts and opts.val + opts.test >= 1:
+        ctx.errors.append(Diagnostic(f"val {opts.val:g} + test {opts.test:g} leaves no training data",
+                                     ctx.spans.get("data.test", stmt.span)))
+    if source and opts:
+        return DataSpec(source, opts.val, opts.test, steps["preprocess"], steps["augment"], opts.seed)
+    return None
+
+
+def build(found: dict[str, Statement], ctx: Ctx) -> tuple:
+    """Every section but the model block, defaults filled in where a section is absent:
+    (init, loss, regularize, optimizer, schedule, data, train)."""
+    init = _init(found.get("init"), ctx)
+    loss = _single(found.get("loss"), LOSSES, "loss", "loss", "cross_entropy", ctx)
+    reg_stmt = found.get("regularize")
+    reg = _finish(_keyed(reg_stmt, "regularize", {k: None for k in Regularize.model_fields}, ctx), Regularize,
+                  "regularize", ctx) if reg_stmt else Regularize()
+    opt = _optimizer(found.get("optimizer"), ctx)
+    sched = _schedule(found.get("schedule"), ctx)
+    data = _data(found.get("data"), ctx)
+    train_stmt = found.get("train")
+    keys = {f.alias or n: None for n, f in Train.model_fields.items()}
+    train = _finish(_keyed(train_stmt, "train", keys, ctx), Train, "train", ctx) if train_stmt else Train()
+    return init, loss, reg, opt, sched, data, train
