@@ -38,10 +38,10 @@ def _init_text(l: LayerInfo) -> str:
 
 
 def print_listing(graph: Graph, resolved: bool = False) -> None:
+    import shutil
+
     from rich.console import Console
     from rich.table import Table
-
-    import shutil
 
     console = Console(highlight=False, width=max(shutil.get_terminal_size((140, 24)).columns, 120))
     spec = graph.spec
