@@ -250,6 +250,8 @@ class Doctor:
                     t0 = time.perf_counter()
                     model.zero_grad(set_to_none=True)
                     self.loss_fn(model(x).float(), y).backward()
+                    if self.dev.type == "cuda":
+                        torch.cuda.synchronize()
                     return time.perf_counter() - t0
 
                 timed(2)
