@@ -4,6 +4,7 @@ the CLI (streaming, --checks, strict JSON)."""
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -195,10 +196,12 @@ def test_random_labels_fit_a_seed_whose_scores_line_up_with_the_classes():
         assert c.details["loss"] < c.details["expected"]
 
 
-def test_lenet5_scores_are_too_large_at_init():
-    """He init with two max pools on white-noise inputs: scores of std ~4 at init. The loss
-    (4.8) is what such scores give; the finding is the init scale, and the check says so."""
-    [c] = run_doctor(check(load_spec(str(SPECS / "lenet5.nnspec"), ())), checks=("init_loss",))
+def test_lenet5_with_he_everywhere_has_scores_too_large_at_init():
+    """LeNet-5 with He init in every layer (the output layer too) and two max pools, on
+    white-noise inputs: scores of std ~4 at init. The loss (4.8) is what such scores give; the
+    finding is the init scale, and the check says so."""
+    text = re.sub(r"(?m)^init .*$", "init       weights he, bias constant(0)", (SPECS / "lenet5.nnspec").read_text())
+    [c] = run_doctor(_graph(text, "lenet5_he"), checks=("init_loss",))
     assert c.passed is False
     assert "scores too large at init, std" in c.summary and "the init scale is the cause" in c.summary
     assert c.details["score_std"] > 3 and c.details["expected_low"] <= c.details["loss"] <= c.details["expected_high"]
