@@ -1,6 +1,7 @@
 """PNG plots of a run, drawn from metrics.jsonl alone (so they can be redrawn later):
 loss.png and accuracy.png (`training_curves`), the monitors' dashboard.png (`dashboard`) and
-the first-layer filters (`filters`, from the weights)."""
+the first-layer filters (`filters`, from the weights); and nnc search's scatter of the metric vs
+each hyperparameter (`search_scatter`)."""
 
 from __future__ import annotations
 
@@ -294,3 +295,77 @@ def filters(w, path) -> None:
     ax.set_title(f"first-layer filters ({o} x {c} x {kh} x {kw})")
     fig.savefig(path)
     plt.close(fig)
+
+
+PANELS_PER_ROW = 4
+
+
+def exploded_y(seen: list[float]) -> float:
+    """Where exploded trials (no value) are drawn: a strip just below the lowest value, so
+    they never cover a real point."""
+    if not seen:
+        return 0.0
+    lo, hi = min(seen), max(seen)
+    return lo - 0.08 * ((hi - lo) or abs(lo) or 1.0)
+
+
+def search_scatter(trials: list[dict], ranges: list, metric: str, path: Path) -> Path:
+    """Metric vs each hyperparameter, one panel each (log x-axis for log ranges), at most four
+    panels per row: completed trials as dots by stage, pruned ones at their last reported value
+    as crosses, exploded ones as red triangles on a strip below the lowest value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    from nnc.compiler.values import format_value
+
+    seen = [v for v in (r["value"] if r["value"] is not None else r["last"] for r in trials) if v is not None]
+    floor = exploded_y(seen)
+    ncols = min(PANELS_PER_ROW, len(ranges))
+    nrows = math.ceil(len(ranges) / ncols)
+    fig = Figure(figsize=(3.2 * ncols, 2.8 * nrows + 0.4), dpi=80, layout="constrained")
+    grid = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in grid[len(ranges):]:
+        ax.set_visible(False)
+    colors = {"coarse": "tab:blue", "fine": "tab:orange"}
+    for ax, r in zip(grid, ranges):
+        for row in trials:
+            if r.path not in row["params"]:
+                continue
+            x = row["params"][r.path]
+            x = r.args.index(x) if r.dist == "choice" else x
+            if row["value"] is not None:
+                ax.scatter([x], [row["value"]], s=18, color=colors.get(row["stage"], "tab:green"))
+            elif row["state"] == "exploded":
+                ax.scatter([x], [floor], s=22, marker="v", color="tab:red")
+            elif row["last"] is not None and row["state"] == "pruned":
+                ax.scatter([x], [row["last"]], s=18, marker="x", color="tab:gray")
+        if seen:
+            ax.axhline((floor + min(seen)) / 2, color="tab:red", lw=0.5, ls=":", alpha=0.5)
+        if r.log:
+            ax.set_xscale("log")
+        if r.dist == "choice":
+            ax.set_xticks(range(len(r.args)), [format_value(a) for a in r.args])
+        else:
+            ax.set_xlim(*_padded(r))
+        ax.set_xlabel(f"{r.path} ({r.dist})")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    handles = [Line2D([], [], ls="", marker=m, color=c, label=l)
+               for l, m, c in (("coarse", "o", colors["coarse"]), ("fine", "o", colors["fine"]),
+                               ("pruned (last value)", "x", "tab:gray"),
+                               ("exploded (below the lowest value)", "v", "tab:red"))]
+    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncols=min(len(handles), 2 * ncols),
+               frameon=False)
+    fig.savefig(path)
+    return path
+
+
+def _padded(r) -> tuple[float, float]:
+    lo, hi = r.args
+    if r.log:
+        return lo / 10 ** (0.05 * math.log10(hi / lo)), hi * 10 ** (0.05 * math.log10(hi / lo))
+    pad = 0.05 * (hi - lo)
+    return lo - pad, hi + pad

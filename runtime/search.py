@@ -25,6 +25,7 @@ from typing import Any, Callable
 from nnc.compiler.diagnostics import EXIT_DIVERGED, NncError
 from nnc.compiler.spec import Spec, load_text
 from nnc.compiler.values import SearchRange, format_value, resolve_text
+from nnc.runtime.plots import search_scatter
 
 STUDY = "nnc-search"
 BORDER = 0.10  # warn when the best value lies within 10% of its range's width from a border
@@ -486,7 +487,7 @@ def _finish(study, result: SearchResult, out: Path) -> None:
     result.best_spec = out / "best.nnspec"
     result.best_spec.write_text(best_header(result.spec, result.metric, best) + resolve_text(result.spec.text, values))
     result.warnings = border_warnings(result.spec, best["params"])
-    result.plot = scatter(result, out / "search.png")
+    result.plot = search_scatter(result.trials, result.spec.search, result.metric, out / "search.png")
 
 
 def best_header(spec: Spec, metric: str, best: dict) -> str:
@@ -499,77 +500,3 @@ def best_header(spec: Spec, metric: str, best: dict) -> str:
         text += (f"# (the trial trained {ran} epoch(s); `train epochs` below is the spec's {spec.train.epochs}, "
                  "for the full run)\n")
     return text
-
-
-# ---------------------------------------------------------------- the plot
-
-PANELS_PER_ROW = 4
-
-
-def exploded_y(seen: list[float]) -> float:
-    """Where exploded trials (no value) are drawn: a strip just below the lowest value, so
-    they never cover a real point."""
-    if not seen:
-        return 0.0
-    lo, hi = min(seen), max(seen)
-    return lo - 0.08 * ((hi - lo) or abs(lo) or 1.0)
-
-
-def scatter(result: SearchResult, path: Path) -> Path:
-    """Metric vs each hyperparameter, one panel each (log x-axis for log ranges), at most four
-    panels per row: completed trials as dots by stage, pruned ones at their last reported value
-    as crosses, exploded ones as red triangles on a strip below the lowest value."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    ranges = result.spec.search
-    seen = [v for v in (r["value"] if r["value"] is not None else r["last"] for r in result.trials) if v is not None]
-    floor = exploded_y(seen)
-    ncols = min(PANELS_PER_ROW, len(ranges))
-    nrows = math.ceil(len(ranges) / ncols)
-    fig = Figure(figsize=(3.2 * ncols, 2.8 * nrows + 0.4), dpi=80, layout="constrained")
-    grid = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax in grid[len(ranges):]:
-        ax.set_visible(False)
-    colors = {"coarse": "tab:blue", "fine": "tab:orange"}
-    for ax, r in zip(grid, ranges):
-        for row in result.trials:
-            if r.path not in row["params"]:
-                continue
-            x = row["params"][r.path]
-            x = r.args.index(x) if r.dist == "choice" else x
-            if row["value"] is not None:
-                ax.scatter([x], [row["value"]], s=18, color=colors.get(row["stage"], "tab:green"))
-            elif row["state"] == "exploded":
-                ax.scatter([x], [floor], s=22, marker="v", color="tab:red")
-            elif row["last"] is not None and row["state"] == "pruned":
-                ax.scatter([x], [row["last"]], s=18, marker="x", color="tab:gray")
-        if seen:
-            ax.axhline((floor + min(seen)) / 2, color="tab:red", lw=0.5, ls=":", alpha=0.5)
-        if r.log:
-            ax.set_xscale("log")
-        if r.dist == "choice":
-            ax.set_xticks(range(len(r.args)), [format_value(a) for a in r.args])
-        else:
-            ax.set_xlim(*_padded(r))
-        ax.set_xlabel(f"{r.path} ({r.dist})")
-        ax.set_ylabel(result.metric)
-        ax.grid(alpha=0.3)
-    handles = [matplotlib.lines.Line2D([], [], ls="", marker=m, color=c, label=l)
-               for l, m, c in (("coarse", "o", colors["coarse"]), ("fine", "o", colors["fine"]),
-                               ("pruned (last value)", "x", "tab:gray"),
-                               ("exploded (below the lowest value)", "v", "tab:red"))]
-    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncols=min(len(handles), 2 * ncols),
-               frameon=False)
-    fig.savefig(path)
-    return path
-
-
-def _padded(r: SearchRange) -> tuple[float, float]:
-    lo, hi = r.args
-    if r.log:
-        return lo / 10 ** (0.05 * math.log10(hi / lo)), hi * 10 ** (0.05 * math.log10(hi / lo))
-    pad = 0.05 * (hi - lo)
-    return lo - pad, hi + pad

@@ -22,6 +22,7 @@ from nnc.compiler.diagnostics import Span
 from nnc.compiler.spec import load_spec, load_text
 from nnc.compiler.values import SearchRange
 from nnc.runtime import search as search_mod
+from nnc.runtime.plots import exploded_y, search_scatter
 from nnc.runtime.search import Config, Param, border_warnings, narrow, resolve_text, suggest
 
 SPAN = Span(1, 1, 1, 2)
@@ -482,8 +483,8 @@ def test_scatter_wraps_panels_and_draws_exploded_trials_below_the_lowest_value(t
         rows.append({"number": n, "stage": "coarse", "state": state, "value": value, "params": params,
                      "reason": "", "epochs_run": 0, "last": None})
     res = search_mod.SearchResult(spec, "val_accuracy", rows)
-    png = matplotlib.image.imread(search_mod.scatter(res, tmp_path / "p.png"))
+    png = matplotlib.image.imread(search_scatter(res.trials, res.spec.search, res.metric, tmp_path / "p.png"))
     h, w = png.shape[:2]
     assert w <= 4 * 3.2 * 80 + 1 and h >= 2 * 2.8 * 80  # two rows of at most four panels
     values = [r["value"] for r in rows if r["value"] is not None]
-    assert search_mod.exploded_y(values) < min(values) - 0.01
+    assert exploded_y(values) < min(values) - 0.01

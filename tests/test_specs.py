@@ -3,11 +3,10 @@ parameter counts, parameter names and every layer's output shape, checked with f
 on a real forward pass. Plus the well-known totals, and the examples of docs/language.md."""
 
 import re
-from pathlib import Path
 
 import pytest
 
-from nnc.compiler.shapes import LayerInfo, ResidualInfo, check
+from nnc.compiler.shapes import ResidualInfo, check
 from nnc.compiler.spec import load_spec, load_text
 
 from conftest import ROOT, SPECS
