@@ -303,7 +303,8 @@ class SearchResult:
     spec: Spec
     metric: str
     trials: list[dict]  # sorted best first: number, stage, state, value, params, reason, epochs_run
-    stages: list[tuple[str, int, list[Param]]] = field(default_factory=list)  # (stage, epochs, ranges)
+    # (stage, epochs, ranges, trials the study already held for it)
+    stages: list[tuple[str, int, list[Param], int]] = field(default_factory=list)
     best: dict | None = None
     best_spec: Path | None = None
     plot: Path | None = None
@@ -312,8 +313,8 @@ class SearchResult:
 
 
 def search(cfg: Config, on_trial: Callable[[dict], None] | None = None) -> SearchResult:
-    """Run cfg.trials trials per stage on the study in cfg.out (new or continued); with
-    cfg.trials == 0 only report it. A KeyboardInterrupt ends the search early: the trial it
+    """Bring each stage of the study in cfg.out (new or continued) to cfg.trials finished
+    trials; when it holds them already (cfg.trials == 0, say) only report it. A KeyboardInterrupt ends the search early: the trial it
     stopped is marked failed ("interrupted"), and the result of the finished trials is still
     written and returned, with `interrupted` set."""
     from nnc.compiler.spec import load_spec
@@ -360,14 +361,22 @@ def _run_stages(cfg: Config, spec: Spec, study, result: SearchResult, on_trial) 
             if len(done) >= 2:
                 done.sort(key=lambda t: t.value, reverse=study.direction == optuna.study.StudyDirection.MAXIMIZE)
                 params = narrow(params, [t.params for t in done[:max(2, math.ceil(TOP * len(done)))]])
-        result.stages.append((stage, epochs, params))
+        # --trials counts the stage's finished trials, those of earlier runs of the command too: the
+        # same command after an interrupt runs what is left (failed, i.e. interrupted, trials are redone)
+        done = sum(1 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                                        optuna.trial.TrialState.PRUNED))
+                   if t.user_attrs.get("stage") == stage)
+        todo = max(0, cfg.trials - done)
+        result.stages.append((stage, epochs, params, done))
+        if not todo:
+            continue
         offset = len(study.trials)
         if cfg.jobs > 1:
-            _parallel(cfg, study, params, stage, epochs, offset, on_trial)
+            _parallel(cfg, study, params, stage, epochs, offset, todo, on_trial)
         else:
             study.sampler = _sampler(cfg, offset)
             callbacks = [lambda s, t: on_trial(_row(t))] if on_trial else []
-            study.optimize(_objective(cfg, spec, params, stage, epochs), n_trials=cfg.trials, callbacks=callbacks)
+            study.optimize(_objective(cfg, spec, params, stage, epochs), n_trials=todo, callbacks=callbacks)
 
 
 # ---------------------------------------------------------------- --jobs J
@@ -394,7 +403,8 @@ def _worker(cfg: Config, params: list[Param], stage: str, epochs: int, n: int, o
         sys.exit(1)
 
 
-def _parallel(cfg: Config, study, params: list[Param], stage: str, epochs: int, offset: int, on_trial) -> None:
+def _parallel(cfg: Config, study, params: list[Param], stage: str, epochs: int, offset: int, trials: int,
+              on_trial) -> None:
     """--jobs J: J processes share the SQLite study (train's plots use pyplot, which is not
     thread-safe, so processes rather than optuna's threads). The parent polls the study and
     reports each trial as it finishes."""
@@ -405,7 +415,7 @@ def _parallel(cfg: Config, study, params: list[Param], stage: str, epochs: int, 
 
     ctx = mp.get_context("spawn")
     errors = ctx.Queue()
-    shares = [cfg.trials // cfg.jobs + (k < cfg.trials % cfg.jobs) for k in range(cfg.jobs)]
+    shares = [trials // cfg.jobs + (k < trials % cfg.jobs) for k in range(cfg.jobs)]
     procs = [ctx.Process(target=_worker, args=(cfg, params, stage, epochs, n, offset + 1000 * k, errors), daemon=True)
              for k, n in enumerate(shares) if n]
     seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}

@@ -192,10 +192,10 @@ def test_search_on_digits_end_to_end(tmp_path, capsys):
     assert nnc_main(["train", str(best), "--epochs", "1", "--out", str(tmp_path / "best_run"), "--json", "-q"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["test_accuracy"] > 0.5
 
-    # the same command again continues the study; the table shows every trial
-    assert nnc_main([*map(str, args[:3]), "1", *map(str, args[4:]), "--stages", "coarse"]) == 0
+    # a larger --trials continues the study with the trials it lacks; the table shows every trial
+    assert nnc_main([*map(str, args[:3]), "6", *map(str, args[4:]), "--stages", "coarse"]) == 0
     again = capsys.readouterr().out
-    assert "11 trials, by val_accuracy" in again
+    assert "(5 of 6 trials done by an earlier run)" in again and "11 trials, by val_accuracy" in again
     assert "exploded@1" in again and (out / "trial_010" / "metrics.jsonl").is_file()
 
 
@@ -429,16 +429,19 @@ def test_ctrl_c_mid_search_reports_then_the_same_command_continues(tmp_path, cap
     assert "2 trials, by val_accuracy" in stdout and "failed (interrupted)" in stdout and "best: trial 0" in stdout
     assert (out / "best.nnspec").is_file() and (out / "search.png").is_file()
 
-    assert nnc_main(list(map(str, args))) == 0  # the same command: adds --trials 2 to the study
+    assert nnc_main(list(map(str, args))) == 0  # the same command runs what is left: one trial
     again = capsys.readouterr().out
-    assert "4 trials, by val_accuracy" in again and again.count("complete") == 3
-    assert [t.state.name for t in _study(out).trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert "(1 of 2 trials done by an earlier run)" in again
+    assert "3 trials, by val_accuracy" in again and again.count("complete") == 2
+    assert [t.state.name for t in _study(out).trials] == ["COMPLETE", "FAIL", "COMPLETE"]
     assert _study(out).trials[1].user_attrs["reason"] == "interrupted"
 
-    # --trials 0 reports the study as it is, training nothing
+    # a finished study: the same command, or --trials 0, reports it and trains nothing
+    assert nnc_main(list(map(str, args))) == 0
+    assert "(2 of 2 trials done by an earlier run)" in capsys.readouterr().out and len(_study(out).trials) == 3
     assert nnc_main(["search", str(spec_path), "--trials", "0", "--out", str(out)]) == 0
     report = capsys.readouterr().out
-    assert "4 trials, by val_accuracy" in report and "stage:" not in report and len(_study(out).trials) == 4
+    assert "3 trials, by val_accuracy" in report and "stage:" not in report and len(_study(out).trials) == 3
     assert nnc_main(["search", str(spec_path), "--trials", "0", "--out", str(tmp_path / "none")]) == 1
     assert "holds no study to report" in capsys.readouterr().err
 

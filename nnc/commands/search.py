@@ -69,9 +69,10 @@ def cmd_search(args) -> int:
             print(INTERRUPTED, file=sys.stderr)
         return code
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-    for stage, epochs, params in res.stages:
-        console.print(f"{stage} stage: {epochs} epoch(s), " + ", ".join(f"{p.name} {p.describe()}" for p in params),
-                      soft_wrap=True, markup=False)
+    for stage, epochs, params, done in res.stages:
+        before = f" ({done} of {args.trials} trials done by an earlier run)" if done else ""
+        console.print(f"{stage} stage: {epochs} epoch(s), " + ", ".join(f"{p.name} {p.describe()}" for p in params)
+                      + before, soft_wrap=True, markup=False)
     names = [r.path for r in res.spec.search]
     table = Table(title=escape(f"{len(res.trials)} trials, by {res.metric} (study {Path(out) / 'study.db'})"))
     table.add_column("#", justify="right")  # the trial number (its run is DIR/trial_NNN)
@@ -149,7 +150,8 @@ def register(sub) -> None:
     p = sub.add_parser("search", help="hyperparameter search over a spec's ranges (random or TPE, coarse to fine)")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--trials", type=_count(0), required=True,
-                   help="trials per stage; 0 only reports the study in --out (table, best spec, plot)")
+                   help="finished trials per stage, counting those already in --out's study (the same command "
+                        "after Ctrl-C runs what is left); 0 only reports the study (table, best spec, plot)")
     p.add_argument("--epochs", type=_count(1),
                    help="epochs per fine trial, and per coarse trial when coarse runs alone without --coarse-epochs "
                         "(default: the spec's)")
