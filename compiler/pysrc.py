@@ -16,6 +16,8 @@ from nnc.compiler.layers import LAYERS
 from nnc.compiler.layers.base import Shape
 from nnc.compiler.shapes import Graph, Info, LayerInfo, ResidualInfo
 
+# nnc.compiler.modules.Maxout, as text: this module builds source without importing torch
+# (tests/test_compile.py keeps the two the same)
 MAXOUT = '''
 
 class Maxout(nn.Module):

@@ -155,3 +155,12 @@ def test_block_class_names_are_unique(tmp_path, model, blocks, classes):
     defined = [line.split("(")[0][len("class "):] for line in source.splitlines() if line.startswith("class ")]
     assert len(defined) == len(set(defined))
     assert [c for c in defined if c not in ("Maxout", class_name(graph))] == classes
+
+
+def test_the_compiled_maxout_is_the_one_nnc_trains():
+    import inspect
+
+    from nnc.compiler import modules
+    from nnc.compiler.pysrc import MAXOUT
+
+    assert MAXOUT.strip("\n") in inspect.getsource(modules.Maxout)
