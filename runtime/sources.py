@@ -214,6 +214,11 @@ def _torchvision(name: str):
             import torchvision.datasets as tvd
         except ImportError:
             raise NncError(f"the {name} source needs torchvision: pip install 'nnc[vision]'") from None
+        except Exception as e:  # e.g. a torchvision built for another torch: "operator torchvision::nms does not exist"
+            import torch
+
+            raise NncError(f"the {name} source needs torchvision, which is installed but fails to import "
+                           f"({type(e).__name__}: {e}); it must be the build that matches torch {torch.__version__}") from None
         cls = {"cifar10": tvd.CIFAR10, "mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST}[name]
         try:
             parts = [cls(p.root, train=t, download=False) for t in (True, False)]

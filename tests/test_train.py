@@ -380,3 +380,34 @@ def test_run_directory_travels_and_resume_extends_it(tmp_path):
     assert [r["epoch"] for r in rows if "train_loss" in r] == [1, 2, 3]
     assert not any(r.get("step") == 13 and r.get("monitor") for r in rows)
     assert (tmp_path / "more" / "best.safetensors").is_file()
+
+
+class _Torchvision:
+    """An import hook standing in for torchvision: absent (None) or raising what a torchvision
+    built for another torch raises at import."""
+
+    def __init__(self, error):
+        self.error = error
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torchvision":
+            if self.error is None:
+                raise ModuleNotFoundError(f"No module named {name!r}")
+            raise self.error
+
+
+@pytest.mark.parametrize("error,message", [
+    (None, r"the cifar10 source needs torchvision: pip install 'nnc\[vision\]'"),
+    (RuntimeError("operator torchvision::nms does not exist"),
+     r"installed but fails to import \(RuntimeError: operator torchvision::nms does not exist\); it must be "
+     r"the build that matches torch"),
+])
+def test_torchvision_sources_without_a_working_torchvision(tmp_path, monkeypatch, error, message):
+    import sys
+
+    for name in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [_Torchvision(error), *sys.meta_path])
+    spec = load_text(f'model M {{\n input image(3, 32, 32)\n dense 10\n}}\ndata cifar10(root="{tmp_path}")\n')
+    with pytest.raises(NncError, match=message):
+        load_splits(check(spec))
