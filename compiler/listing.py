@@ -8,7 +8,7 @@ from nnc.compiler.spec import DEFAULTS, SECTIONS
 from nnc.compiler.values import format_value
 
 
-def _flops(n: int) -> str:
+def flops(n: int) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if n >= scale:
             return f"{n / scale:.2f}{unit}"
@@ -46,7 +46,7 @@ def print_listing(graph: Graph, resolved: bool = False) -> None:
     console = Console(highlight=False, width=max(shutil.get_terminal_size((140, 24)).columns, 120))
     spec = graph.spec
     console.print(f"[bold]{spec.model.name}[/bold]: {graph.n_params:,} parameters, "
-                  f"{_flops(graph.flops)}FLOPs per example (a multiply-add counts 2)")
+                  f"{flops(graph.flops)}FLOPs per example (a multiply-add counts 2)")
     for line in lecture_lines(graph):
         console.print(line, markup=False)
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
@@ -55,8 +55,8 @@ def print_listing(graph: Graph, resolved: bool = False) -> None:
         table.add_column(col, justify=just)
     for l in graph.layers():
         table.add_row(l.path, l.kind + (" (auto)" if l.implicit else ""), l.output.listing,
-                      f"{l.n_params:,}", _flops(l.flops), _init_text(l))
-    table.add_row("total", "", "", f"{graph.n_params:,}", _flops(graph.flops), "", style="bold")
+                      f"{l.n_params:,}", flops(l.flops), _init_text(l))
+    table.add_row("total", "", "", f"{graph.n_params:,}", flops(graph.flops), "", style="bold")
     console.print()
     console.print(table)
     if resolved:

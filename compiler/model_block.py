@@ -236,7 +236,11 @@ def model(stmt: Statement, ctx: Ctx) -> ModelSpec | None:
     block = list(stmt.block)
     inp = _input(block[0] if block else None, stmt.span, ctx)
     drafts = _body(tuple(block[1:]), ctx)
-    if not drafts and inp:
+    if _count(drafts) > MAX_LAYERS:  # (a repeat that crosses the limit is reported by _body)
+        ctx.errors.append(Diagnostic(f"the model has {_count(drafts):,} layers, more than nnc builds ({MAX_LAYERS:,})",
+                                     stmt.span))
+        drafts = []
+    elif len(block) < 2 and inp:  # (layers that failed to read are reported as such)
         ctx.errors.append(Diagnostic("the model has no layers", stmt.span))
     _name_all(drafts, ctx)
     nodes = _validate_nodes(drafts, ctx)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import fields, replace
 
-from nnc.compiler.diagnostics import EXIT_USAGE, NncError, Span
+from nnc.compiler.diagnostics import EXIT_USAGE, Diagnostic, NncError, Span
 from nnc.compiler.schema import SECTIONS
 from nnc.compiler.sections import Ctx, entries
-from nnc.grammar.parse import Call, Entry, Statement, Value, command_line_error, parse, parse_value
+from nnc.grammar.parse import Call, Entry, Statement, Value, command_line_error, parse, parse_values
 from nnc.runtime.losses import LOSSES
 from nnc.runtime.optimizers import OPTIMIZERS
 from nnc.runtime.schedules import SCHEDULES
@@ -21,7 +21,11 @@ def split_override(text: str) -> tuple[list[str], str]:
     misuse (exit 2), found before any spec is read."""
     key, sep, value = text.partition("=")
     path = key.strip().split(".")
-    if not sep or len(path) > 2 or path[0] not in SECTIONS or path[0] == "model":
+    if "\n" in text or "\r" in text:
+        raise NncError(f"--set {text!r}: a --set is one line; give one --set per entry (--set train.batch=32 "
+                       "--set train.epochs=3) or the section's entries comma-separated (--set 'train=batch 32, epochs 3')",
+                       exit_code=EXIT_USAGE)
+    if not sep or len(path) > 2 or not all(path) or path[0] not in SECTIONS or path[0] == "model":
         raise NncError(f"--set {text}: expected SECTION.KEY=VALUE or SECTION=ENTRIES with a section among "
                        f"{', '.join(s for s in SECTIONS if s != 'model')}, e.g. --set optimizer.lr=3e-4",
                        exit_code=EXIT_USAGE)
@@ -45,13 +49,20 @@ def apply_overrides(sections: dict[str, Statement], overrides: tuple[str, ...], 
         value = value.strip()
         if mult and value.startswith("("):  # --set optimizer.lr_mult="(fc8=10)" -> lr_mult(fc8=10)
             value = field_ + value
-        v = _unplace(parse_value(value, f"--set {text}"), f"--set {text}")
+        values = _unplace(parse_values(value, f"--set {text}"), f"--set {text}")
+        v = values[0]
         stmt = sections.get(section)
         word = Value("word", field_, v.span)
-        if section in ("optimizer", "loss") and not mult or section == "schedule" and field_ != "warmup":
+        call_arg = section in ("optimizer", "loss") and not mult or section == "schedule" and field_ != "warmup"
+        if len(values) > 1 and (call_arg or mult):
+            raise NncError(Diagnostic(f"cannot read {value!r} as one value", v.span,
+                                      help="write several values as a tuple, e.g. (30, 60)"))
+        if call_arg:
             stmt = _set_call_arg(stmt, section, field_, v)
         else:
-            new = Entry((v,) if mult and v.kind == "call" and v.value.name == field_ else (word, v), v.span)
+            if stmt is None and section == "optimizer":  # lr_mult / decay_mult on the default optimizer
+                stmt = _set_call_arg(None, section, "momentum", Value("number", 0.9, v.span))
+            new = Entry((v,) if mult and v.kind == "call" and v.value.name == field_ else (word, *values), v.span)
             if stmt is None:
                 stmt = Statement((Entry((Value("word", section, v.span),), v.span), new), None, v.span)
             else:

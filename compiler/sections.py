@@ -84,6 +84,12 @@ def _keyed(stmt: Statement, section: str, keys: dict[str, Any], ctx: Ctx, head: 
                 raw[key] = tuple(c for c in (_registry_choice(v, registry, f"{key} step", f"{section}.{key}", ctx)
                                              for v in entry.items[1:]) if c)
             else:
+                later = next((v for v in entry.items[2:] if v.kind == "word" and v.value in keys), None)
+                if later is not None:  # `train batch 32 epochs 3`
+                    ctx.errors.append(Diagnostic(f"{section}: {later.value} follows {key}'s value without a comma",
+                                                 later.span, help=f"settings are separated by commas: "
+                                                                  f"{section} {key} ..., {later.value} ..."))
+                    continue
                 vals = [ctx.conv.plain(v, f"{section}.{key}") for v in entry.items[1:]]
                 raw[key] = BARE if not vals else vals[0] if len(vals) == 1 else tuple(vals)
                 if len(entry.items) == 2:

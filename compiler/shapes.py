@@ -4,6 +4,7 @@ resolved initialization. Errors of the pass are collected, sorted, and reported 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -17,6 +18,7 @@ from nnc.compiler.spec import InitRule, LayerNode, ResidualNode, Spec
 from nnc.compiler.values import SearchRange, format_value, resolve_text
 from nnc.runtime.losses import LOSSES
 from nnc.runtime.preprocess import PREPROCESS, output_dims
+from nnc.runtime.sources import SOURCES
 
 
 @dataclass(frozen=True)
@@ -244,9 +246,30 @@ class _Pass:
                 self.out.error(c.span, f"preprocess {c.kind} does not apply to {x.kind} inputs",
                                "pca and whiten are for vector inputs, channel_mean for images; "
                                "mean_image and normalize for images, vectors and sequences")
+        projections = [c for c in spec.data.preprocess if c.kind in ("pca", "whiten")]
+        for c in projections[1:]:
+            self.out.error(c.span, f"preprocess {c.kind}: one pca or whiten step at most (a second would project "
+                                   "the first one's components again)")
+        for c in projections[:1]:
+            if x.kind == "vector" and c.params.dims and c.params.dims > x.dims[0]:
+                self.out.error(c.span, f"preprocess {c.kind} keeps dims={c.params.dims} components, "
+                                       f"but the input has {x.dims[0]} features",
+                               f"dims is at most {x.dims[0]}; leave it out to keep them all")
         for c in spec.data.augment:
             if x.kind != "image":
                 self.out.error(c.span, f"augment {c.kind} needs image inputs, the model reads {x}")
+        src = SOURCES[spec.data.source.kind]
+        if src.example and x.kind != "tokens" and math.prod(x.dims) != math.prod(src.example):
+            c, h, w = src.example
+            alternatives = (f"input image({c}, {h}, {w}), vector({c * h * w})"
+                            + (f" or sequence({h}, {w})" if c == 1 else ""))
+            message = (f"{src.kind} examples are {h}x{w}x{c} images ({c * h * w} values), "
+                       f"but the model's input is {x} ({math.prod(x.dims)} values)")
+            if "data" in spec.spans:
+                self.out.error(spec.spans["data"], message, f"read them as {alternatives}")
+            else:  # a spec without a data section may be an architecture only, for show / export
+                self.out.warn(spec.model.input_span, f"no data section: nnc train would read {src.kind}, and {message}",
+                              f"write a data section for this input, or read {src.kind} as {alternatives}")
         if x.kind == "vector":
             return Shape("vector", output_dims(steps, x.dims))
         return x
@@ -308,6 +331,16 @@ def infer(spec: Spec) -> Graph:
         p.out.error(last.span if last else spec.model.input_span,
                     f"the model ends in {out}, but {spec.loss.kind} needs a vector of class scores",
                     "end with a dense layer of one unit per class (flatten or pool first)")
+    src = SOURCES[spec.data.source.kind]
+    if loss.classification and src.classes and out.kind == "vector" and out.features != src.classes and not p.out.errors:
+        if "data" in spec.spans:
+            p.out.error(last.span if last else spec.model.input_span,
+                        f"{src.kind} has {src.classes} classes, but the model ends in {out.features} scores",
+                        f"end with a dense layer of {src.classes} units")
+        elif not p.out.warnings:  # (one warning about the default data is enough)
+            p.out.warn(last.span if last else spec.model.input_span,
+                       f"no data section: nnc train would read {src.kind}, which has {src.classes} classes, "
+                       f"but the model ends in {out.features} scores", "write a data section for this model")
     _metric_rules(spec, p.out)
     if isinstance(last, LayerNode) and last.kind in ("softmax", "sigmoid") and spec.loss.kind in ("cross_entropy", "bce", "svm"):
         p.out.warn(last.span, f"{spec.loss.kind} reads raw scores; the final {last.kind} squashes them twice",

@@ -76,7 +76,8 @@ def build_spec(stmts: tuple[Statement, ...], source: Source, overrides: tuple[st
             found[word] = s
             ctx.spans[word] = s.span
     apply_overrides(found, overrides, ctx)
-    if "model" not in found:
+    misspelled_model = any(s.block is not None and s.head.text not in SECTIONS for s in stmts)
+    if "model" not in found and not misspelled_model:  # `modle M {` is reported as an unknown section
         all_ = lines(source.text)
         where = Span(1, 1, 1, 2) if not stmts else Span(len(all_), 1, len(all_), len(all_[-1]) + 1)
         ctx.errors.append(Diagnostic("no model block" if stmts else "empty spec: no model block", where,

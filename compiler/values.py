@@ -216,6 +216,8 @@ def describe_error(e: dict, what: str) -> tuple[str, str | None]:
     if t in bounds:
         return f"{subject} must be {bounds[t]}, got {shown}", None
     if t in ("int_type", "int_parsing", "int_from_float"):
+        if isinstance(got, float) and got.is_integer():  # `dense 10.0`: a float, though format_value shows 10
+            return f"{subject} must be a whole number, got {got!r}", f"write it without a decimal point: {int(got)}"
         return f"{subject} must be a whole number, got {shown}", None
     if t in ("float_type", "float_parsing"):
         return f"{subject} must be a number, got {shown}", None

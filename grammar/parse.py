@@ -6,6 +6,7 @@ schemas give the words their meaning. Every node keeps its span for diagnostics.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -254,7 +255,9 @@ def decode(data: bytes, name: str) -> str:
         raise NncError(Diagnostic("this is not a text file (binary data: byte 0x%02x)" % data[bad],
                                   Span(line, col, line, col + 1), source,
                                   help="a .nnspec file is UTF-8 text")) from None
-    return text.removeprefix("\ufeff")  # the byte-order mark some Windows editors write
+    text = text.removeprefix("\ufeff")  # the byte-order mark some Windows editors write
+    # old Mac line ends (a lone CR) are line ends too; CRLF is read by the grammar as it is
+    return re.sub(r"\r(?!\n)", "\n", text) if "\r" in text else text
 
 
 def parse(text: str, name: str = "<spec>") -> tuple[Statement, ...]:
@@ -299,14 +302,14 @@ def command_line_error(err: NncError, text: str, name: str) -> NncError:
                                help="a value is a number, a word, a \"string\", a call f(...) or a tuple (a, b)"))
 
 
-def parse_value(text: str, name: str = "--set") -> Value:
-    """One value as written on the command line (`--set optimizer.lr=3e-4`)."""
-    try:
-        stmts = parse(f"x {text}\n", name)
+def parse_values(text: str, name: str = "--set") -> tuple[Value, ...]:
+    """The values of one entry as written on the command line (`--set optimizer.lr=3e-4`,
+    `--set init.bias="constant(1) before relu"`)."""
+    try:  # after a number, so that a tuple is not read as a call of the word before it
+        stmts = parse(f"x 0 {text}\n", name)
     except NncError as e:
         raise command_line_error(e, text, name) from None
-    if len(stmts) != 1 or len(stmts[0].entries) != 1 or len(stmts[0].entries[0].items) != 2 or stmts[0].block:
-        raise NncError(Diagnostic(f"cannot read {text!r} as one value", Span(0, 0, 0, 0, name),
+    if len(stmts) != 1 or len(stmts[0].entries) != 1 or stmts[0].block:
+        raise NncError(Diagnostic(f"cannot read {text!r} as the value of one entry", Span(0, 0, 0, 0, name),
                                   help="write several values as a tuple, e.g. (30, 60)"))
-    v = stmts[0].entries[0].items[1]
-    return v
+    return stmts[0].entries[0].items[2:]

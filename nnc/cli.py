@@ -43,8 +43,10 @@ def cmd_check(args) -> int:
             continue
         _print_warnings(graph)
         if not args.quiet:
+            from nnc.compiler.listing import flops
+
             print(f"{graph.spec.source.name}: ok ({graph.spec.model.name}: {graph.n_params:,} parameters, "
-                  f"{graph.flops / 1e6:,.1f} MFLOPs per example)")
+                  f"{flops(graph.flops)}FLOPs per example)")
     return EXIT_USER if failed else 0
 
 

@@ -73,6 +73,10 @@ class SourceDef:
     # files to it. None where the source holds whatever the user gave (arrays, csv, synthetic)
     pixel_max: float | None = None
     paths: tuple[str, ...] = ()  # the options that name files: relative ones are read beside the spec
+    # what a fixed data set is, known without reading it (`nnc check` compares the model with it):
+    # its examples' shape (C, H, W) and its class count
+    example: tuple[int, ...] | None = None
+    classes: int | None = None
 
 
 def _missing(path: str, what: str) -> NncError:
@@ -233,14 +237,20 @@ def _torchvision(name: str):
 
 
 SOURCES = {d.kind: d for d in (
-    SourceDef("digits", NoParams, _digits, "scikit-learn's 8x8 handwritten digits (1797 images, 10 classes, values 0-16)", 16.0),
+    SourceDef("digits", NoParams, _digits, "scikit-learn's 8x8 handwritten digits (1797 images, 10 classes, values 0-16)", 16.0,
+              example=(1, 8, 8), classes=10),
     SourceDef("npz", Npz, _npz, "arrays x and y from an .npz file", paths=("path",)),
     SourceDef("npy", Npy, _npy, "x and y from two .npy files", paths=("x", "y")),
     SourceDef("csv", Csv, _csv, "a table of numbers with one label column", paths=("path",)),
     SourceDef("imagefolder", ImageFolder, _imagefolder, "a folder of class folders of images (Pillow), resized to the input", 255.0,
               ("path",)),
     SourceDef("synthetic", Synthetic, _synthetic, "random normal inputs and random labels of the spec's shapes"),
-    SourceDef("cifar10", TorchvisionSet, _torchvision("cifar10"), "CIFAR-10 from a local root (torchvision)", 255.0, ("root",)),
-    SourceDef("mnist", TorchvisionSet, _torchvision("mnist"), "MNIST from a local root (torchvision)", 255.0, ("root",)),
-    SourceDef("fashion_mnist", TorchvisionSet, _torchvision("fashion_mnist"), "Fashion-MNIST from a local root (torchvision)", 255.0, ("root",)),
+    SourceDef("cifar10", TorchvisionSet, _torchvision("cifar10"), "CIFAR-10 from a local root (torchvision)",
+              255.0, ("root",), example=(3, 32, 32), classes=10),
+    SourceDef("mnist", TorchvisionSet, _torchvision("mnist"), "MNIST from a local root (torchvision)",
+             
+              255.0, ("root",), example=(1, 28, 28), classes=10),
+    SourceDef("fashion_mnist", TorchvisionSet, _torchvision("fashion_mnist"), "Fashion-MNIST from a local root (torchvision)",
+             
+              255.0, ("root",), example=(1, 28, 28), classes=10),
 )}

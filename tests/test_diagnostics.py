@@ -124,6 +124,9 @@ CASES = {
     "huge_repeat": ("model M {\n    input vector(4)\n    repeat 100000 {\n        repeat 100000 {\n"
                     "            relu\n        }\n    }\n    dense 2\n}\n",
                     [(4, 16, "repeat 100,000 makes the model over 10,000 layers", None)]),
+    "layers_after_repeats": ("model M {\n    input vector(4)\n    repeat 100 {\n        repeat 100 {\n"
+                             "            relu\n        }\n    }\n    dense 2\n}\n",
+                             [(1, 1, "the model has 10,001 layers, more than nnc builds (10,000)", None)]),
     "too_deep": ("model M {\n    input vector(4)\n" + "    repeat 1 {\n" * 70 + "    dense 2\n" + "    }\n" * 70 + "}\n",
                  [(66, 14, "blocks are nested more than 64 deep", None)]),
     "infinity": (M + "optimizer sgd(lr=1e400)\n", [(5, 18, "this number is too large for a float", None)]),
@@ -145,10 +148,29 @@ CASES = {
     "fractional_range": ("model M {\n    input vector(4)\n    dense fc2 loguniform(16, 256)\n    dense 10\n}\n",
                          [(3, 15, "fc2 units must be a whole number, got 64", "intuniform(LOW, HIGH) draws whole numbers")]),
     # what early stopping and on_plateau watch must exist
-    "watch_without_val": (M + "data digits, val 0\ntrain early_stop(patience=2)\n",
+    "watch_without_val": (M + "data synthetic, val 0\ntrain early_stop(patience=2)\n",
                           [(6, 7, "early_stop watches val_loss, but data val is 0", "val 0.1")]),
     "accuracy_of_regression": (M + "loss mse\nschedule on_plateau(metric=val_accuracy)\n",
                                [(6, 10, "on_plateau watches val_accuracy, but mse is a regression loss", "val_loss")]),
+    # what a fixed data set is, compared with the model before any data is read
+    "digits_input": ("model M {\n    input image(3, 32, 32)\n    conv 4 kernel 3\n    dense 10\n}\ndata digits\n",
+                     [(6, 1, "digits examples are 8x8x1 images (64 values), but the model's input is image(3, 32, 32)",
+                       "image(1, 8, 8), vector(64) or sequence(8, 8)")]),
+    "digits_classes": ("model M {\n    input vector(64)\n    dense 7\n}\ndata digits\n",
+                       [(3, 5, "digits has 10 classes, but the model ends in 7 scores", "dense layer of 10 units")]),
+    "pca_dims": ("model M {\n    input vector(64)\n    dense 10\n}\ndata digits, preprocess pca(dims=100) whiten\n",
+                 [(5, 25, "pca keeps dims=100 components, but the input has 64 features", "at most 64"),
+                  (5, 39, "one pca or whiten step at most", None)]),
+    "float_size": ("model M {\n    input vector(64)\n    dense 10.0\n}\n",
+                   [(3, 11, "fc1 units must be a whole number, got 10.0", "without a decimal point: 10")]),
+    "missing_comma": (M + "train batch 32 epochs 3\nregularize l2 1e-4 max_norm 3\n",
+                      [(5, 16, "train: epochs follows batch's value without a comma", "train batch ..., epochs ..."),
+                       (6, 20, "regularize: max_norm follows l2's value without a comma", None)]),
+    # a misspelled word is the one error, not the emptiness it leaves behind
+    "only_layer_misspelled": ("model M {\n    input vector(64)\n    Dense 10\n}\n",
+                              [(3, 5, "unknown layer 'Dense'", "did you mean 'dense'?")]),
+    "model_misspelled": ("modle M {\n    input vector(64)\n    dense 10\n}\n",
+                         [(1, 1, "unknown section 'modle'", "did you mean 'model'?")]),
     # several mistakes: all of them, in file order
     "several": ("model M {\n    input image(3, 8, 8)\n    convv 4 kernel 3\n    relu\n    dropout 1.5\n"
                 "    dense 2\n}\noptimizer adma(lr=0.1)\ntrain batch 0, epocs 3\n",
@@ -274,7 +296,7 @@ def test_missing_file_and_directory(tmp_path):
 def test_stride_warning_shows_the_arithmetic(tmp_path):
     """A stride that does not divide evenly is a warning with the arithmetic, and exit 0. The file
     has no version line: it is read as nnspec 1."""
-    text = "model M {\n    input image(3, 224, 224)\n    conv 96 kernel 11 stride 4\n    relu\n    dense 10\n}\n"
+    text = "model M {\n    input image(3, 224, 224)\n    conv 96 kernel 11 stride 4\n    relu\n    dense 10\n}\ndata synthetic\n"
     (tmp_path / "s.nnspec").write_text(text)
     r = run_nnc("check", "s.nnspec", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -296,7 +318,7 @@ def test_set_errors_name_the_set(tmp_path):
     assert "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("bad", ["lr=0.1", "optimizer.lr", "model=x", "optimizer.lr.x=1"])
+@pytest.mark.parametrize("bad", ["lr=0.1", "optimizer.lr", "model=x", "optimizer.lr.x=1", "optimizer.=3"])
 def test_malformed_set_is_misuse_reported_once(tmp_path, bad):
     """A --set that is not SECTION.KEY=VALUE is command-line misuse (exit 2), said once for all specs."""
     (tmp_path / "m.nnspec").write_text(M)
@@ -327,7 +349,28 @@ def test_set_value_that_does_not_parse(tmp_path, setting, value, problem):
     r = run_nnc("check", "m.nnspec", "--set", f"{setting}={value}", cwd=tmp_path)
     assert r.returncode == 1
     assert r.stderr.startswith(f"--set {setting}={value}: error: cannot read {value!r} as a value: {problem}")
-    assert "x )" not in r.stderr and "schedule step" not in r.stderr and "Traceback" not in r.stderr
+    assert "x 0 )" not in r.stderr and "schedule step" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_set_with_a_line_break_is_misuse(tmp_path):
+    (tmp_path / "m.nnspec").write_text(M)
+    r = run_nnc("check", "m.nnspec", "--set", "train=batch 32\nepochs 3", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "a --set is one line" in r.stderr and "--set 'train=batch 32, epochs 3'" in r.stderr
+
+
+@pytest.mark.parametrize("setting, section, text", [
+    ("optimizer.lr_mult=(fc1=10)", "optimizer", "sgd(lr=0.01, momentum=0.9, nesterov=false), lr_mult(fc1=10)"),
+    ("train.freeze=(fc1, fc2)", "train", "freeze (fc1, fc2)"),
+    ("init.bias=constant(1) before relu", "init", "bias constant(value=1) before relu"),
+])
+def test_set_forms_on_a_spec_without_the_section(tmp_path, setting, section, text):
+    """lr_mult on the default optimizer, a tuple, a rule of several words: each as if written."""
+    (tmp_path / "m.nnspec").write_text("model M {\n    input vector(64)\n    dense fc1 32\n    relu\n"
+                                       "    dense fc2 10\n    dense fc3 10\n}\n")
+    r = run_nnc("show", "m.nnspec", "--resolved", "--json", "--set", setting, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert text in json.loads(r.stdout)["resolved"][section]["text"]
 
 
 @pytest.mark.parametrize("argv", [[], ["check"], ["check", "--bogus", "m.nnspec"], ["frobnicate"]],
@@ -345,10 +388,18 @@ def test_freeze_lists_and_freezing_everything(tmp_path):
     """`freeze (fc1, fc2)` (a tuple, read as a call) names two layers; freezing every layer with
     parameters leaves nothing to train and is refused before any data is loaded."""
     body = "model M {\n    input vector(4)\n    dense fc1 3\n    relu\n    dense fc2 2\n}\n"
-    (tmp_path / "one.nnspec").write_text(body + "train freeze (fc1)\n")
-    (tmp_path / "all.nnspec").write_text(body + "train freeze (fc1, fc2)\n")
+    (tmp_path / "one.nnspec").write_text(body + "train freeze (fc1)\ndata synthetic\n")
+    (tmp_path / "all.nnspec").write_text(body + "train freeze (fc1, fc2)\ndata synthetic\n")
     r = run_nnc("check", "one.nnspec", "all.nnspec", cwd=tmp_path)
     assert "one.nnspec: ok" in r.stdout
     (d,) = diagnostics(r.stderr)
     assert d["where"] == "all.nnspec"
-    assert_at(d, body + "train freeze (fc1, fc2)\n", 7, 7, "every layer with parameters is frozen", "leave at least one")
+    assert_at(d, body + "train freeze (fc1, fc2)\ndata synthetic\n", 7, 7, "every layer with parameters is frozen", "leave at least one")
+
+
+def test_old_mac_line_ends_are_line_ends(tmp_path):
+    (tmp_path / "cr.nnspec").write_bytes(b"model M {\r    input vector(64)\r    densse 10\r}\r")
+    r = run_nnc("check", "cr.nnspec", cwd=tmp_path)
+    assert r.returncode == 1 and "\r" not in r.stderr
+    assert r.stderr.startswith("cr.nnspec:3:5: error: unknown layer 'densse'")
+

@@ -222,7 +222,7 @@ def _doc_blocks(complete: bool = True) -> list[tuple[int, str]]:
 
 # the layer names the reference's section fragments mention (fc7, fc8, ...)
 STAND_IN = """model StandIn {
-    input image(3, 32, 32)
+    input image(1, 8, 8)
     conv conv1 16 kernel 3 pad 1
     relu
     dense fc7 64
