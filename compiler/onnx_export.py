@@ -324,8 +324,8 @@ def export(graph: Graph, torch_model, stats: dict | None, classes: list[str] | N
     import onnx
 
     check_opset(opset)
-    if out is not None and Path(out).is_dir():  # before the (for VGG16: long) emit and check
-        raise NncError(f"{out}: is a folder; give a file name for the ONNX model (e.g. {Path(out) / 'model.onnx'})")
+    if out is not None:  # before the (for VGG16: long) emit and check
+        check_out_path(out)
     torch_model.eval()
     stats = {k: np.asarray(v) for k, v in (stats or {}).items()}
     model = emit(graph, torch_model.state_dict(), stats, classes, opset, probabilities)
@@ -336,7 +336,7 @@ def export(graph: Graph, torch_model, stats: dict | None, classes: list[str] | N
         raise RuntimeError(f"nnc emitted an invalid ONNX graph: {e}") from e
     report = verify(data, graph, torch_model, stats, probabilities)
     if out is not None:
-        _write(data, Path(out))
+        write_onnx(data, Path(out))
     return Exported(model, model.graph.output[0].name, report)
 
 
@@ -349,7 +349,17 @@ def _opset_of(data: bytes) -> int | str:
         return "?"
 
 
-def _write(data: bytes, path: Path) -> None:
+def check_out_path(out: str | Path) -> None:
+    """-o names a file whose folder is, or can be made: said before any long work."""
+    path = Path(out)
+    if path.is_dir():
+        raise NncError(f"{out}: is a folder; give a file name for the ONNX model (e.g. {path / 'model.onnx'})")
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise NncError(f"{out}: {blocker} is a file, not a folder")
+
+
+def write_onnx(data: bytes, path: Path) -> None:
     """Atomically (temp file in the same folder, fsync, rename); an OS error is the user's."""
     import os
     import tempfile

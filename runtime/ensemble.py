@@ -19,11 +19,13 @@ import numpy as np
 import torch
 
 from nnc.compiler.diagnostics import NncError
+from nnc.compiler.onnx_export import check_out_path, write_onnx
 from nnc.compiler.shapes import Graph
 from nnc.runtime import preprocess
 from nnc.runtime.data import load_splits
 from nnc.runtime.evaluate_cli import load_model
 from nnc.runtime.losses import LOSSES
+from nnc.runtime.sources import SOURCES
 
 
 @dataclass
@@ -190,7 +192,14 @@ def _metadata(model, members: list[Member]) -> None:
             "members_spec_sha256": json.dumps([spec_hash(m.graph.spec.source.text) for m in members]),
             "classes": json.dumps(first.classes), "input_layout": str(first.graph.spec.model.input),
             "output": "probabilities", "combine": f"mean of the {len(members)} members' probabilities",
-            "preprocessing": "each member's, inside the graph" if any(m.stats for m in members) and not tokens else "none"}
+            "preprocessing": "each member's, inside the graph" if any(m.stats for m in members) and not tokens else "none",
+            "data_source": first.graph.spec.data.source.kind}  # (load_members made sure the members share their data)
+    inp = first.graph.spec.model.input
+    if tokens:
+        meta["vocab"] = str(inp.vocab)
+    if inp.kind == "image":  # `nnc infer` scales image files to the training data's pixel range
+        pixel_max = SOURCES[first.graph.spec.data.source.kind].pixel_max
+        meta["pixel_max"] = "unknown" if pixel_max is None else f"{pixel_max:g}"
     del model.metadata_props[:]
     helper.set_model_props(model, meta)
 
@@ -201,6 +210,7 @@ def export_onnx(paths: list[str], out: str | Path, split: str = "test") -> dict:
     import onnx
     import onnxruntime as ort
 
+    check_out_path(out)
     members = load_members(paths)
     try:
         model, how = _emit_members(members)
@@ -217,8 +227,5 @@ def export_onnx(paths: list[str], out: str | Path, split: str = "test") -> dict:
     if got.shape != want.shape or not diff <= 1e-4:
         raise NncError(f"the exported ensemble disagrees with PyTorch (max |diff| {diff:.3g}); nothing was written")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_bytes(model.SerializeToString())
-    tmp.replace(out)
+    write_onnx(model.SerializeToString(), out)
     return {"path": str(out), "max_abs_diff": diff, "checked_on": len(x), "exporter": how}

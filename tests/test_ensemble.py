@@ -100,6 +100,7 @@ def test_ensemble_beats_the_mean_member_and_its_onnx_matches_torch(members, tmp_
     assert [f"train.seed={i}" in m["overrides"] for i, m in enumerate(members_meta)] == [True] * 3
     assert json.loads(meta["classes"]) == load_model(str(paths[0]))[2].classes
     assert meta["output"] == "probabilities" and meta["preprocessing"] == "each member's, inside the graph"
+    assert meta["data_source"] == "digits" and "pixel_max" not in meta  # vector inputs: no image files to scale
 
 
 def test_ensemble_refuses_members_split_differently(tmp_path, capsys):
@@ -114,6 +115,31 @@ def test_ensemble_refuses_members_split_differently(tmp_path, capsys):
     assert "data seed (it fixes the split): 1 vs 0" in err and "Traceback" not in err, err
     assert nnc_main(["ensemble", a]) == 1
     assert "at least two checkpoints" in capsys.readouterr().err
+
+
+def test_image_ensemble_records_the_pixel_scale_and_refuses_bad_outputs(tmp_path, capsys):
+    """An ensemble of conv nets keeps the members' pixel scale (digits: 0..16), so `nnc infer`
+    reads image files as a single model's export does; -o naming a folder, or a path under a
+    file, stops before any work and leaves nothing behind."""
+    import onnx
+
+    cnn = (SPECS / "digits_cnn.nnspec").read_text()
+    for seed in (0, 1):
+        graph = check(load_text(cnn, "digits_cnn.nnspec", ("train.epochs=1", "train.monitor_every=0", f"train.seed={seed}")))
+        train(graph, tmp_path / f"c{seed}", device="cpu", quiet=True, callbacks=[])
+    paths = [str(tmp_path / f"c{seed}" / "best.safetensors") for seed in (0, 1)]
+    assert nnc_main(["ensemble", *paths, "-o", str(tmp_path / "e.onnx")]) == 0
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "e.onnx")).metadata_props}
+    assert meta["pixel_max"] == "16" and meta["data_source"] == "digits" and meta["input_layout"] == "image(1, 8, 8)"
+    capsys.readouterr()
+
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "afile").write_text("")
+    for out, says in ((tmp_path / "folder", "is a folder; give a file name"), (tmp_path / "afile" / "x.onnx", "is a file, not a folder")):
+        assert nnc_main(["ensemble", *paths, "-o", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err, err
+    assert not list(tmp_path.glob(".*tmp")) and not list((tmp_path / "folder").iterdir())
 
 
 class Record:
