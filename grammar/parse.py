@@ -244,6 +244,9 @@ def decode(data: bytes, name: str) -> str:
         bad = e.start if bad < 0 else min(bad, e.start)
         text = None
     if bad >= 0:
+        kind = _known_binary(data, name)
+        if kind:
+            raise NncError(f"{name}: this is {kind}, not a spec; give the .nnspec file (a run keeps its spec as spec.nnspec)")
         before = data[:bad]
         line = before.count(b"\n") + 1
         start = before.rfind(b"\n") + 1
@@ -258,6 +261,15 @@ def decode(data: bytes, name: str) -> str:
     text = text.removeprefix("\ufeff")  # the byte-order mark some Windows editors write
     # old Mac line ends (a lone CR) are line ends too; CRLF is read by the grammar as it is
     return re.sub(r"\r(?!\n)", "\n", text) if "\r" in text else text
+
+
+def _known_binary(data: bytes, name: str) -> str | None:
+    """The binary files nnc writes, named when they are given where a spec is read."""
+    if data[8:10] == b'{"' and b"nnc-checkpoint" in data[:4096]:  # safetensors: 8-byte length, JSON header
+        return "an nnc checkpoint"
+    if name.endswith(".onnx") or data[:1] == b"\x08" and (b"\x12\x03nnc" in data[:64] or b"\x12\x07pytorch" in data[:64]):
+        return "an ONNX model"
+    return None
 
 
 def parse(text: str, name: str = "<spec>") -> tuple[Statement, ...]:

@@ -143,9 +143,15 @@ def load(path: str | Path, with_state: bool = False) -> Checkpoint:
                 raise NncError(f"{path}: not an nnc checkpoint (no '{FORMAT}' metadata)")
             tensors = {k: f.get_tensor(k) for k in f.keys() if with_state or not k.startswith("state/")}
     except SafetensorError as e:
-        raise NncError(f"{path}: not a readable safetensors checkpoint ({e}); the file may be truncated") from None
+        raise NncError(_not_a_checkpoint(path) or f"{path}: not a readable safetensors checkpoint ({e}); "
+                       "the file may be truncated") from None
     except (OSError, ValueError) as e:
         raise NncError(f"{path}: cannot read checkpoint ({e})") from None
+    import torch
+
+    for k, t in tensors.items():  # flipped bytes, or weights saved by a run gone wrong
+        if k.startswith(("model/", "pre/")) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise NncError(f"{path}: {k} holds NaN or infinite values; the checkpoint is damaged")
 
     def part(prefix: str) -> dict:
         return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -160,3 +166,16 @@ def load(path: str | Path, with_state: bool = False) -> Checkpoint:
         )
     except (KeyError, json.JSONDecodeError) as e:
         raise NncError(f"{path}: damaged checkpoint metadata ({e})") from None
+
+
+def _not_a_checkpoint(path: Path) -> str | None:
+    """What a file that is no safetensors file is, when it is something nnc knows."""
+    head = path.read_bytes()[:64] if path.stat().st_size else b""
+    # an ONNX file is a protobuf: field 1 (ir_version) first, then the producer's name
+    if path.suffix == ".onnx" or head[:1] == b"\x08" and (b"\x12\x03nnc" in head or b"\x12\x07pytorch" in head):
+        return (f"{path}: this is an ONNX model, not a checkpoint; this command takes a run's .safetensors "
+                "(`nnc infer` runs ONNX models)")
+    if path.suffix == ".nnspec":
+        return f"{path}: this is a spec, not a checkpoint; this command takes a run's .safetensors"
+    return None
+

@@ -98,6 +98,32 @@ def test_damaged_checkpoint_names_the_tensor(tmp_path, how):
     assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "m.py").exists()
 
 
+def test_non_finite_weights_are_a_damaged_checkpoint(tmp_path):
+    ckpt, *_ = make_checkpoint(tmp_path, "digits_mlp")
+    ck = checkpoint.load(ckpt)
+    weights = dict(ck.model)
+    weights["fc2.weight"] = weights["fc2.weight"].clone()
+    weights["fc2.weight"][0, 0] = float("nan")
+    bad = tmp_path / "nan.safetensors"
+    checkpoint.save(bad, checkpoint.Checkpoint(ck.spec_text, ck.spec_name, weights, ck.preprocess, ck.classes))
+    for args in (("eval", bad, "--device", "cpu"), ("export", bad, "-o", tmp_path / "m.onnx"),
+                 ("compile", bad, "-o", tmp_path / "m.py"), ("ensemble", ckpt, bad)):
+        user_error(nnc_main(*args), str(bad), "model/fc2.weight holds NaN or infinite values; the checkpoint is damaged")
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "m.py").exists()
+
+
+def test_a_file_of_the_other_kind_is_named(mlp_onnx, tmp_path):
+    """An ONNX model where a checkpoint goes, a checkpoint or an ONNX model where a spec goes."""
+    ckpt, *_ = make_checkpoint(tmp_path, "digits_mlp")
+    renamed = tmp_path / "model.bin"
+    renamed.write_bytes(mlp_onnx.read_bytes())
+    for f in (mlp_onnx, renamed):
+        for command in ("eval", "export", "compile"):
+            user_error(nnc_main(command, f), "this is an ONNX model, not a checkpoint")
+    user_error(nnc_main("check", ckpt), "this is an nnc checkpoint, not a spec")
+    user_error(nnc_main("doctor", mlp_onnx), "this is an ONNX model, not a spec")
+
+
 def test_checkpoint_check_knows_every_tensor():
     """check_against's meta-device shapes == build_model's state_dict, for every layer kind and spec
     (here: the small ones; the big specs are covered by test_export's and test_compile's runs)."""
