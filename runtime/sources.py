@@ -196,6 +196,12 @@ def _imagefolder(p: ImageFolder, dims, outputs) -> Arrays:
 def load_image(im, c: int, h: int, w: int) -> np.ndarray:
     """A Pillow image -> (C, H, W) float32 in [0, 255], resized to the spec's input."""
     import numpy as np
+    from PIL import Image
+
+    if im.mode.startswith("I;16") or im.mode == "I":  # 16-bit grey (Pillow reads such PNGs as I;16 or I):
+        # scaled to 0..255 (Pillow's convert("L") would clip every value above 255 to white)
+        a = np.asarray(Image.fromarray(np.asarray(im, np.float32) * (255 / 65535)).resize((w, h)), np.float32)
+        return a[None] if c == 1 else np.repeat(a[None], c, 0)
     im = im.convert("L" if c == 1 else "RGB").resize((w, h))
     a = np.asarray(im, dtype=np.float32)
     return a[None] if c == 1 else a.transpose(2, 0, 1)

@@ -222,3 +222,18 @@ def test_provider_cuda_without_cuda_prints_only_nnc(mlp_onnx, tmp_path):
         return
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and r.stderr.startswith("nnc: error: --provider cuda")
+
+
+def test_16_bit_grey_images_read_like_their_8_bit_copy(tmp_path):
+    """A 16-bit PNG is scaled to 0..255 by its full range, not clipped at 255 (Pillow's convert("L"))."""
+    from PIL import Image
+
+    from nnc.runtime.sources import load_image
+
+    v = np.random.default_rng(0).integers(0, 256, (8, 8)).astype(np.uint16)
+    Image.fromarray(v.astype(np.uint8)).save(tmp_path / "g8.png")
+    Image.fromarray(v * 257).save(tmp_path / "g16.png")  # 0..255 -> 0..65535
+    with Image.open(tmp_path / "g16.png") as im16, Image.open(tmp_path / "g8.png") as im8:
+        assert im16.mode != im8.mode  # a real 16-bit file
+        for c in (1, 3):
+            np.testing.assert_allclose(load_image(im16, c, 8, 8), load_image(im8, c, 8, 8), atol=1e-3)
