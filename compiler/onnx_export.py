@@ -66,7 +66,9 @@ def _ort_loads(opset: int) -> bool:
 
 def check_opset(opset: int) -> None:
     if opset < MIN_OPSET:
-        raise NncError(f"--opset {opset} is too old: nnc emits LayerNormalization, which needs opset >= {MIN_OPSET}")
+        raise NncError(f"--opset {opset} is older than nnc emits: its graphs are written in the forms of opset "
+                       f"{MIN_OPSET} and later (LayerNormalization among them), which every onnxruntime since 1.14 "
+                       f"runs; choose {MIN_OPSET}..{max_opset()}")
     if opset > DEFAULT_OPSET and opset > max_opset():
         import onnx
         import onnxruntime as ort
@@ -186,7 +188,9 @@ def emit(graph: Graph, state: dict[str, Any], stats: dict[str, np.ndarray] | Non
     from nnc import __version__
 
     if opset < MIN_OPSET:
-        raise NncError(f"--opset {opset} is too old: nnc emits LayerNormalization, which needs opset >= {MIN_OPSET}")
+        raise NncError(f"--opset {opset} is older than nnc emits: its graphs are written in the forms of opset "
+                       f"{MIN_OPSET} and later (LayerNormalization among them), which every onnxruntime since 1.14 "
+                       f"runs; choose {MIN_OPSET}..{max_opset()}")
     stats = dict(stats or {})
     arrays = {k: _numpy(v) for k, v in state.items()}
     e = Emitter(arrays, opset)
