@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from nnc.compiler.diagnostics import NncError
+from nnc.compiler.files import write_atomic
 from nnc.compiler.layers import LAYERS
 from nnc.compiler.opsets import DEFAULT_OPSET, MIN_OPSET
 from nnc.compiler.shapes import Graph, Info, LayerInfo, ResidualInfo
@@ -340,7 +341,7 @@ def export(graph: Graph, torch_model, stats: dict | None, classes: list[str] | N
         raise RuntimeError(f"nnc emitted an invalid ONNX graph: {e}") from e
     report = verify(data, graph, torch_model, stats, probabilities)
     if out is not None:
-        write_onnx(data, Path(out))
+        write_atomic(Path(out), data, "ONNX model")
     return Exported(model, model.graph.output[0].name, report)
 
 
@@ -363,25 +364,3 @@ def check_out_path(out: str | Path) -> None:
         raise NncError(f"{out}: {blocker} is a file, not a folder")
 
 
-def write_onnx(data: bytes, path: Path) -> None:
-    """Atomically (temp file in the same folder, fsync, rename); an OS error is the user's."""
-    import os
-    import tempfile
-
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        if tmp:
-            Path(tmp).unlink(missing_ok=True)
-        raise NncError(f"{path}: cannot write the ONNX model ({e.strerror or e})") from None
-    except BaseException:
-        if tmp:
-            Path(tmp).unlink(missing_ok=True)
-        raise

@@ -62,13 +62,16 @@ def apply_overrides(sections: dict[str, Statement], overrides: tuple[str, ...], 
         else:
             if stmt is None and section == "optimizer":  # lr_mult / decay_mult on the default optimizer
                 stmt = _set_call_arg(None, section, "momentum", Value("number", 0.9, v.span))
-            new = Entry((v,) if mult and v.kind == "call" and v.value.name == field_ else (word, *values), v.span)
+            # --set train.early_stop=off: drop the entry, back to its default (for most, off)
+            off = len(values) == 1 and v.kind == "word" and v.value in ("off", "none")
+            new = () if off else (Entry((v,) if mult and v.kind == "call" and v.value.name == field_
+                                        else (word, *values), v.span),)
             if stmt is None:
-                stmt = Statement((Entry((Value("word", section, v.span),), v.span), new), None, v.span)
+                stmt = Statement((Entry((Value("word", section, v.span),), v.span), *new), None, v.span)
             else:
                 kept = [e for e in entries(stmt) if not (e.items[0].kind in ("word", "call")
                                                           and e.items[0].text == field_)]
-                stmt = Statement((Entry((stmt.head,), stmt.head.span), *kept, new), None, stmt.span)
+                stmt = Statement((Entry((stmt.head,), stmt.head.span), *kept, *new), None, stmt.span)
         sections[section] = stmt
 
 

@@ -76,6 +76,7 @@ def build_spec(stmts: tuple[Statement, ...], source: Source, overrides: tuple[st
             found[word] = s
             ctx.spans[word] = s.span
     apply_overrides(found, overrides, ctx)
+    ctx.spans.update({word: s.span for word, s in found.items()})  # a section --set whole names the --set
     misspelled_model = any(s.block is not None and s.head.text not in SECTIONS for s in stmts)
     if "model" not in found and not misspelled_model:  # `modle M {` is reported as an unknown section
         all_ = lines(source.text)

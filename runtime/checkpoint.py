@@ -11,8 +11,6 @@ Metadata:  format, nnc_version, spec_text, spec_name, overrides, classes, info (
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from nnc.compiler.diagnostics import NncError
+from nnc.compiler.files import write_atomic
 
 FORMAT = "nnc-checkpoint-1"
 
@@ -115,18 +114,7 @@ def save(path: str | Path, ckpt: Checkpoint) -> None:
         "info": json.dumps(ckpt.info), "state_meta": json.dumps(ckpt.state_meta),
     }
     data = st_save(tensors, metadata=meta)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(Path(path), data, "checkpoint")
 
 
 def load(path: str | Path, with_state: bool = False) -> Checkpoint:

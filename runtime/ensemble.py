@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from nnc.compiler.diagnostics import NncError
-from nnc.compiler.onnx_export import check_out_path, write_onnx
+from nnc.compiler.files import write_atomic
+from nnc.compiler.onnx_export import check_out_path
 from nnc.compiler.shapes import Graph
 from nnc.runtime import preprocess
 from nnc.runtime.data import load_splits
@@ -227,5 +228,5 @@ def export_onnx(paths: list[str], out: str | Path, split: str = "test") -> dict:
     if got.shape != want.shape or not diff <= 1e-4:
         raise NncError(f"the exported ensemble disagrees with PyTorch (max |diff| {diff:.3g}); nothing was written")
     out = Path(out)
-    write_onnx(model.SerializeToString(), out)
+    write_atomic(out, model.SerializeToString(), "ONNX model")
     return {"path": str(out), "max_abs_diff": diff, "checked_on": len(x), "exporter": how}

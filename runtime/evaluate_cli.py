@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from nnc.compiler.diagnostics import NncError
 from nnc.compiler.shapes import check
 from nnc.compiler.torch_build import build_model
 from nnc.runtime import checkpoint, preprocess
@@ -29,7 +30,12 @@ def load_model(path: str, device: str = "cpu"):
 def evaluate_checkpoint(path: str, split: str = "test", device: str = "auto") -> dict:
     graph, model, ck = load_model(path, device)
     dev = next(model.parameters()).device
-    part = getattr(load_splits(graph), split)
+    splits = load_splits(graph)
+    part = getattr(splits, split)
+    if not len(part.y):
+        have = [s for s in ("test", "val", "train") if len(getattr(splits, s).y)]
+        raise NncError(f"{path}: this run has no {split} split (its spec says data {split} 0); "
+                       f"it has {', '.join(have)}: e.g. --split {have[0]}")
     x = preprocess.apply(ck.preprocess, part.x.astype(np.float32)) if ck.preprocess else part.x
     loss_def = LOSSES[graph.spec.loss.kind]
     res = evaluate(model, torch.as_tensor(np.ascontiguousarray(x)).to(dev), torch.as_tensor(part.y).to(dev),

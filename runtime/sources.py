@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from nnc.compiler.diagnostics import NncError
 from nnc.compiler.layers.base import Params
@@ -48,6 +48,13 @@ class Csv(Params):
     label: str | int = -1  # a column name (with a header row) or index
     header: bool = True
 
+    @field_validator("label", mode="before")
+    @classmethod
+    def _name_or_index(cls, v):  # one message, not one per member of the union
+        if isinstance(v, bool) or not isinstance(v, (str, int)):
+            raise ValueError(f"label must be a column name (a string) or a column index (a whole number), got {v!r}")
+        return v
+
 
 class ImageFolder(Params):
     path: str
@@ -80,7 +87,32 @@ class SourceDef:
 
 
 def _missing(path: str, what: str) -> NncError:
+    if Path(path).is_dir():
+        return NncError(f"{what} '{path}' is a folder; give the file inside it")
     return NncError(f"{what} '{path}' does not exist")
+
+
+def _np_load(path: str, kind: str):
+    """np.load of a file the user named as `kind` ("npz" or "npy"), with numpy's failures
+    (a truncated file, pickled data, the other format) said in the user's terms."""
+    import numpy as np
+    if not Path(path).is_file():
+        raise _missing(path, f"{kind} file")
+    try:
+        got = np.load(path, allow_pickle=False)
+    except EOFError:
+        raise NncError(f"{path}: empty file; expected a .{kind} written by numpy.{'savez' if kind == 'npz' else 'save'}") from None
+    except (ValueError, OSError) as e:
+        # numpy falls back to unpickling whatever is not .npy/.npz; with pickling off that says
+        # "allow_pickle", which would invite loading untrusted code
+        why = "not a numpy file" if "pickle" in str(e) else str(e)
+        raise NncError(f"{path}: cannot read as .{kind} ({why})") from None
+    if (kind == "npz") != isinstance(got, np.lib.npyio.NpzFile):
+        other = "npy" if kind == "npz" else "npz"
+        if kind == "npy":
+            got.close()
+        raise NncError(f"{path}: this is a .{other} file, not a .{kind}")
+    return got
 
 
 def _digits(p, dims, outputs) -> Arrays:
@@ -104,16 +136,14 @@ def _labels(y: np.ndarray) -> tuple[np.ndarray, list[str] | None]:
 
 def _npz(p: Npz, dims, outputs) -> Arrays:
     import numpy as np
-    if not Path(p.path).is_file():
-        raise _missing(p.path, "npz file")
-    try:
-        with np.load(p.path, allow_pickle=False) as f:
-            missing = [k for k in (p.x, p.y) if k not in f.files]
-            if missing:
-                raise NncError(f"{p.path}: no array named {missing[0]!r} (it has {', '.join(f.files) or 'none'})")
+    with _np_load(p.path, "npz") as f:
+        missing = [k for k in (p.x, p.y) if k not in f.files]
+        if missing:
+            raise NncError(f"{p.path}: no array named {missing[0]!r} (it has {', '.join(f.files) or 'none'})")
+        try:
             x, y = f[p.x], f[p.y]
-    except (ValueError, OSError) as e:
-        raise NncError(f"{p.path}: cannot read as .npz ({e})") from None
+        except (ValueError, OSError) as e:
+            raise NncError(f"{p.path}: cannot read as .npz ({e})") from None
     y, names = _labels(y)
     return Arrays(x.astype(np.float32), y, names)
 
@@ -122,12 +152,7 @@ def _npy(p: Npy, dims, outputs) -> Arrays:
     import numpy as np
     arrays = []
     for path in (p.x, p.y):
-        if not Path(path).is_file():
-            raise _missing(path, "npy file")
-        try:
-            arrays.append(np.load(path, allow_pickle=False))
-        except (ValueError, OSError) as e:
-            raise NncError(f"{path}: cannot read as .npy ({e})") from None
+        arrays.append(_np_load(path, "npy"))
     y, names = _labels(arrays[1])
     return Arrays(arrays[0].astype(np.float32), y, names)
 
@@ -139,18 +164,34 @@ def _csv(p: Csv, dims, outputs) -> Arrays:
 
     if not Path(p.path).is_file():
         raise _missing(p.path, "csv file")
-    with open(p.path, newline="") as f:
-        rows = [r for r in csv.reader(f) if r]
-    if not rows:
+    try:
+        with open(p.path, newline="") as f:
+            reader = csv.reader(f)
+            numbered = [(reader.line_num, r) for r in reader if r]
+    except UnicodeDecodeError:
+        raise NncError(f"{p.path}: not a text file; a csv source reads comma-separated numbers") from None
+    if not numbered:
         raise NncError(f"{p.path}: empty csv file")
-    header = rows.pop(0) if p.header else None
+    header = numbered.pop(0)[1] if p.header else None
+    if not numbered:
+        raise NncError(f"{p.path}: a header and no rows")
+    width = len(header or numbered[0][1])
+    for line, r in numbered:
+        if len(r) != width:
+            raise NncError(f"{p.path}: line {line} has {len(r)} columns, the "
+                           f"{'header' if header else 'first line'} has {width}")
+    rows = [r for _, r in numbered]
     col = p.label
     if isinstance(col, str):
         if header is None or col not in header:
             raise NncError(f"{p.path}: no column named {col!r}" + (f" (columns: {', '.join(header)})" if header else ""))
         col = header.index(col)
+    if not -width <= col < width:
+        raise NncError(f"{p.path}: label column {col} is out of range: the file has {width} columns "
+                       f"(0 to {width - 1}, or -1 for the last)")
+    col %= width
     try:
-        x = np.array([[float(v) for i, v in enumerate(r) if i != col % len(r)] for r in rows], np.float32)
+        x = np.array([[float(v) for i, v in enumerate(r) if i != col] for r in rows], np.float32)
     except ValueError as e:
         raise NncError(f"{p.path}: a feature is not a number ({e})") from None
     raw = np.array([r[col] for r in rows])

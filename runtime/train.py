@@ -80,9 +80,9 @@ class MetricsLog:
             self._tb.close()
 
 
-def pick_device(choice: str) -> torch.device:
+def pick_device(choice: str, asked_by: str = "--device") -> torch.device:
     if choice == "cuda" and not torch.cuda.is_available():
-        raise NncError("--device cuda: no CUDA device is available (use --device auto or cpu)")
+        raise NncError(f"{asked_by} cuda: no CUDA device is available (use auto or cpu)")
     if choice == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda")
@@ -143,7 +143,10 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
     input and NncError(exit 3) when the loss explodes."""
     spec, cfg = graph.spec, graph.spec.train
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise NncError(f"cannot create the run directory {out}: {e.strerror or e}") from None
     if callbacks is None:  # the babysitting monitors are on by default; callbacks=[] turns them off
         from nnc.runtime.monitors import default_monitors
 
@@ -154,7 +157,7 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
                                   "nnc train needs one value for each", r.span, spec.source,
                                   "run `nnc search` on it, or fix a value with --set"))
     torch.manual_seed(cfg.seed)
-    dev = pick_device(cfg.device if device == "auto" else device)
+    dev = pick_device(*((cfg.device, "the spec's train device") if device == "auto" else (device, "--device")))
     amp = dev.type == "cuda"  # bf16 autocast on GPUs; CPUs train in float32
     forward_ctx = (lambda: torch.autocast(dev.type, torch.bfloat16)) if amp else contextlib.nullcontext
 

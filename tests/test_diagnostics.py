@@ -341,6 +341,16 @@ def test_set_reaches_the_schedule_and_its_warmup(tmp_path):
     assert r.returncode == 1 and "--set schedule.k=3: error: unknown on_plateau option 'k'" in r.stderr
 
 
+def test_set_off_returns_an_entry_to_its_default():
+    from nnc.compiler.spec import load_text
+
+    text = ("model M {\n input vector(4)\n dense 2\n}\ndata digits, val 0.2\nschedule step(every=2), warmup(epochs=1)\n"
+            "train epochs 3, ema 0.9, early_stop(patience=2)\n")
+    spec = load_text(text, overrides=("train.early_stop=off", "train.ema=none", "schedule.warmup=off"))
+    assert spec.train.early_stop is None and spec.train.ema is None and spec.schedule.warmup is None
+    assert spec.train.epochs == 3 and spec.schedule.main.kind == "step"
+
+
 @pytest.mark.parametrize("setting, value, problem", [("optimizer.lr", ")", "unexpected ')'"),
                                                      ("schedule", "step(every=5", "unexpected end of line")])
 def test_set_value_that_does_not_parse(tmp_path, setting, value, problem):

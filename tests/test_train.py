@@ -1,6 +1,7 @@
 """`nnc train` / `nnc eval` end to end on real (small) data, driven through the real CLI."""
 
 import json
+import os
 import re
 
 import numpy as np
@@ -176,6 +177,84 @@ def test_data_shape_and_class_count_mismatch(tmp_path):
         assert "x.nnspec:5:1" in r.stderr  # points at the data section
 
 
+def _csv_spec(tmp_path, text: str, name="t.csv", source="csv") -> str:
+    (tmp_path / name).write_bytes(text) if isinstance(text, bytes) else (tmp_path / name).write_text(text)
+    return f'{source}("{tmp_path / name}")'
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: _csv_spec(d, b"", "e.npz", "npz"), "e.npz: empty file; expected a .npz written by numpy.savez"),
+    (lambda d: _csv_spec(d, b"not numbers at all", "g.npz", "npz"), "g.npz: cannot read as .npz (not a numpy file)"),
+    (lambda d: (np.save(d / "a.npy", np.zeros((4, 2))), f'npz("{d / "a.npy"}")')[1], "a.npy: this is a .npy file, not a .npz"),
+    (lambda d: (np.savez(d / "a.npz", x=np.zeros(2)), f'npy(x="{d / "a.npz"}", y="{d / "a.npz"}")')[1],
+     "a.npz: this is a .npz file, not a .npy"),
+    (lambda d: ((d / "f.npz").mkdir(), f'npz("{d / "f.npz"}")')[1], "f.npz' is a folder; give the file inside it"),
+    (lambda d: _csv_spec(d, bytes(range(256))), "t.csv: not a text file"),
+    (lambda d: _csv_spec(d, "a,b,c\n\n1,2,0\n1,0\n"), "t.csv: line 4 has 2 columns, the header has 3"),
+    (lambda d: _csv_spec(d, "a,b,c\n1,2,0\n").replace(")", ", label=3)"),
+     "label column 3 is out of range: the file has 3 columns (0 to 2, or -1 for the last)"),
+    (lambda d: _csv_spec(d, "a,b,c\n1,2,0\n").replace(")", ", label=1.5)"),
+     "csv: label must be a column name (a string) or a column index (a whole number), got 1.5"),
+])
+def test_unreadable_data_files_are_named_for_what_is_wrong(tmp_path, make, message):
+    """Each of these once escaped as a Python error (EOFError, AttributeError, IndexError,
+    UnicodeDecodeError) or a misleading one ("does not exist", "allow_pickle")."""
+    data = make(tmp_path)
+    with pytest.raises(NncError) as e:
+        load_splits(check(load_text(f"model M {{\n input vector(2)\n dense 2\n}}\ndata {data}\n")))
+    assert message in str(e.value)
+    assert "pickle" not in str(e.value)
+
+
+def test_a_data_error_of_a_set_source_names_the_set(tmp_path):
+    data = _csv_spec(tmp_path, "a,b,c\n" + "1,2,0\n" * 10)
+    spec = load_text("model M {\n input vector(5)\n dense 2\n}\ndata digits\n", overrides=(f"data={data}",))
+    with pytest.raises(NncError, match="the data's examples have shape") as e:
+        load_splits(check(spec))
+    assert e.value.diagnostics[0].span.origin == f"--set data={data}"
+
+
+def test_a_run_without_a_test_split(tmp_path):
+    path = mlp(tmp_path, epochs=1)
+    path.write_text(path.read_text().replace("test 0.15", "test 0"))
+    r = run_nnc("train", path, "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stderr
+    assert "no test split (data test 0)" in r.stdout
+    r = run_nnc("eval", tmp_path / "run" / "best.safetensors")
+    assert r.returncode == 1
+    assert "this run has no test split (its spec says data test 0); it has val, train: e.g. --split val" in r.stderr
+    r = run_nnc("eval", tmp_path / "run" / "best.safetensors", "--split", "val", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["n"] == round(0.15 * 1797)
+
+
+def test_runs_never_land_on_each_other(tmp_path):
+    """The default run directory counts up (runs/m, runs/m-2); an --out that holds a run, or is a
+    file, is refused before any work; --resume takes the directory or its last.safetensors, and
+    --epochs must extend the run."""
+    path = mlp(tmp_path, epochs=1)
+    for want in ("runs/m", "runs/m-2"):
+        r = run_nnc("train", path, "-q", cwd=tmp_path)
+        assert r.returncode == 0 and f"best checkpoint: {want}/best.safetensors" in r.stdout, r.stderr
+    ck = tmp_path / "runs" / "m" / "last.safetensors"
+    before = ck.read_bytes()
+    r = run_nnc("train", path, "--out", "runs/m", cwd=tmp_path)
+    assert r.returncode == 2 and "--out runs/m holds a run already: continue it with `nnc train --resume runs/m`" in r.stderr
+    assert ck.read_bytes() == before
+    r = run_nnc("train", path, "--out", path, cwd=tmp_path)
+    assert r.returncode == 2 and "a file, not a folder" in r.stderr
+    r = run_nnc("train", "--resume", ck, "--epochs", "1", cwd=tmp_path)
+    assert r.returncode == 2 and "is at epoch 1 already; --epochs 1 would not extend it" in r.stderr
+    for epochs in (2, 3):
+        r = run_nnc("train", "--resume", ck if epochs == 2 else ck.parent, "--epochs", epochs, "-q", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    assert (ck.parent / "spec.nnspec").read_text().startswith("# nnc train applied: --set train.epochs=3 (")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert ck.stat().st_mode & 0o777 == 0o666 & ~umask  # like the run's other files, not mkstemp's 0600
+    r = run_nnc("train", path, "--out", "/proc/nnc-cannot", cwd=tmp_path)
+    assert r.returncode == 1 and "cannot create the run directory /proc/nnc-cannot" in r.stderr
+
+
 def _run_on(tmp_path, x, y, model, loss="cross_entropy", name="x") -> dict:
     """Train one epoch in-process on arrays saved as npz (the CLI's error path is tested above)."""
     np.savez(tmp_path / f"{name}.npz", x=x, y=y)
@@ -332,7 +411,7 @@ def test_an_epochs_last_update_is_judged_before_it_is_saved(tmp_path):
     its initial weights as the last good checkpoint, and its pictures and logs."""
     path = mlp(tmp_path, epochs=3, reg="regularize l2 0\n")
     r = run_nnc("train", path, "--out", tmp_path / "run", "--set", "optimizer=sgd(lr=50)",
-                "--set", "train.batch=5000")
+                "--set", "train.batch=5000", "--json")
     assert r.returncode == 3, r.stderr
     assert "training diverged at the end of epoch 1" in r.stderr and "The learning rate (50)" in r.stderr
     ck = checkpoint.load(tmp_path / "run" / "last.safetensors")
@@ -341,6 +420,7 @@ def test_an_epochs_last_update_is_judged_before_it_is_saved(tmp_path):
     assert not (tmp_path / "run" / "best.safetensors").exists()
     assert (tmp_path / "run" / "dashboard.png").stat().st_size > 1000  # the monitors finished their picture
     assert "Traceback" not in r.stderr
+    assert json.loads(r.stdout)["exit"] == 3  # --json: a script gets its one line on failure too
 
 
 def test_without_a_validation_split_best_is_the_lowest_training_loss(tmp_path):

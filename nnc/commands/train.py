@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 
 def cmd_train(args) -> int:
+    from nnc.compiler.diagnostics import NncError
     from nnc.compiler.shapes import check
     from nnc.compiler.spec import load_spec
     from nnc.runtime.checkpoint import load
@@ -17,20 +19,32 @@ def cmd_train(args) -> int:
     if args.seed is not None:
         overrides.append(f"train.seed={args.seed}")
     if args.resume:
-        from pathlib import Path
-
         from nnc.compiler.spec import load_text
 
         if args.spec or args.set or args.seed is not None:
             print("nnc train: error: --resume continues a run as it was: give no SPEC, --set or --seed "
                   "(--epochs N extends it)", file=sys.stderr)
             return 2
+        if Path(args.resume).is_file():  # `--resume run/last.safetensors` names the run too
+            if Path(args.resume).name != "last.safetensors":
+                print(f"nnc train: error: --resume takes a run directory (it continues from its last.safetensors, "
+                      f"which holds the optimizer state); got the file {args.resume}", file=sys.stderr)
+                return 2
+            args.resume = str(Path(args.resume).parent)
         ck = load(Path(args.resume) / "last.safetensors")
+        done = ck.info.get("epoch", 0)
+        if args.epochs is not None and args.epochs <= done:
+            print(f"nnc train: error: {args.resume} is at epoch {done} already; --epochs {args.epochs} would not "
+                  f"extend it (give more than {done})", file=sys.stderr)
+            return 2
         extend = (f"train.epochs={args.epochs}",) if args.epochs is not None else ()
-        spec = load_text(ck.spec_text, ck.spec_name, ck.overrides + extend)
+        kept = tuple(o for o in ck.overrides if not (extend and o.split("=", 1)[0].strip() == "train.epochs"))
+        spec = load_text(ck.spec_text, ck.spec_name, kept + extend)
         out = args.out or args.resume
+        if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+            _check_fresh(out)
         if extend and not args.quiet:
-            print(f"continuing {args.resume} to {args.epochs} epochs (it was at epoch {ck.info.get('epoch')}); "
+            print(f"continuing {args.resume} to {args.epochs} epochs (it was at epoch {done}); "
                   "a schedule over the run's length (cosine, linear warm-up in steps) follows the new length",
                   file=sys.stderr)
     else:
@@ -38,7 +52,9 @@ def cmd_train(args) -> int:
             print("nnc train: error: give a SPEC, or --resume RUN_DIR", file=sys.stderr)
             return 2
         spec = load_spec(args.spec, tuple(overrides))
-        out = args.out or _default_out(args.spec)
+        if args.out:
+            _check_fresh(args.out)
+        out = args.out or _default_out(args.spec, args.quiet)
     graph = check(spec)
     if graph.warnings and not args.quiet:
         from nnc.compiler.diagnostics import render_all
@@ -49,15 +65,26 @@ def cmd_train(args) -> int:
     try:
         final = train(graph, out, device=args.device, resume=args.resume, quiet=args.quiet or args.json)
     except KeyboardInterrupt:
-        print(f"nnc: interrupted; the last checkpoint is {out}/last.safetensors: continue with "
-              f"nnc train --resume {out}", file=sys.stderr)
+        if (Path(out) / "last.safetensors").is_file():
+            print(f"nnc: interrupted; the last checkpoint is {out}/last.safetensors: continue with "
+                  f"nnc train --resume {out}", file=sys.stderr)
+        else:
+            print("nnc: interrupted before the first checkpoint; nothing to resume", file=sys.stderr)
         return 130
+    except NncError as e:  # a script reading --json gets its one line on failure too (divergence: exit 3)
+        if args.json:
+            print(json.dumps({"error": str(e), "exit": e.exit_code}))
+        raise
     if args.json:
         print(json.dumps(final))
     else:
         acc = final["test_accuracy"]
-        print(f"test loss {final['test_loss']:.4f}" + (f", test accuracy {100 * acc:.2f}%" if acc is not None else "")
-              + f" (best epoch {final['best_epoch']} of {final['epochs']}, {final['time']:.1f} s)")
+        when = f"best epoch {final['best_epoch']} of {final['epochs']}, {final['time']:.1f} s"
+        if final["test_loss"] is None:
+            print(f"no test split (data test 0): nothing held out to score ({when})")
+        else:
+            print(f"test loss {final['test_loss']:.4f}" + (f", test accuracy {100 * acc:.2f}%" if acc is not None else "")
+                  + f" ({when})")
         print(f"best checkpoint: {final['best_checkpoint']}")
         for p in final["plots"]:
             print(f"plot: {p}")
@@ -76,10 +103,31 @@ def _positive(text: str) -> int:
     return n
 
 
-def _default_out(spec_path: str) -> str:
-    from pathlib import Path
+def _holds_run(path: Path) -> bool:
+    return any((path / f).exists() for f in ("last.safetensors", "metrics.jsonl"))
 
-    return str(Path("runs") / Path(spec_path).stem)
+
+def _check_fresh(out: str) -> None:
+    """A run never lands on top of another: their metrics, plots and TensorBoard events would mix."""
+    from nnc.compiler.diagnostics import EXIT_USAGE, NncError
+
+    if Path(out).exists() and not Path(out).is_dir():
+        raise NncError(f"--out {out}: a file, not a folder", EXIT_USAGE)
+    if _holds_run(Path(out)):
+        raise NncError(f"--out {out} holds a run already: continue it with `nnc train --resume {out}`, "
+                       "or choose another --out (nothing was written)", EXIT_USAGE)
+
+
+def _default_out(spec_path: str, quiet: bool) -> str:
+    """runs/<spec name>, or runs/<spec name>-2, -3 ... when earlier runs are there."""
+    base = Path("runs") / Path(spec_path).stem
+    out, n = base, 1
+    while _holds_run(out) or (out.exists() and not out.is_dir()):
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    if n > 1 and not quiet:
+        print(f"run directory: {out} ({base} holds an earlier run)", file=sys.stderr)
+    return str(out)
 
 
 def cmd_eval(args) -> int:
