@@ -1,4 +1,5 @@
-"""Writing the files a user keeps (checkpoints, ONNX models): whole or not at all."""
+"""Writing the files a user keeps (checkpoints, ONNX models, run folders): whole or not at all,
+and an OS error said as the user's error."""
 
 from __future__ import annotations
 
@@ -32,3 +33,14 @@ def write_atomic(path: Path, data: bytes, what: str) -> None:
         if tmp:
             Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def make_dir(path: Path, what: str) -> None:
+    """mkdir -p, with a file in the way or a read-only place said as the user's error."""
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise NncError(f"cannot create the {what} {path}: {blocker} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise NncError(f"cannot create the {what} {path}: {e.strerror or e}") from None

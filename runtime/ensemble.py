@@ -46,6 +46,11 @@ def _split_key(graph: Graph) -> tuple:
 def load_members(paths: list[str]) -> list[Member]:
     if len(paths) < 2:
         raise NncError("an ensemble needs at least two checkpoints")
+    seen: dict[Path, str] = {}
+    for p in paths:  # a member listed twice would silently count double
+        if (key := Path(p).resolve()) in seen:
+            raise NncError(f"{p} is listed twice ({seen[key]}); each checkpoint is one member of the ensemble")
+        seen[key] = str(p)
     members = []
     for p in paths:
         graph, model, ck = load_model(p, "cpu")

@@ -161,7 +161,7 @@ def _as_batch(a: np.ndarray, shape: tuple[int | None, ...], what: str) -> np.nda
     if known and a.ndim == 2 and a.shape[1] == numel:
         return a.reshape((len(a), *shape))
     dims = ", ".join("?" if d is None else str(d) for d in shape)
-    flat = f" or (N, {numel})" if known else ""
+    flat = f" or (N, {numel})" if known and len(shape) > 1 else ""
     raise NncError(f"{what}: an array of shape {a.shape} does not fit the model's input {_show(shape)}; "
                    f"give (N, {dims}){flat}")
 

@@ -345,7 +345,9 @@ class Monitor:
         if acts:
             extra["activations"] = acts
         tr, va = record.get("train_accuracy"), record.get("val_accuracy")
-        if tr is not None and va is not None:
+        # with ema, train accuracy is of the raw weights and val of their lagging average: that gap
+        # says how far the average lags, not whether the model overfits
+        if tr is not None and va is not None and not self.graph.spec.train.ema:
             gap = tr - va
             extra["gap"] = gap
             if gap > GAP_BIG:

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nnc.compiler.diagnostics import EXIT_DIVERGED, NncError
+from nnc.compiler.files import make_dir
+from nnc.compiler.shapes import check
 from nnc.compiler.spec import Spec, load_text
 from nnc.compiler.values import SearchRange, format_value, resolve_text
 from nnc.runtime.plots import search_scatter
@@ -188,19 +190,26 @@ def stage_epochs(cfg: Config, spec: Spec) -> dict[str, int]:
 def _objective(cfg: Config, spec: Spec, params: list[Param], stage: str, epochs: int):
     import optuna
 
-    from nnc.compiler.shapes import check
     from nnc.runtime.train import train
 
     metric = metric_of(spec)
 
     def objective(trial: optuna.Trial) -> float:
+        cb = PruneOnEpoch(trial, metric, epochs)
+        try:
+            return run(trial, cb)
+        except KeyboardInterrupt:  # optuna stores it FAIL and re-raises; say why
+            trial.set_user_attr("reason", "interrupted")
+            trial.set_user_attr("epochs_run", cb.epochs)
+            raise
+
+    def run(trial: optuna.Trial, cb: PruneOnEpoch) -> float:
         values = {p.range: suggest(trial, p) for p in params}
         run_dir = Path(cfg.out) / f"trial_{trial.number:03d}"
         trial.set_user_attr("stage", stage)
         trial.set_user_attr("epochs", epochs)
         trial.set_user_attr("dir", str(run_dir))
         graph = check(load_text(resolve_text(spec.text, values), spec.source.name, (f"train.epochs={epochs}",)))
-        cb = PruneOnEpoch(trial, metric, epochs)
         try:
             train(graph, run_dir, device=cfg.device, quiet=True, callbacks=[cb])
         except NncError as e:
@@ -221,10 +230,6 @@ def _objective(cfg: Config, spec: Spec, params: list[Param], stage: str, epochs:
             trial.set_user_attr("reason", str(e))
             trial.set_user_attr("epochs_run", cb.epochs)
             raise optuna.TrialPruned(str(e)) from None
-        except KeyboardInterrupt:  # optuna stores it FAIL and re-raises; say why
-            trial.set_user_attr("reason", "interrupted")
-            trial.set_user_attr("epochs_run", cb.epochs)
-            raise
         trial.set_user_attr("epochs_run", cb.epochs)
         if cb.best is None:  # search() refuses val 0 up front; a split too small to hold an example
             raise NncError(f"trial {trial.number} reported no {metric}: the validation split is empty "
@@ -303,8 +308,8 @@ class SearchResult:
     spec: Spec
     metric: str
     trials: list[dict]  # sorted best first: number, stage, state, value, params, reason, epochs_run
-    # (stage, epochs, ranges, trials the study already held for it)
-    stages: list[tuple[str, int, list[Param], int]] = field(default_factory=list)
+    # (stage, epochs, ranges, trials the study already held for it, a note on the ranges)
+    stages: list[tuple[str, int, list[Param], int, str]] = field(default_factory=list)
     best: dict | None = None
     best_spec: Path | None = None
     plot: Path | None = None
@@ -323,11 +328,12 @@ def search(cfg: Config, on_trial: Callable[[dict], None] | None = None) -> Searc
     if not spec.search:
         raise NncError.at(None, f"{cfg.spec_path}: no search ranges to search over",
                           help="write a range for a value, e.g. optimizer adam(lr=loguniform(1e-4, 1e-1))")
+    check(spec)  # as `nnc check` does: a range that reaches a refused value stops here, not at its draw
     _needs_validation(spec)
     out = Path(cfg.out)
     if cfg.trials == 0 and not (out / "study.db").is_file():
         raise NncError(f"{out} holds no study to report; give --trials N to start one")
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out, "search directory")
     with run_lock(out):
         study = _study(cfg, spec)
         known = study.user_attrs.get("spec_text")
@@ -355,19 +361,22 @@ def _run_stages(cfg: Config, spec: Spec, study, result: SearchResult, on_trial) 
     params = [Param.of(r) for r in spec.search]
     for stage in cfg.stages:
         epochs = epochs_of[stage]
+        note = ""
         if stage == "fine":
             done = [t for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
                     if t.user_attrs.get("stage") != "fine"]
             if len(done) >= 2:
                 done.sort(key=lambda t: t.value, reverse=study.direction == optuna.study.StudyDirection.MAXIMIZE)
                 params = narrow(params, [t.params for t in done[:max(2, math.ceil(TOP * len(done)))]])
+            else:
+                note = f"the spec's ranges: {len(done)} completed coarse trial(s), 2 needed to narrow them"
         # --trials counts the stage's finished trials, those of earlier runs of the command too: the
         # same command after an interrupt runs what is left (failed, i.e. interrupted, trials are redone)
         done = sum(1 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
                                                                         optuna.trial.TrialState.PRUNED))
                    if t.user_attrs.get("stage") == stage)
         todo = max(0, cfg.trials - done)
-        result.stages.append((stage, epochs, params, done))
+        result.stages.append((stage, epochs, params, done, note))
         if not todo:
             continue
         offset = len(study.trials)
@@ -506,7 +515,10 @@ def best_header(spec: Spec, metric: str, best: dict) -> str:
     ran = best["epochs_run"]
     text = (f"# resolved by nnc search from {spec.source.name}: trial {best['number']} ({best['stage']} stage), "
             f"{metric} {best['value']:.4f} after {ran} epoch(s)\n")
-    if ran != spec.train.epochs:
+    if ran < spec.train.epochs:
         text += (f"# (the trial trained {ran} epoch(s); `train epochs` below is the spec's {spec.train.epochs}, "
                  "for the full run)\n")
+    elif ran > spec.train.epochs:
+        text += (f"# (the trial trained {ran} epoch(s); `train epochs` below is the spec's {spec.train.epochs}: "
+                 f"nnc train --epochs {ran} reproduces the trial)\n")
     return text

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from nnc.compiler.diagnostics import EXIT_DIVERGED, Diagnostic, NncError
+from nnc.compiler.files import make_dir
 from nnc.compiler.shapes import Graph
 from nnc.compiler.torch_build import build_model
 from nnc.runtime import checkpoint, params as P, preprocess, state
@@ -143,10 +144,7 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
     input and NncError(exit 3) when the loss explodes."""
     spec, cfg = graph.spec, graph.spec.train
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise NncError(f"cannot create the run directory {out}: {e.strerror or e}") from None
+    make_dir(out, "run directory")
     if callbacks is None:  # the babysitting monitors are on by default; callbacks=[] turns them off
         from nnc.runtime.monitors import default_monitors
 

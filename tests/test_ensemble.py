@@ -115,6 +115,9 @@ def test_ensemble_refuses_members_split_differently(tmp_path, capsys):
     assert "data seed (it fixes the split): 1 vs 0" in err and "Traceback" not in err, err
     assert nnc_main(["ensemble", a]) == 1
     assert "at least two checkpoints" in capsys.readouterr().err
+    # the same member twice would count double, silently
+    assert nnc_main(["ensemble", a, str(tmp_path / "a" / ".." / "a" / "best.safetensors"), b]) == 1
+    assert f"is listed twice ({a})" in capsys.readouterr().err
 
 
 def test_image_ensemble_records_the_pixel_scale_and_refuses_bad_outputs(tmp_path, capsys):

@@ -271,6 +271,17 @@ def test_hooks_exist_only_during_the_first_training_forward_of_sampled_steps(tmp
     assert not model._forward_hooks and not model._forward_pre_hooks and not run.optimizer._optimizer_step_pre_hooks
 
 
+@pytest.mark.parametrize("ema, hint", [("", True), ("train.ema=0.99", False)])
+def test_a_train_val_gap_is_overfitting_unless_val_sees_the_ema_average(tmp_path, ema, hint):
+    graph = check(load_spec(str(SPECS / "digits_mlp.nnspec"), (ema,) if ema else ()))
+    mon = Monitor(graph, histograms=False, pictures=False)
+    run, _ = _fake_run(graph, build_model(graph), tmp_path)
+    mon.start(run)
+    extra = mon.epoch_end(run, {"train_accuracy": 0.9, "val_accuracy": 0.5})
+    mon.end(run)
+    assert ("overfitting" in extra.get("gap_hint", "")) is hint
+
+
 def test_end_copes_with_a_run_that_died_in_its_first_step(tmp_path):
     """train.py calls end() also when the run diverged or was interrupted: here in the middle of
     the first sampled forward pass (layer hooks still registered, nothing in metrics.jsonl)."""

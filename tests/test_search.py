@@ -261,7 +261,8 @@ train epochs 3
 
 
 @pytest.mark.parametrize("argv", [["--epochs", "0"], ["--coarse-epochs", "-1"], ["--jobs", "0"], ["--trials", "-1"],
-                                  ["--epochs", "two"], ["--stages", "coarse,medium"]])
+                                  ["--epochs", "two"], ["--stages", "coarse,medium"], ["--stages", "fine,coarse"],
+                                  ["--stages", "fine", "--coarse-epochs", "2"]])
 def test_search_option_misuse_is_exit_2(tmp_path, argv, capsys):
     spec_path = tmp_path / "s.nnspec"
     spec_path.write_text(FAKE)
@@ -272,6 +273,29 @@ def test_search_option_misuse_is_exit_2(tmp_path, argv, capsys):
         code = e.code
     assert code == 2 and "error:" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_search_refuses_up_front_what_a_draw_would_stop_at(tmp_path, capsys):
+    """A range reaching a value the spec refuses stops the search before its study exists (it
+    once ran trials until a draw hit the value); an --out under a file is the user's error."""
+    spec_path = tmp_path / "s.nnspec"
+    spec_path.write_text(FAKE.replace("loguniform(1e-3, 1e-1)", "choice(0.01, 0.1, -1)"))
+    assert nnc_main(["search", str(spec_path), "--trials", "3", "--out", str(tmp_path / "s")]) == 1
+    err = capsys.readouterr().err
+    assert "this range reaches values the spec refuses: at its choice -1, sgd lr must be > 0" in err, err
+    assert not (tmp_path / "s").exists()
+    spec_path.write_text(FAKE)
+    (tmp_path / "f").write_text("")
+    assert nnc_main(["search", str(spec_path), "--trials", "1", "--out", str(tmp_path / "f" / "s")]) == 1
+    assert f"cannot create the search directory {tmp_path / 'f' / 's'}: {tmp_path / 'f'} is a file" in capsys.readouterr().err
+
+
+def test_best_header_says_how_to_reproduce_a_trial_longer_than_the_spec():
+    spec = load_text(FAKE, "f.nnspec")  # train epochs 3
+    row = {"number": 4, "stage": "fine", "value": 0.9, "epochs_run": 5}
+    assert search_mod.best_header(spec, "val_accuracy", row).splitlines()[1] == (
+        "# (the trial trained 5 epoch(s); `train epochs` below is the spec's 3: nnc train --epochs 5 reproduces the trial)")
+    assert len(search_mod.best_header(spec, "val_accuracy", {**row, "epochs_run": 3}).splitlines()) == 1
 
 
 def test_stage_epochs_follow_the_options():

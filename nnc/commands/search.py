@@ -43,8 +43,10 @@ def cmd_search(args) -> int:
     from nnc.runtime.search import Config, search
 
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
-    if not stages or any(s not in ("coarse", "fine") for s in stages) or len(set(stages)) != len(stages):
+    if stages not in (("coarse",), ("fine",), ("coarse", "fine")):  # fine narrows what coarse found: never first
         return _usage(f"--stages takes coarse, fine or coarse,fine; got {args.stages!r}")
+    if args.coarse_epochs is not None and "coarse" not in stages:
+        return _usage("--coarse-epochs sets the coarse stage's epochs, and --stages fine runs none")
     out = args.out or str(Path("runs") / f"search_{Path(args.spec).stem}")
     cfg = Config(args.spec, out, args.trials, args.epochs, args.coarse_epochs, stages, args.sampler, args.seed,
                  args.jobs, args.device)
@@ -69,12 +71,12 @@ def cmd_search(args) -> int:
             print(INTERRUPTED, file=sys.stderr)
         return code
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-    for stage, epochs, params, done in res.stages:
+    for stage, epochs, params, done, note in res.stages:
         before = f" ({done} of {args.trials} trials done by an earlier run)" if done else ""
         console.print(f"{stage} stage: {epochs} epoch(s), " + ", ".join(f"{p.name} {p.describe()}" for p in params)
-                      + before, soft_wrap=True, markup=False)
+                      + before + (f" ({note})" if note else ""), soft_wrap=True, markup=False)
     names = [r.path for r in res.spec.search]
-    table = Table(title=escape(f"{len(res.trials)} trials, by {res.metric} (study {Path(out) / 'study.db'})"))
+    table = Table(title=escape(f"{len(res.trials)} trial{'s' * (len(res.trials) != 1)}, by {res.metric} (study {Path(out) / 'study.db'})"))
     table.add_column("#", justify="right")  # the trial number (its run is DIR/trial_NNN)
     table.add_column("stage")
     for n in names:
@@ -90,7 +92,8 @@ def cmd_search(args) -> int:
     for w in res.warnings:
         err.print(f"[bold yellow]warning:[/] {escape(w)}" if err.is_terminal else f"warning: {escape(w)}", soft_wrap=True)
     if res.best is None:
-        print("no trial completed: nothing to write", file=sys.stderr)
+        print("nnc: error: no trial completed, so there is no best spec to write; the table says how each "
+              "ended (exploded: lower the learning-rate range)", file=sys.stderr)
     else:
         console.print(f"best: trial {res.best['number']}, {res.metric} {res.best['value']:.4f}")
         console.print(f"best spec: {res.best_spec}", markup=False)
@@ -102,11 +105,14 @@ def cmd_search(args) -> int:
 
 
 def cmd_ensemble(args) -> int:
+    from nnc.compiler.onnx_export import check_out_path
     from nnc.runtime.ensemble import evaluate_ensemble, export_onnx
 
+    if args.output:
+        check_out_path(args.output)  # before the evaluation, not after it
     res = evaluate_ensemble(args.checkpoints, args.split)
     if args.output:
-        res["onnx"] = export_onnx(args.checkpoints, args.output)
+        res["onnx"] = export_onnx(args.checkpoints, args.output, args.split)
     if args.json:
         print(json.dumps(res))
         return 0
@@ -126,7 +132,7 @@ def cmd_ensemble(args) -> int:
     if args.output:
         o = res["onnx"]
         console.print(f"wrote {o['path']} with {o['exporter']} (onnxruntime matches PyTorch on {o['checked_on']} "
-                      f"examples: max |diff| {o['max_abs_diff']:.2e})", soft_wrap=True)
+                      f"{args.split} examples: max |diff| {o['max_abs_diff']:.2e})", soft_wrap=True)
     return 0
 
 
