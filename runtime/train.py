@@ -280,7 +280,12 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
         return not math.isfinite(loss) or loss > EXPLODE * max(book["start_loss"], chance, 1e-8)
 
     def diverged(loss: float, where: str) -> NncError:
-        return NncError(f"training diverged at {where}: loss {loss:.4g} (it started at {book['start_loss']:.4g}). "
+        start = book["start_loss"]
+        if start is None or not math.isfinite(start):  # broken before any update: no lr can be blamed
+            return NncError(f"the loss is {loss:.4g} from the first step, before any update: the initial weights "
+                            "or the data make it so, not the learning rate; `nnc doctor` checks the loss at init",
+                            exit_code=EXIT_DIVERGED)
+        return NncError(f"training diverged at {where}: loss {loss:.4g} (it started at {start:.4g}). "
                         f"The learning rate ({spec.optimizer.params.lr:g}) is the likely cause; try 3-10x lower. "
                         f"The last good checkpoint is {out / 'last.safetensors'}", exit_code=EXIT_DIVERGED)
 
@@ -420,4 +425,5 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
     from nnc.runtime.plots import training_curves
 
     final["plots"] = [str(p) for p in training_curves(out / "metrics.jsonl", out)]
+    final["plots"] += [str(out / f) for f in ("dashboard.png", "filters.png") if (out / f).is_file()]  # the monitors
     return final

@@ -353,3 +353,51 @@ def test_gradient_check_leaves_the_model_alone():
 
 def test_verdict_thresholds():
     assert [verdict(v) for v in (0.5, 1e-3, 1e-5, 1e-9, 0.0)] == ["wrong", "uncomfortable", "ok", "happy", "happy"]
+
+
+def _mlp(*overrides):
+    return check(load_spec(str(SPECS / "digits_mlp.nnspec"), overrides))
+
+
+def test_nan_gradients_are_wrong_not_happy():
+    """Weights of std 1e200 overflow: the loss and every gradient are NaN (max(0, nan) once kept
+    the 0 and passed every tensor as happy)."""
+    [c] = run_doctor(_mlp("init.weights=gaussian(std=1e200)"), checks=("gradients",))
+    assert c.passed is False and all(t["verdict"] == "wrong" for t in c.details["tensors"])
+
+
+def test_a_softmax_before_cross_entropy_does_not_overfit(tmp_path, capsys):
+    """It gets all 20 examples right while its loss stalls at 1.46: once a pass. The doctor
+    also shows the spec's own warning, as check and train do."""
+    text = (SPECS / "digits_mlp.nnspec").read_text().replace("dense fc2 10\n", "dense fc2 10\n    softmax\n")
+    [c] = run_doctor(_graph(text, "softmax_end"), checks=("overfit",))
+    assert c.passed is False and c.details["accuracy"] == 1.0 and c.details["loss"] > 1.4
+    assert "every example is right but the loss stalls" in c.summary
+    (tmp_path / "s.nnspec").write_text(text)
+    code, out, err = doctor(capsys, tmp_path / "s.nnspec", "--checks", "init")
+    assert code == 0 and "squashes them twice" in err
+
+
+def test_an_lr_where_the_sweep_explodes_fails():
+    [c] = run_doctor(_mlp("optimizer.lr=10"), checks=("lr_sweep",))
+    assert c.passed is False and "the loss exploded from lr" in c.summary and "the spec's lr is 10: lower it" in c.summary
+    assert any(r["exploded"] and r["lr"] <= 10 for r in c.details["rows"])
+
+
+def test_regularization_check_skips_a_spec_that_decays_nothing():
+    [c] = run_doctor(_mlp("optimizer=adam(lr=3e-3), decay_mult(fc1=0, fc2=0)"), checks=("regularization",))
+    assert c.passed is None and "no weight is decayed" in c.summary
+
+
+def test_a_checks_numbers_do_not_depend_on_the_checks_before_it():
+    graph = _mlp()
+    alone = run_doctor(graph, checks=("init_loss",))[0].details["loss"]
+    after = run_doctor(graph, checks=("regularization", "gradients", "init_loss"))[-1].details["loss"]
+    assert alone == after
+
+
+@pytest.mark.parametrize("budget", ["nan", "-5"])
+def test_budget_must_be_seconds(capsys, budget):
+    with pytest.raises(SystemExit) as e:
+        nnc_main(["doctor", str(SPECS / "digits_mlp.nnspec"), "--budget", budget])
+    assert e.value.code == 2 and "expected seconds >= 0" in capsys.readouterr().err

@@ -45,6 +45,16 @@ def _fmt(v, spec: str) -> str:
     return "nan" if v is None or not math.isfinite(v) else format(v, spec)
 
 
+def _budget(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not v >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0 (0: no limit), got {text!r}")
+    return v
+
+
 def cmd_doctor(args) -> int:
     from nnc.compiler.shapes import check
     from nnc.compiler.spec import load_spec
@@ -52,6 +62,10 @@ def cmd_doctor(args) -> int:
     from nnc.runtime.train import pick_device
 
     graph = check(load_spec(args.spec, tuple(args.set)))
+    if graph.warnings:  # as nnc check and nnc train show them (a final softmax before cross_entropy...)
+        from nnc.compiler.diagnostics import render_all
+
+        print(render_all(list(graph.warnings)), file=sys.stderr)
     chosen = tuple(METHODS[c] for c in args.checks)
     console = None
     if not args.json:
@@ -59,7 +73,7 @@ def cmd_doctor(args) -> int:
         from rich.markup import escape
 
         console = Console(highlight=False)
-        console.print(f"nnc doctor {args.spec}: {len(chosen)} checks"
+        console.print(f"nnc doctor {args.spec}: {len(chosen)} check{'s' * (len(chosen) != 1)}"
                       + (f", at most ~{args.budget:g} s each" if args.budget > 0 else ""))
         mark = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "skipped": "[yellow]skip[/]"}
 
@@ -96,7 +110,7 @@ def cmd_doctor(args) -> int:
                       + "   (v: goes down, -: does not, x: exploded)")
     skipped = sum(c.passed is None for c in checks)
     console.print(f"{sum(c.passed is True for c in checks)} of {len(checks)} checks passed"
-                  + (f", {skipped} skipped or inconclusive (time budget)" if skipped else ""))
+                  + (f", {skipped} skipped or inconclusive" if skipped else ""))
     return EXIT_SANITY if failed else 0
 
 
@@ -107,7 +121,7 @@ def register(sub) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     p.add_argument("--checks", type=_checks, default=SHORT, metavar="LIST",
                    help=f"comma-separated subset of {','.join(SHORT)} (default: all, in that order)")
-    p.add_argument("--budget", type=float, default=60.0, metavar="SECONDS",
+    p.add_argument("--budget", type=_budget, default=60.0, metavar="SECONDS",
                    help="time box per check on big models: fewer examples / steps / entries, reported as such "
                         "(0: no limit; default 60)")
     p.add_argument("--json", action="store_true", help="one JSON object with every check and its numbers")
