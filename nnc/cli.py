@@ -124,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except SystemExit as e:  # rich's answer to a closed pipe (`nnc doctor ... | head`) is exit 1
+        if isinstance(e.__context__, BrokenPipeError):
+            return 0
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -90,3 +90,15 @@ def test_show_json_total_params():
     assert doc["params"] == 62_378_344
     assert sum(layer["params"] for layer in doc["layers"]) == 62_378_344
     assert doc["listing"] == LECTURE
+
+
+def test_a_reader_that_stops_early_is_not_an_error():
+    """`nnc doctor ... | head -1`: the rest of the output meets a closed pipe. rich answers that
+    with exit 1, which this CLI's contract reserves for a wrong spec or data."""
+    p = subprocess.Popen([sys.executable, "-m", "nnc.cli", "doctor", str(SPECS / "digits_mlp.nnspec"), "--checks",
+                          "init,reg,grad"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline().startswith("nnc doctor ")
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait(timeout=300) == 0, err
+    assert "Traceback" not in err
