@@ -35,10 +35,14 @@ def write_atomic(path: Path, data: bytes, what: str) -> None:
         raise
 
 
+def file_in_the_way(folder: Path) -> Path | None:
+    """The file (if any) at `folder` or one of its parents, which makes `folder` impossible."""
+    return next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+
+
 def make_dir(path: Path, what: str) -> None:
     """mkdir -p, with a file in the way or a read-only place said as the user's error."""
-    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
+    if (blocker := file_in_the_way(path)) is not None:
         raise NncError(f"cannot create the {what} {path}: {blocker} is a file, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from nnc.compiler.diagnostics import NncError
-from nnc.compiler.files import write_atomic
+from nnc.compiler.files import file_in_the_way, write_atomic
 from nnc.compiler.layers import LAYERS
 from nnc.compiler.opsets import DEFAULT_OPSET, MIN_OPSET
 from nnc.compiler.shapes import Graph, Info, LayerInfo, ResidualInfo
@@ -359,8 +359,7 @@ def check_out_path(out: str | Path) -> None:
     path = Path(out)
     if path.is_dir():
         raise NncError(f"{out}: is a folder; give a file name for the ONNX model (e.g. {path / 'model.onnx'})")
-    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
+    if (blocker := file_in_the_way(path.parent)) is not None:
         raise NncError(f"{out}: {blocker} is a file, not a folder")
 
 

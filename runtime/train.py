@@ -155,7 +155,7 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
                                   "nnc train needs one value for each", r.span, spec.source,
                                   "run `nnc search` on it, or fix a value with --set"))
     torch.manual_seed(cfg.seed)
-    dev = pick_device(*((cfg.device, "the spec's train device") if device == "auto" else (device, "--device")))
+    dev = pick_device(cfg.device, "the spec's train device") if device == "auto" else pick_device(device)
     amp = dev.type == "cuda"  # bf16 autocast on GPUs; CPUs train in float32
     forward_ctx = (lambda: torch.autocast(dev.type, torch.bfloat16)) if amp else contextlib.nullcontext
 

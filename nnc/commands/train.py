@@ -6,9 +6,10 @@ import json
 import sys
 from pathlib import Path
 
+from nnc.compiler.diagnostics import EXIT_USAGE, NncError
+
 
 def cmd_train(args) -> int:
-    from nnc.compiler.diagnostics import NncError
     from nnc.compiler.shapes import check
     from nnc.compiler.spec import load_spec
     from nnc.runtime.checkpoint import load
@@ -109,8 +110,6 @@ def _holds_run(path: Path) -> bool:
 
 def _check_fresh(out: str) -> None:
     """A run never lands on top of another: their metrics, plots and TensorBoard events would mix."""
-    from nnc.compiler.diagnostics import EXIT_USAGE, NncError
-
     if Path(out).exists() and not Path(out).is_dir():
         raise NncError(f"--out {out}: a file, not a folder", EXIT_USAGE)
     if _holds_run(Path(out)):
