@@ -30,11 +30,11 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from nnc.compiler.diagnostics import NncError
-from nnc.compiler.onnx_export import INPUT, export, random_inputs
+from nnc.compiler.load import load_spec
+from nnc.compiler.onnx_graph import INPUT, export, random_inputs
 from nnc.compiler.shapes import check
-from nnc.compiler.spec import load_spec
-from nnc.compiler.torch_build import build_model
+from nnc.compiler.torch_module import build_model
+from nnc.diagnostics import NncError
 from nnc.runtime.infer import providers
 from nnc.runtime.preprocess import apply
 

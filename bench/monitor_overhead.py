@@ -31,8 +31,8 @@ from pathlib import Path
 
 import torch
 
+from nnc.compiler.load import load_spec
 from nnc.compiler.shapes import check
-from nnc.compiler.spec import load_spec
 from nnc.runtime.monitors import default_monitors
 from nnc.runtime.train import train
 

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
+from nnc.compiler.load import load_spec
 from nnc.compiler.shapes import check
-from nnc.compiler.spec import load_spec
-from nnc.compiler.torch_build import build_model
+from nnc.compiler.torch_module import build_model
 from nnc.runtime import preprocess
 from nnc.runtime.data import load_splits
 from nnc.runtime.train import train

@@ -7,11 +7,11 @@ import difflib
 from dataclasses import dataclass, replace
 from typing import Any
 
-from nnc.compiler.diagnostics import Diagnostic, Span, unknown
 from nnc.compiler.layers import LAYERS, STRUCTURE, Shape
-from nnc.compiler.schema import INPUTS, MAX_LAYERS, LayerNode, ModelSpec, Node, ResidualNode
 from nnc.compiler.sections import Ctx
+from nnc.compiler.spec import INPUTS, MAX_LAYERS, LayerNode, ModelSpec, Node, ResidualNode
 from nnc.compiler.values import validate
+from nnc.diagnostics import Diagnostic, Span, unknown
 from nnc.grammar.parse import Statement
 
 

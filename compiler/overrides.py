@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import fields, replace
 
-from nnc.compiler.diagnostics import EXIT_USAGE, Diagnostic, NncError, Span
-from nnc.compiler.schema import SECTIONS
 from nnc.compiler.sections import Ctx, entries
+from nnc.compiler.spec import SECTIONS
+from nnc.compiler.vocab.losses import LOSSES
+from nnc.compiler.vocab.optimizers import OPTIMIZERS
+from nnc.compiler.vocab.schedules import SCHEDULES
+from nnc.diagnostics import EXIT_USAGE, Diagnostic, NncError, Span
 from nnc.grammar.parse import Call, Entry, Statement, Value, command_line_error, parse, parse_values
-from nnc.runtime.losses import LOSSES
-from nnc.runtime.optimizers import OPTIMIZERS
-from nnc.runtime.schedules import SCHEDULES
 
 CALL_ENTRIES = {("optimizer", "lr_mult"), ("optimizer", "decay_mult"), ("schedule", "warmup"),
                 ("train", "early_stop"), ("train", "finetune")}

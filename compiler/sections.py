@@ -6,19 +6,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nnc.compiler.diagnostics import Diagnostic, NncError, Span, unknown
-from nnc.compiler.initializers import INITIALIZERS
 from nnc.compiler.layers import LAYERS
 from nnc.compiler.layers.base import Params
-from nnc.compiler.schema import DataOptions, DataSpec, InitRule, OptimizerSpec, Regularize, ScheduleSpec, Train
+from nnc.compiler.spec import DataOptions, DataSpec, InitRule, OptimizerSpec, Regularize, ScheduleSpec, Train
 from nnc.compiler.values import BARE, Choice, Converter, positional_to_fields, validate
+from nnc.compiler.vocab.augment import AUGMENT
+from nnc.compiler.vocab.initializers import INITIALIZERS
+from nnc.compiler.vocab.losses import LOSSES
+from nnc.compiler.vocab.optimizers import OPTIMIZERS
+from nnc.compiler.vocab.preprocess import PREPROCESS
+from nnc.compiler.vocab.schedules import SCHEDULES, Warmup
+from nnc.compiler.vocab.sources import SOURCES
+from nnc.diagnostics import Diagnostic, NncError, Span, unknown
 from nnc.grammar.parse import Statement, Value
-from nnc.runtime.augment import AUGMENT
-from nnc.runtime.losses import LOSSES
-from nnc.runtime.optimizers import OPTIMIZERS
-from nnc.runtime.preprocess import PREPROCESS
-from nnc.runtime.schedules import SCHEDULES, Warmup
-from nnc.runtime.sources import SOURCES
 
 # ---------------------------------------------------------------- entry helpers
 

@@ -8,17 +8,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from nnc.compiler.diagnostics import Collector, Diagnostic, NncError, Span, unknown
-from nnc.compiler.initializers import FIXED, Dist, resolve
 from nnc.compiler.layers import LAYERS, Shape, ShapeError, Tensor
 from nnc.compiler.layers.base import Params
 from nnc.compiler.layers.conv import Conv
 from nnc.compiler.layers.norm import BatchNorm
 from nnc.compiler.spec import InitRule, LayerNode, ResidualNode, Spec
 from nnc.compiler.values import SearchRange, format_value, resolve_text
-from nnc.runtime.losses import LOSSES
-from nnc.runtime.preprocess import PREPROCESS, output_dims
-from nnc.runtime.sources import SOURCES
+from nnc.compiler.vocab.initializers import FIXED, Dist, resolve
+from nnc.compiler.vocab.losses import LOSSES
+from nnc.compiler.vocab.preprocess import PREPROCESS, output_dims
+from nnc.compiler.vocab.sources import SOURCES
+from nnc.diagnostics import Collector, Diagnostic, NncError, Span, unknown
 
 
 @dataclass(frozen=True)
@@ -394,7 +394,7 @@ def check(spec: Spec) -> Graph:
 def _range_error(spec: Spec, r: SearchRange) -> Diagnostic | None:
     """The first value that range `r` can take (a bound or a choice) which the spec refuses,
     as an error at the range: the spec was validated at the range's representative only."""
-    from nnc.compiler.spec import load_text
+    from nnc.compiler.load import load_text
 
     if r.span.origin:  # written by --set: no place in the text to put a value
         return None

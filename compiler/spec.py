@@ -1,126 +1,177 @@
-"""Statements -> a validated, immutable `Spec` (the schema stage of the pipeline).
-
-Every section but `model` is optional; the defaults are documented in docs/language.md
-and printed by `nnc show --resolved`. A file without a version line is read as
-`nnspec 1`, the only version so far.
+"""The validated, immutable `Spec` and its parts: what the compiler's schema stage produces
+and everything downstream reads. Every section but `model` has a documented default (DEFAULTS).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
-from nnc.compiler import sections
-from nnc.compiler.diagnostics import (
-    Diagnostic,
-    NncError,
-    Source,
-    Span,
-    did_you_mean,
-    lines,
-)
-from nnc.compiler.layers import LAYERS
-from nnc.compiler.model_block import model as model_block
-from nnc.compiler.overrides import apply_overrides, split_override  # noqa: F401 (the CLI's)
-from nnc.compiler.schema import (  # noqa: F401 (Spec and its parts, for importers of this module)
-    DEFAULTS,
-    SECTIONS,
-    VERSION,
-    InitRule,
-    LayerNode,
-    ModelSpec,
-    ResidualNode,
-    Spec,
-)
-from nnc.compiler.sections import Ctx
-from nnc.compiler.values import Converter
-from nnc.grammar.parse import Statement, decode, parse
+from pydantic import BeforeValidator, Field
 
-# ---------------------------------------------------------------- entry point
+from nnc.compiler.layers import Shape
+from nnc.compiler.layers.base import Params
+from nnc.compiler.values import Choice, SearchRange
+from nnc.compiler.vocab.schedules import Warmup
+from nnc.diagnostics import Diagnostic, Source, Span
+
+VERSION = 1
+MAX_LAYERS = 10_000  # after repeats are expanded: ResNet-152 has ~500
+SECTIONS = ("model", "init", "loss", "regularize", "optimizer", "schedule", "data", "train")
+INPUTS = {"image": ("C", "H", "W"), "vector": ("D",), "sequence": ("T", "D"), "tokens": ("T", "vocabulary")}
+
+# ---------------------------------------------------------------- the validated spec
 
 
-def _version(stmts: list[Statement], ctx: Ctx) -> int:
-    if stmts and stmts[0].head.kind == "word" and stmts[0].head.value == "nnspec":
-        s = stmts.pop(0)
-        items = s.entries[0].items
-        if len(items) != 2 or items[1].kind != "number" or items[1].value != VERSION:
-            got = " ".join(v.text for v in items[1:]) or "nothing"
-            newer = len(items) == 2 and items[1].kind == "number" and items[1].value > VERSION
-            ctx.errors.append(Diagnostic(f"this nnc reads nnspec {VERSION}, the file says {got}", s.span,
-                                         help="the file is for a newer nnc" if newer else
-                                         f"the first line reads `nnspec {VERSION}` (or leave it out)"))
-        return VERSION
-    for s in stmts:
-        if s.head.kind == "word" and s.head.value == "nnspec":
-            ctx.errors.append(Diagnostic("the version line must come first", s.span))
-    return VERSION
+@dataclass(frozen=True)
+class LayerNode:
+    kind: str
+    name: str
+    params: Params
+    span: Span
+    spans: dict[str, Span] = field(default_factory=dict, compare=False)
 
 
-def build_spec(stmts: tuple[Statement, ...], source: Source, overrides: tuple[str, ...] = ()) -> Spec:
-    ctx = Ctx(Converter(), [], {})
-    stmts = list(stmts)
-    version = _version(stmts, ctx)
-    found: dict[str, Statement] = {}
-    for s in stmts:
-        word = s.head.value if s.head.kind == "word" else s.head.text
-        if word == "nnspec":  # a late version line: reported by _version
-            continue
-        if word not in SECTIONS:
-            hint = did_you_mean(word, SECTIONS)
-            if word in LAYERS:
-                hint = "layers go inside the model { ... } block"
-            ctx.errors.append(Diagnostic(f"unknown section '{word}'", s.head.span,
-                                         help=hint or "sections: " + ", ".join(SECTIONS)))
-        elif word in found:
-            ctx.errors.append(Diagnostic(f"{word} is given twice (first on line {found[word].span.line})", s.head.span))
-        else:
-            found[word] = s
-            ctx.spans[word] = s.span
-    apply_overrides(found, overrides, ctx)
-    ctx.spans.update({word: s.span for word, s in found.items()})  # a section --set whole names the --set
-    misspelled_model = any(s.block is not None and s.head.text not in SECTIONS for s in stmts)
-    if "model" not in found and not misspelled_model:  # `modle M {` is reported as an unknown section
-        all_ = lines(source.text)
-        where = Span(1, 1, 1, 2) if not stmts else Span(len(all_), 1, len(all_), len(all_[-1]) + 1)
-        ctx.errors.append(Diagnostic("no model block" if stmts else "empty spec: no model block", where,
-                                     help="a spec needs at least: model NAME { input ...; layers }"))
-    model = model_block(found["model"], ctx) if "model" in found else None
-    try:
-        parts = sections.build(found, ctx)
-    except NncError as e:  # a block where a section takes none: reported, the others still checked
-        ctx.errors.extend(e.diagnostics)
-    ctx.errors.extend(ctx.conv.errors)
-    if ctx.errors:
-        fractional = {r.span for r in ctx.conv.ranges if r.dist in ("uniform", "loguniform")}
-        raise NncError([replace(d, help="uniform and loguniform draw fractions; intuniform(LOW, HIGH) draws whole numbers")
-                        if d.span in fractional and "must be a whole number" in d.message else d
-                        for d in ctx.errors]).with_source(source)
-    return Spec(source, version, model, *parts, tuple(ctx.conv.ranges), tuple(overrides), ctx.spans)
+@dataclass(frozen=True)
+class ResidualNode:
+    name: str
+    project: bool
+    body: tuple["LayerNode | ResidualNode", ...]
+    span: Span
 
 
-def load_text(text: str, name: str = "<spec>", overrides: tuple[str, ...] = ()) -> Spec:
-    return build_spec(parse(text, name), Source(name, text), tuple(overrides))
+Node = LayerNode | ResidualNode
 
 
-def read_source(path: str) -> str:
-    """The spec file's text, or a user error naming the problem."""
-    import sys
-    from pathlib import Path
-
-    if path == "-":  # `nnc check -`: the spec on standard input
-        return decode(sys.stdin.buffer.read(), "<stdin>")
-    if not path:
-        raise NncError("the spec path is empty")
-    p = Path(path)
-    if not p.exists():
-        raise NncError(f"{path}: no such file")
-    if p.is_dir():
-        raise NncError(f"{path}: is a directory, not a .nnspec file")
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise NncError(f"{path}: cannot read ({e.strerror})") from None
-    return decode(data, path)
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    input: Shape
+    input_span: Span
+    body: tuple[Node, ...]
 
 
-def load_spec(path: str, overrides: tuple[str, ...] = ()) -> Spec:
-    return load_text(read_source(path), "<stdin>" if path == "-" else str(path), tuple(overrides))
+@dataclass(frozen=True)
+class InitRule:
+    target: Literal["weights", "bias"]
+    init: Choice
+    layer: str | None = None  # a per-layer override
+    before: str | None = None  # only layers followed by this activation
+    span: Span | None = None
+
+
+# One name or several: `freeze fc1`, `freeze fc1 fc2`, `skip=(fc7, fc8)`.
+Names = Annotated[tuple[str, ...], BeforeValidator(lambda v: (v,) if isinstance(v, str) else v)]
+
+
+class Regularize(Params):
+    l2: float = Field(0.0, ge=0)  # L + l2/2 * ||w||^2, gradient l2*w
+    l1: float = Field(0.0, ge=0)  # L + l1 * |w|  (both together: elastic net)
+    max_norm: float | None = Field(None, gt=0)  # ||w_row|| <= c after every update
+    decay_bias: bool = False  # biases (and norm shifts/scales) are excluded by default
+
+
+class EarlyStop(Params):
+    patience: int = Field(10, ge=1)
+    metric: Literal["val_loss", "val_accuracy"] = "val_loss"
+    min_delta: float = Field(0.0, ge=0)
+
+
+class Finetune(Params):
+    path: str = Field(alias="from")
+    skip: Names = ()  # layers left at their fresh initialization (e.g. a new fc8)
+
+
+class Train(Params):
+    batch: int = Field(64, ge=1)
+    epochs: int = Field(10, ge=1)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    early_stop: EarlyStop | None = None
+    clip_norm: float | None = Field(None, gt=0)
+    clip_value: float | None = Field(None, gt=0)
+    ema: float | None = Field(None, gt=0, lt=1)
+    finetune: Finetune | None = None
+    freeze: Names = ()
+    monitor_every: int = Field(50, ge=0)  # steps between monitor samples; 0 turns monitors off
+
+
+class DataOptions(Params):
+    val: float = Field(0.1, ge=0, lt=1)
+    test: float = Field(0.2, ge=0, lt=1)
+    seed: int = 0  # the split's; `train seed` drives initialization and shuffling
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    source: Choice
+    val: float
+    test: float
+    preprocess: tuple[Choice, ...] = ()
+    augment: tuple[Choice, ...] = ()
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    choice: Choice
+    lr_mult: dict[str, float] = field(default_factory=dict)
+    decay_mult: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.choice.kind
+
+    @property
+    def params(self):
+        return self.choice.params
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    main: Choice
+    warmup: Warmup | None = None
+
+
+@dataclass(frozen=True)
+class Spec:
+    source: Source
+    version: int
+    model: ModelSpec
+    init: tuple[InitRule, ...]
+    loss: Choice
+    regularize: Regularize
+    optimizer: OptimizerSpec
+    schedule: ScheduleSpec
+    data: DataSpec
+    train: Train
+    search: tuple[SearchRange, ...] = ()
+    overrides: tuple[str, ...] = ()
+    spans: dict[str, Span] = field(default_factory=dict, compare=False)  # "optimizer.lr" -> where it was written
+    warnings: tuple[Diagnostic, ...] = ()
+
+    @property
+    def text(self) -> str:
+        return self.source.text
+
+    def locate(self, path: str) -> str:
+        """A file the spec names (data, a checkpoint to fine-tune from): a relative path is read
+        beside the spec file, else from the current directory (so a spec runs from anywhere, and
+        a checkpoint, which records its spec's absolute path, finds its data)."""
+        from pathlib import Path
+
+        if Path(path).is_absolute() or self.source.name.startswith("<"):
+            return path
+        beside = Path(self.source.name).parent / path
+        return str(beside) if beside.exists() or not Path(path).exists() else path
+
+
+DEFAULTS = {
+    "init": "weights auto, bias constant(0)",
+    "loss": "cross_entropy",
+    "regularize": "l2 0",
+    "optimizer": "sgd(lr=0.01, momentum=0.9)",
+    "schedule": "constant",
+    "data": "digits, val 0.1, test 0.2, seed 0",
+    "train": "batch 64, epochs 10, seed 0, device auto, monitor_every 50",
+}

@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from nnc.compiler.diagnostics import Diagnostic, Span, did_you_mean, unknown
 from nnc.compiler.layers.base import Params
+from nnc.diagnostics import Diagnostic, Span, did_you_mean, unknown
 from nnc.grammar.parse import Value
 
 RANGES = ("loguniform", "uniform", "intuniform", "choice")

@@ -14,7 +14,7 @@ from typing import Any
 
 from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedInput, UnexpectedToken, v_args
 
-from nnc.compiler.diagnostics import MAX_SHOWN, Diagnostic, NncError, Source, Span, lines, printable
+from nnc.diagnostics import MAX_SHOWN, Diagnostic, NncError, Source, Span, lines, printable
 
 # ---------------------------------------------------------------- plain data
 

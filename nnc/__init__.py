@@ -10,14 +10,15 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from nnc.compiler.diagnostics import NncError
+from nnc.compiler.load import load_spec, load_text
 from nnc.compiler.shapes import Graph, check
-from nnc.compiler.spec import Spec, load_spec, load_text
+from nnc.compiler.spec import Spec
+from nnc.diagnostics import NncError
 
 
 def build_model(spec_or_graph, seed: int | None = None):
     """A torch.nn.Module for a Spec or a Graph (imports torch)."""
-    from nnc.compiler.torch_build import build_model as _build
+    from nnc.compiler.torch_module import build_model as _build
 
     graph = spec_or_graph if isinstance(spec_or_graph, Graph) else check(spec_or_graph)
     return _build(graph, seed)

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from nnc.compiler.diagnostics import EXIT_USER, NncError, render_all
+from nnc.diagnostics import EXIT_USER, NncError, render_all
 
 
 def _color(stream) -> bool:
@@ -28,8 +28,9 @@ def _print_warnings(graph) -> None:
 
 
 def cmd_check(args) -> int:
+    from nnc.compiler.load import load_spec
+    from nnc.compiler.overrides import split_override
     from nnc.compiler.shapes import check
-    from nnc.compiler.spec import load_spec, split_override
 
     for text in args.set:  # misuse is reported once, not once per spec
         split_override(text)
@@ -52,8 +53,8 @@ def cmd_check(args) -> int:
 
 def cmd_show(args) -> int:
     from nnc.compiler.listing import listing_json, print_listing
+    from nnc.compiler.load import load_spec
     from nnc.compiler.shapes import check
-    from nnc.compiler.spec import load_spec
 
     graph = check(load_spec(args.spec, tuple(args.set)))
     if args.json:

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from nnc.compiler.diagnostics import NncError
-from nnc.compiler.files import write_atomic
+from nnc.diagnostics import NncError
+from nnc.files import write_atomic
 
 FORMAT = "nnc-checkpoint-1"
 
@@ -37,7 +37,7 @@ class Checkpoint:
     path: str = field(default="", compare=False)  # the file it was read from (for messages)
 
     def spec(self):
-        from nnc.compiler.spec import load_text
+        from nnc.compiler.load import load_text
 
         return load_text(self.spec_text, self.spec_name, self.overrides)
 

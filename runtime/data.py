@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nnc.compiler.diagnostics import Diagnostic, NncError
 from nnc.compiler.shapes import Graph
-from nnc.runtime.losses import LOSSES
-from nnc.runtime.sources import SOURCES
+from nnc.compiler.vocab.losses import LOSSES
+from nnc.compiler.vocab.sources import SOURCES
+from nnc.diagnostics import Diagnostic, NncError
 
 
 @dataclass

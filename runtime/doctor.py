@@ -34,11 +34,12 @@ import numpy as np
 import torch
 
 from nnc.compiler.shapes import Graph
-from nnc.compiler.torch_build import build_model
-from nnc.runtime import params as P, preprocess
+from nnc.compiler.torch_module import build_model
+from nnc.compiler.vocab.losses import LOSSES
+from nnc.compiler.vocab.optimizers import OPTIMIZERS
+from nnc.runtime import param_groups as P
+from nnc.runtime import preprocess
 from nnc.runtime.data import load_splits
-from nnc.runtime.losses import LOSSES
-from nnc.runtime.optimizers import OPTIMIZERS
 
 EXPLODE = 3.0  # the notes' rule, as in train.py
 # the notes' gradient-check thresholds on the relative error |a - n| / (|a| + |n|)

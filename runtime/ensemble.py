@@ -18,15 +18,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nnc.compiler.diagnostics import NncError
-from nnc.compiler.files import write_atomic
-from nnc.compiler.onnx_export import check_out_path
+from nnc.compiler.onnx_graph import check_out_path
 from nnc.compiler.shapes import Graph
+from nnc.compiler.vocab.losses import LOSSES
+from nnc.compiler.vocab.sources import SOURCES
+from nnc.diagnostics import NncError
+from nnc.files import write_atomic
 from nnc.runtime import preprocess
 from nnc.runtime.data import load_splits
 from nnc.runtime.evaluate_cli import load_model
-from nnc.runtime.losses import LOSSES
-from nnc.runtime.sources import SOURCES
 
 
 @dataclass
@@ -115,7 +115,7 @@ def _emit_members(members: list[Member]):
     import onnx
     from onnx import compose, helper
 
-    from nnc.compiler.onnx_export import INPUT, emit
+    from nnc.compiler.onnx_graph import INPUT, emit
 
     nodes, inits = [], []
     outs = []
@@ -188,7 +188,7 @@ def _metadata(model, members: list[Member]) -> None:
     from onnx import helper
 
     from nnc import __version__
-    from nnc.compiler.onnx_export import spec_hash
+    from nnc.compiler.onnx_graph import spec_hash
 
     first = members[0]
     tokens = first.graph.spec.model.input.kind == "tokens"

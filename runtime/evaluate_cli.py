@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from nnc.compiler.diagnostics import NncError
 from nnc.compiler.shapes import check
-from nnc.compiler.torch_build import build_model
+from nnc.compiler.torch_module import build_model
+from nnc.compiler.vocab.losses import LOSSES
+from nnc.diagnostics import NncError
 from nnc.runtime import checkpoint, preprocess
 from nnc.runtime.data import load_splits
 from nnc.runtime.evaluate import evaluate
-from nnc.runtime.losses import LOSSES
 from nnc.runtime.train import pick_device
 
 

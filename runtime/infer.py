@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nnc.compiler.diagnostics import NncError
-from nnc.runtime.sources import IMAGE_SUFFIXES
+from nnc.compiler.vocab.sources import IMAGE_SUFFIXES
+from nnc.diagnostics import NncError
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,9 @@ class Source:
 
 
 def load_source(path: str, overrides: tuple[str, ...] = ()) -> Source:
+    from nnc.compiler.load import load_spec
     from nnc.compiler.shapes import check
-    from nnc.compiler.spec import load_spec
-    from nnc.compiler.torch_build import build_model
+    from nnc.compiler.torch_module import build_model
 
     if path.endswith(".nnspec"):
         graph = check(load_spec(path, overrides))
@@ -56,7 +56,7 @@ def load_source(path: str, overrides: tuple[str, ...] = ()) -> Source:
 
 def export_file(source: str, out: str, opset: int, probabilities: bool, overrides: tuple[str, ...] = ()):
     """(Source, onnx_export.Exported): verified, then written to `out`."""
-    from nnc.compiler.onnx_export import check_opset, export
+    from nnc.compiler.onnx_graph import check_opset, export
 
     check_opset(opset)  # before building anything
     src = load_source(source, overrides)
@@ -246,7 +246,7 @@ def _image(p: Path, s: Session) -> np.ndarray:
     """(C, H, W) float32 on the training data's scale: 0..255 from Pillow, times pixel_max / 255."""
     from PIL import Image, UnidentifiedImageError
 
-    from nnc.runtime.sources import load_image
+    from nnc.compiler.vocab.sources import load_image
 
     shape = s.input_shape
     if len(shape) != 3 or s.input_dtype.kind == "i":

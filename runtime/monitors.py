@@ -27,8 +27,8 @@ from collections import defaultdict
 import torch
 
 from nnc.compiler.shapes import Graph
-from nnc.runtime import params as P
-from nnc.runtime.optimizers import OPTIMIZERS
+from nnc.compiler.vocab.optimizers import OPTIMIZERS
+from nnc.runtime import param_groups as P
 
 RELU_LIKE = ("relu", "leaky_relu", "prelu", "elu")
 SATURATING = ("tanh", "sigmoid")

@@ -1,4 +1,4 @@
-"""Preprocessing from the notes, fitted on the training split only.
+"""Preprocessing statistics, fitted on the training split only (the words: compiler/vocab/preprocess.py).
 
 Every step is affine, x -> (x - mean) / std, then optionally x -> x @ proj (PCA / whitening
 of vector inputs), so it is stored as three arrays in the checkpoint and baked into the
@@ -7,60 +7,13 @@ ONNX graph as Sub / Div / MatMul. Statistics are computed in float64 with numpy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import numpy as np
 
-from pydantic import Field
-
-from nnc.compiler.layers.base import Params
-
-if TYPE_CHECKING:  # annotations only: numpy is imported where arrays are made
-    import numpy as np
-
-
-class NoParams(Params):
-    pass
-
-
-class PCA(Params):
-    dims: int | None = Field(None, ge=1)  # keep the top `dims` components (None: all)
-
-
-class Whiten(PCA):
-    eps: float = Field(1e-5, gt=0)
-
-
-@dataclass(frozen=True)
-class PreprocessDef:
-    kind: str
-    params: type[Params]
-    images: bool  # allowed on image inputs
-    vectors: bool
-    doc: str
-
-
-PREPROCESS = {d.kind: d for d in (
-    PreprocessDef("mean_image", NoParams, True, True, "subtract the mean training example (AlexNet)"),
-    PreprocessDef("channel_mean", NoParams, True, False, "subtract the per-channel mean (VGGNet)"),
-    PreprocessDef("normalize", NoParams, True, True,
-                  "divide by the standard deviation (per channel for images, per feature for vectors)"),
-    PreprocessDef("pca", PCA, False, True, "center, then project onto the top principal components"),
-    PreprocessDef("whiten", Whiten, False, True, "PCA, then divide each component by sqrt(eigenvalue + eps)"),
-)}
-
-
-def output_dims(steps: list[tuple[str, Params]], dims: tuple[int, ...]) -> tuple[int, ...]:
-    """The shape the model sees after preprocessing (PCA may reduce a vector)."""
-    for kind, p in steps:
-        if kind in ("pca", "whiten") and p.dims:
-            dims = (min(p.dims, dims[0]),)
-    return dims
+from nnc.compiler.vocab.registry import Params
 
 
 def fit(steps: list[tuple[str, Params]], x: np.ndarray) -> dict[str, np.ndarray]:
     """Statistics of the training inputs x (N, *dims): mean, std and an optional projection."""
-    import numpy as np  # here: `nnc check` reads this module's registry and never needs numpy
-
     x = x.astype(np.float64)
     n = len(x)
     mean = np.zeros(x.shape[1:])

@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from nnc.compiler.diagnostics import EXIT_DIVERGED, NncError
-from nnc.compiler.files import make_dir
+from nnc.compiler.load import load_text
 from nnc.compiler.shapes import check
-from nnc.compiler.spec import Spec, load_text
+from nnc.compiler.spec import Spec
 from nnc.compiler.values import SearchRange, format_value, resolve_text
+from nnc.diagnostics import EXIT_DIVERGED, NncError
+from nnc.files import make_dir
 from nnc.runtime.plots import search_scatter
 
 STUDY = "nnc-search"
@@ -161,7 +162,7 @@ class PruneOnEpoch:
 
 
 def metric_of(spec: Spec) -> str:
-    from nnc.runtime.losses import LOSSES
+    from nnc.compiler.vocab.losses import LOSSES
 
     return "val_accuracy" if LOSSES[spec.loss.kind].classification else "val_loss"
 
@@ -322,7 +323,7 @@ def search(cfg: Config, on_trial: Callable[[dict], None] | None = None) -> Searc
     trials; when it holds them already (cfg.trials == 0, say) only report it. A KeyboardInterrupt ends the search early: the trial it
     stopped is marked failed ("interrupted"), and the result of the finished trials is still
     written and returned, with `interrupted` set."""
-    from nnc.compiler.spec import load_spec
+    from nnc.compiler.load import load_spec
 
     spec = load_spec(cfg.spec_path)
     if not spec.search:
@@ -397,7 +398,7 @@ def _worker(cfg: Config, params: list[Param], stage: str, epochs: int, n: int, o
     the objective has marked its trial interrupted."""
     import torch
 
-    from nnc.compiler.spec import load_spec
+    from nnc.compiler.load import load_spec
 
     try:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(cfg.jobs, 1)))
@@ -419,7 +420,6 @@ def _parallel(cfg: Config, study, params: list[Param], stage: str, epochs: int, 
     reports each trial as it finishes."""
     import multiprocessing as mp
     import queue
-
     from multiprocessing.connection import wait
 
     ctx = mp.get_context("spawn")

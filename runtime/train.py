@@ -19,17 +19,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nnc.compiler.diagnostics import EXIT_DIVERGED, Diagnostic, NncError
-from nnc.compiler.files import make_dir
 from nnc.compiler.shapes import Graph
-from nnc.compiler.torch_build import build_model
-from nnc.runtime import checkpoint, params as P, preprocess, state
-from nnc.runtime.augment import augment_batch
+from nnc.compiler.torch_module import build_model
+from nnc.compiler.vocab.augment import augment_batch
+from nnc.compiler.vocab.losses import LOSSES
+from nnc.compiler.vocab.optimizers import OPTIMIZERS
+from nnc.compiler.vocab.schedules import Plateau, lr_at
+from nnc.diagnostics import EXIT_DIVERGED, Diagnostic, NncError
+from nnc.files import make_dir
+from nnc.runtime import checkpoint, preprocess, state
+from nnc.runtime import param_groups as P
 from nnc.runtime.data import Splits, load_splits
 from nnc.runtime.evaluate import evaluate
-from nnc.runtime.losses import LOSSES
-from nnc.runtime.optimizers import OPTIMIZERS
-from nnc.runtime.schedules import Plateau, lr_at
 
 EXPLODE = 3.0  # the notes: stop when the cost is ever > 3x the original cost
 

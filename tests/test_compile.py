@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from export_cases import EXTRA, KINDS, nnc_main, randomize, spec_text
-from nnc.compiler.pysrc import class_name, generate
+
+from nnc.compiler.load import load_spec, load_text
+from nnc.compiler.python_source import class_name, generate
 from nnc.compiler.shapes import check
-from nnc.compiler.spec import load_spec, load_text
-from nnc.compiler.torch_build import build_model
+from nnc.compiler.torch_module import build_model
 from nnc.runtime import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,7 +161,7 @@ def test_the_compiled_maxout_is_the_one_nnc_trains():
     import inspect
 
     from nnc.compiler import modules
-    from nnc.compiler.pysrc import MAXOUT
+    from nnc.compiler.python_source import MAXOUT
 
     assert MAXOUT.strip("\n") in inspect.getsource(modules.Maxout)
 

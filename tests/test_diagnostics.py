@@ -10,7 +10,6 @@ import json
 import re
 
 import pytest
-
 from conftest import run_nnc
 
 M = "model M {\n    input vector(4)\n    dense 2\n}\n"  # a valid model, for section-level cases
@@ -342,7 +341,7 @@ def test_set_reaches_the_schedule_and_its_warmup(tmp_path):
 
 
 def test_set_off_returns_an_entry_to_its_default():
-    from nnc.compiler.spec import load_text
+    from nnc.compiler.load import load_text
 
     text = ("model M {\n input vector(4)\n dense 2\n}\ndata digits, val 0.2\nschedule step(every=2), warmup(epochs=1)\n"
             "train epochs 3, ema 0.9, early_stop(patience=2)\n")

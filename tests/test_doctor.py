@@ -8,15 +8,13 @@ import re
 
 import pytest
 import torch
+from conftest import SPECS
 
 from nnc.cli import main as nnc_main
-from nnc.compiler.diagnostics import EXIT_SANITY
+from nnc.compiler.load import load_spec, load_text
 from nnc.compiler.shapes import check
-from nnc.compiler.spec import load_spec, load_text
-from nnc.runtime.doctor import (Check, Doctor, gradient_check, label_free_losses, run_doctor, svm_expected,
-                                verdict)
-
-from conftest import SPECS
+from nnc.diagnostics import EXIT_SANITY
+from nnc.runtime.doctor import Check, Doctor, gradient_check, label_free_losses, run_doctor, svm_expected, verdict
 
 
 @pytest.fixture(autouse=True)

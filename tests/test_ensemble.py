@@ -9,11 +9,11 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import SPECS, run_nnc
+
 from nnc.cli import main as nnc_main
+from nnc.compiler.load import load_text
 from nnc.compiler.shapes import check
-from nnc.compiler.spec import load_text
 from nnc.runtime import checkpoint, preprocess
 from nnc.runtime.data import load_splits
 from nnc.runtime.evaluate_cli import load_model

@@ -7,17 +7,17 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from export_cases import EXTRA, KINDS, nnc_main, randomize, spec_text
 from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 from onnx.reference.ops.op_rnn import RNN_14
 
-from export_cases import EXTRA, KINDS, nnc_main, randomize, spec_text
-from nnc.compiler.diagnostics import NncError
 from nnc.compiler.layers import LAYERS
-from nnc.compiler.onnx_export import emit, export, random_inputs, spec_hash, torch_reference, verify
+from nnc.compiler.load import load_spec, load_text
+from nnc.compiler.onnx_graph import emit, export, random_inputs, spec_hash, torch_reference, verify
 from nnc.compiler.shapes import check
-from nnc.compiler.spec import load_spec, load_text
-from nnc.compiler.torch_build import build_model
+from nnc.compiler.torch_module import build_model
+from nnc.diagnostics import NncError
 from nnc.runtime import checkpoint
 from nnc.runtime.preprocess import apply
 

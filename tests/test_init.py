@@ -10,13 +10,12 @@ import re
 
 import pytest
 import torch
+from conftest import SPECS
 
 from nnc.cli import main as nnc_main
+from nnc.compiler.load import load_spec, load_text
 from nnc.compiler.shapes import check
-from nnc.compiler.spec import load_spec, load_text
-from nnc.compiler.torch_build import build_model
-
-from conftest import SPECS
+from nnc.compiler.torch_module import build_model
 
 
 def build(body: str, init: str, input: str = "vector(1000)", seed: int = 0):
@@ -123,7 +122,7 @@ def test_uniform_initializer_is_not_a_search_range():
 
 
 def test_uniform_needs_low_below_high():
-    from nnc.compiler.diagnostics import NncError
+    from nnc.diagnostics import NncError
 
     with pytest.raises(NncError):
         build(DENSE, "weights uniform(low=0.3, high=-0.2)")
@@ -253,7 +252,7 @@ def test_per_layer_overrides_win():
 
 
 def test_override_of_an_unknown_layer_is_an_error():
-    from nnc.compiler.diagnostics import NncError
+    from nnc.diagnostics import NncError
 
     with pytest.raises(NncError, match="fc9"):
         build(DENSE, "weights he, fc9 weights gaussian(std=0.5)")

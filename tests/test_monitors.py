@@ -8,18 +8,17 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import SPECS
 
 from nnc.cli import main as nnc_main
-from nnc.compiler.diagnostics import EXIT_DIVERGED
+from nnc.compiler.load import load_spec, load_text
 from nnc.compiler.shapes import check
-from nnc.compiler.spec import load_spec, load_text
-from nnc.compiler.torch_build import build_model
+from nnc.compiler.torch_module import build_model
+from nnc.diagnostics import EXIT_DIVERGED
 from nnc.runtime import checkpoint
 from nnc.runtime.monitors import HIST_SAMPLE, Monitor
 from nnc.runtime.plots import dashboard
 from nnc.runtime.train import train
-
-from conftest import SPECS
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from nnc.compiler.spec import load_text
-from nnc.runtime.optimizers import OPTIMIZERS
-from nnc.runtime.schedules import SCHEDULES, OnPlateau, Plateau, Warmup, lr_at
+from nnc.compiler.load import load_text
+from nnc.compiler.vocab.optimizers import OPTIMIZERS
+from nnc.compiler.vocab.schedules import SCHEDULES, OnPlateau, Plateau, Warmup, lr_at
 
 RNG = np.random.default_rng(0)
 A = RNG.standard_normal((6, 4))

@@ -15,12 +15,12 @@ import time
 import numpy as np
 import optuna
 import pytest
-
 from conftest import SPECS, run_nnc
+
 from nnc.cli import main as nnc_main
-from nnc.compiler.diagnostics import Span
-from nnc.compiler.spec import load_spec, load_text
+from nnc.compiler.load import load_spec, load_text
 from nnc.compiler.values import SearchRange
+from nnc.diagnostics import Span
 from nnc.runtime import search as search_mod
 from nnc.runtime.plots import exploded_y, search_scatter
 from nnc.runtime.search import Config, Param, border_warnings, narrow, resolve_text, suggest

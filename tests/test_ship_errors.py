@@ -8,15 +8,15 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import TensorProto, helper, numpy_helper
-
 from export_cases import KINDS, nnc_main, randomize, spec_text
-from nnc.compiler.onnx_export import export, max_opset
-from nnc.compiler.shapes import check
-from nnc.compiler.spec import load_spec, load_text
-from nnc.compiler.torch_build import build_model
-from nnc.runtime import checkpoint
+from onnx import TensorProto, helper, numpy_helper
 from test_export import make_checkpoint
+
+from nnc.compiler.load import load_spec, load_text
+from nnc.compiler.onnx_graph import export, max_opset
+from nnc.compiler.shapes import check
+from nnc.compiler.torch_module import build_model
+from nnc.runtime import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 MLP = ROOT / "specs" / "digits_mlp.nnspec"
@@ -228,7 +228,7 @@ def test_16_bit_grey_images_read_like_their_8_bit_copy(tmp_path):
     """A 16-bit PNG is scaled to 0..255 by its full range, not clipped at 255 (Pillow's convert("L"))."""
     from PIL import Image
 
-    from nnc.runtime.sources import load_image
+    from nnc.compiler.vocab.sources import load_image
 
     v = np.random.default_rng(0).integers(0, 256, (8, 8)).astype(np.uint16)
     Image.fromarray(v.astype(np.uint8)).save(tmp_path / "g8.png")

@@ -5,11 +5,10 @@ on a real forward pass. Plus the well-known totals, and the examples of docs/lan
 import re
 
 import pytest
-
-from nnc.compiler.shapes import ResidualInfo, check
-from nnc.compiler.spec import load_spec, load_text
-
 from conftest import ROOT, SPECS
+
+from nnc.compiler.load import load_spec, load_text
+from nnc.compiler.shapes import ResidualInfo, check
 
 SPEC_NAMES = ["alexnet", "vgg16", "resnet18", "lenet5", "two_layer", "deep_tanh", "digits_mlp", "digits_cnn",
               "seq_lstm"]
@@ -68,7 +67,7 @@ def assert_module_matches(graph, label: str = "") -> None:
     forward hooks on the submodules named after the layers."""
     import torch
 
-    from nnc.compiler.torch_build import build_model
+    from nnc.compiler.torch_module import build_model
 
     model = build_model(graph).eval()
 
@@ -161,7 +160,7 @@ def test_resnet18_against_torchvision():
     tv = pytest.importorskip("torchvision")
     import torch
 
-    from nnc.compiler.torch_build import build_model
+    from nnc.compiler.torch_module import build_model
 
     ref = tv.models.resnet18()
     assert sum(p.numel() for p in ref.parameters()) == KNOWN_TOTALS["resnet18"]
@@ -178,7 +177,7 @@ def test_lenet5_against_a_hand_written_module():
     """An independent reference: LeNet-5 written out in torch.nn has the same tensors."""
     from torch import nn
 
-    from nnc.compiler.torch_build import build_model
+    from nnc.compiler.torch_module import build_model
 
     ref = nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
@@ -251,14 +250,14 @@ def test_language_reference_section_fragments_check(line, body):
 
 def test_language_reference_covers_every_registry_word():
     """Every layer kind has a row in the layer table; every section's words are documented."""
-    from nnc.compiler.initializers import INITIALIZERS
     from nnc.compiler.layers import LAYERS
-    from nnc.runtime.augment import AUGMENT
-    from nnc.runtime.losses import LOSSES
-    from nnc.runtime.optimizers import OPTIMIZERS
-    from nnc.runtime.preprocess import PREPROCESS
-    from nnc.runtime.schedules import SCHEDULES
-    from nnc.runtime.sources import SOURCES
+    from nnc.compiler.vocab.augment import AUGMENT
+    from nnc.compiler.vocab.initializers import INITIALIZERS
+    from nnc.compiler.vocab.losses import LOSSES
+    from nnc.compiler.vocab.optimizers import OPTIMIZERS
+    from nnc.compiler.vocab.preprocess import PREPROCESS
+    from nnc.compiler.vocab.schedules import SCHEDULES
+    from nnc.compiler.vocab.sources import SOURCES
 
     text = DOC.read_text()
     rows = set(re.findall(r"^\| `(\w+)`", text, re.M))
@@ -289,8 +288,8 @@ def test_what_check_accepts_builds_and_runs(kind, inp):
     shape and parameter count; if it refuses, it says so as a spec error (never at build time)."""
     import torch
 
-    from nnc.compiler.diagnostics import NncError
-    from nnc.compiler.torch_build import build_model
+    from nnc.compiler.torch_module import build_model
+    from nnc.diagnostics import NncError
 
     text = f"model M {{\n    input {inp}\n    {MINIMAL.get(kind, kind)}\n}}\nloss mse\n"
     try:
@@ -327,8 +326,8 @@ def test_reserved_layer_names_follow_torch():
     (listed torch-free in shapes.py, compared here with the installed torch)."""
     from torch import nn
 
-    from nnc.compiler.diagnostics import NncError
     from nnc.compiler.shapes import MODULE_ATTRIBUTES
+    from nnc.diagnostics import NncError
 
     assert {n for n in dir(nn.Module()) if not n.startswith("__")} <= MODULE_ATTRIBUTES
     for name in ("forward", "train", "eval", "to", "float", "spec_name"):
@@ -344,8 +343,8 @@ def test_reserved_layer_names_follow_torch():
 
 def test_a_model_too_big_for_memory_is_a_user_error():
     """`check` accepts any size; building one that cannot be allocated says so, not a torch traceback."""
-    from nnc.compiler.diagnostics import NncError
-    from nnc.compiler.torch_build import build_model
+    from nnc.compiler.torch_module import build_model
+    from nnc.diagnostics import NncError
 
     graph = check(load_text("model Big {\n    input vector(64)\n    dense fc1 3000000000\n    dense 10\n}\n", "big"))
     with pytest.raises(NncError, match=r"Big does not fit in memory: 225,000,000,010 parameters need 838.2 GiB"):

@@ -7,11 +7,11 @@ import re
 import numpy as np
 import pytest
 import torch
-
 from conftest import SPECS, run_nnc
-from nnc.compiler.diagnostics import NncError
+
+from nnc.compiler.load import load_spec, load_text
 from nnc.compiler.shapes import check
-from nnc.compiler.spec import load_spec, load_text
+from nnc.diagnostics import NncError
 from nnc.runtime import checkpoint
 from nnc.runtime.data import load_splits
 from nnc.runtime.train import train
@@ -368,7 +368,7 @@ def test_dropout_is_inverted_and_off_in_eval():
 
 
 def test_svm_loss_is_the_notes_hinge():
-    from nnc.runtime.losses import svm_loss
+    from nnc.compiler.vocab.losses import svm_loss
 
     s = torch.tensor([[3.2, 5.1, -1.7], [1.3, 4.9, 2.0], [2.2, 2.5, -3.1]])
     y = torch.tensor([0, 1, 2])
@@ -378,7 +378,7 @@ def test_svm_loss_is_the_notes_hinge():
 
 def test_l2_excludes_biases_by_default():
     from nnc import build_model
-    from nnc.runtime.params import param_groups
+    from nnc.runtime.param_groups import param_groups
 
     for decay_bias, want_bias in (("", 0.0), (", decay_bias true", 0.01)):
         spec = load_text(f"model M {{\n input vector(4)\n dense 3\n batchnorm\n dense 2\n}}\nregularize l2 0.01{decay_bias}\n")
@@ -396,7 +396,7 @@ def test_l2_excludes_biases_by_default():
     with torch.no_grad():
         model.fc1.bias.fill_(1.0)
     w0 = model.fc1.weight.detach().clone()
-    from nnc.runtime.optimizers import OPTIMIZERS
+    from nnc.compiler.vocab.optimizers import OPTIMIZERS
 
     opt = OPTIMIZERS["sgd"].build(spec.optimizer.params, param_groups(model, graph, True))
     (model(torch.zeros(1, 4)) * 0).sum().backward()

@@ -13,7 +13,7 @@ import math
 import sys
 from dataclasses import asdict
 
-from nnc.compiler.diagnostics import EXIT_SANITY
+from nnc.diagnostics import EXIT_SANITY
 
 SHORT = ("init", "reg", "overfit", "grad", "lr")  # runtime/doctor.py's SHORT, without importing torch here
 
@@ -56,14 +56,15 @@ def _budget(text: str) -> float:
 
 
 def cmd_doctor(args) -> int:
+    from nnc.compiler.load import load_spec
     from nnc.compiler.shapes import check
-    from nnc.compiler.spec import load_spec
-    from nnc.runtime.doctor import SHORT as METHODS, run_doctor
+    from nnc.runtime.doctor import SHORT as METHODS
+    from nnc.runtime.doctor import run_doctor
     from nnc.runtime.train import pick_device
 
     graph = check(load_spec(args.spec, tuple(args.set)))
     if graph.warnings:  # as nnc check and nnc train show them (a final softmax before cross_entropy...)
-        from nnc.compiler.diagnostics import render_all
+        from nnc.diagnostics import render_all
 
         print(render_all(list(graph.warnings)), file=sys.stderr)
     chosen = tuple(METHODS[c] for c in args.checks)

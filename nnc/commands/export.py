@@ -12,7 +12,7 @@ def _default_out(source: str, suffix: str) -> str:
 
 
 def _no_set_for_checkpoints(args) -> None:
-    from nnc.compiler.diagnostics import EXIT_USAGE, NncError
+    from nnc.diagnostics import EXIT_USAGE, NncError
 
     if args.set and not args.source.endswith(".nnspec"):
         raise NncError(f"--set applies to bare specs (.nnspec) only, and {args.source} is a checkpoint: it keeps "
@@ -20,7 +20,7 @@ def _no_set_for_checkpoints(args) -> None:
 
 
 def cmd_export(args) -> int:
-    from nnc.compiler.onnx_export import bare_preprocessing_warning
+    from nnc.compiler.onnx_graph import bare_preprocessing_warning
     from nnc.runtime.infer import export_file
 
     _no_set_for_checkpoints(args)
@@ -62,8 +62,8 @@ def cmd_infer(args) -> int:
 
 
 def cmd_compile(args) -> int:
-    from nnc.compiler.diagnostics import NncError
-    from nnc.compiler.pysrc import source_for
+    from nnc.compiler.python_source import source_for
+    from nnc.diagnostics import NncError
 
     _no_set_for_checkpoints(args)
     text = source_for(args.source, tuple(args.set))

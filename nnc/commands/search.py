@@ -105,7 +105,7 @@ def cmd_search(args) -> int:
 
 
 def cmd_ensemble(args) -> int:
-    from nnc.compiler.onnx_export import check_out_path
+    from nnc.compiler.onnx_graph import check_out_path
     from nnc.runtime.ensemble import evaluate_ensemble, export_onnx
 
     if args.output:

@@ -6,12 +6,12 @@ import json
 import sys
 from pathlib import Path
 
-from nnc.compiler.diagnostics import EXIT_USAGE, NncError
+from nnc.diagnostics import EXIT_USAGE, NncError
 
 
 def cmd_train(args) -> int:
+    from nnc.compiler.load import load_spec
     from nnc.compiler.shapes import check
-    from nnc.compiler.spec import load_spec
     from nnc.runtime.checkpoint import load
 
     overrides = list(args.set)
@@ -20,7 +20,7 @@ def cmd_train(args) -> int:
     if args.seed is not None:
         overrides.append(f"train.seed={args.seed}")
     if args.resume:
-        from nnc.compiler.spec import load_text
+        from nnc.compiler.load import load_text
 
         if args.spec or args.set or args.seed is not None:
             print("nnc train: error: --resume continues a run as it was: give no SPEC, --set or --seed "
@@ -58,7 +58,7 @@ def cmd_train(args) -> int:
         out = args.out or _default_out(args.spec, args.quiet)
     graph = check(spec)
     if graph.warnings and not args.quiet:
-        from nnc.compiler.diagnostics import render_all
+        from nnc.diagnostics import render_all
 
         print(render_all(list(graph.warnings)), file=sys.stderr)
     from nnc.runtime.train import train

@@ -13,7 +13,7 @@ from typing import Callable, Literal
 
 from pydantic import Field, model_validator
 
-from nnc.compiler.layers.base import Params
+from nnc.compiler.vocab.registry import Params, Registry
 
 Unit = Literal["epochs", "steps"]
 
@@ -101,7 +101,7 @@ def _cosine(p: Cosine, t, total, lr0=1.0):
     return 0.5 * (1 + math.cos(math.pi * min(t, total) / max(total, 1)))
 
 
-SCHEDULES = {d.kind: d for d in (
+SCHEDULES = Registry("schedule", (
     ScheduleDef("constant", Constant, lambda p, t, total: 1.0, "lr0"),
     ScheduleDef("step", Step, _step, "lr0 * factor^floor(t / every)"),
     ScheduleDef("multistep", MultiStep, _multistep, "lr0 * factor^(number of milestones <= t)"),
@@ -109,7 +109,7 @@ SCHEDULES = {d.kind: d for d in (
     ScheduleDef("inverse_time", InverseTime, lambda p, t, total: 1 / (1 + p.k * t), "lr0 / (1 + k t)"),
     ScheduleDef("cosine", Cosine, _cosine, "min_lr + (lr0 - min_lr) * (1 + cos(pi t / T)) / 2"),
     ScheduleDef("on_plateau", OnPlateau, None, "lr *= factor when the metric has not improved for `patience` epochs"),
-)}
+))
 
 
 class Plateau:

@@ -12,11 +12,7 @@ from typing import Callable
 
 from pydantic import Field
 
-from nnc.compiler.layers.base import Params
-
-
-class NoParams(Params):
-    pass
+from nnc.compiler.vocab.registry import NoParams, Params, Registry
 
 
 class CrossEntropy(Params):
@@ -68,7 +64,7 @@ def _bce(p):
     return lambda s, y: F.binary_cross_entropy_with_logits(s, y.reshape(s.shape))
 
 
-LOSSES = {d.kind: d for d in (
+LOSSES = Registry("loss", (
     LossDef("cross_entropy", CrossEntropy, _cross_entropy, True, lambda p, c: math.log(c),
             "softmax cross-entropy on the scores: -log(e^s_y / sum_j e^s_j)"),
     LossDef("svm", SVM, _svm, True, lambda p, c: (c - 1) * p.margin,
@@ -76,4 +72,4 @@ LOSSES = {d.kind: d for d in (
     LossDef("mse", NoParams, _mse, False, None, "mean squared error (regression)"),
     LossDef("l1", NoParams, _l1, False, None, "mean absolute error (regression)"),
     LossDef("bce", NoParams, _bce, False, None, "binary cross-entropy on logits, targets in [0, 1]"),
-)}
+))

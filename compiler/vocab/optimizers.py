@@ -11,8 +11,7 @@ from typing import Any, Callable
 
 from pydantic import Field, model_validator
 
-from nnc.compiler.layers.base import Params
-
+from nnc.compiler.vocab.registry import Params, Registry
 
 
 class SGD(Params):
@@ -106,7 +105,7 @@ def _lbfgs(p, groups):
     return torch.optim.LBFGS(groups, lr=p.lr, history_size=p.history, max_iter=p.max_iter, line_search_fn="strong_wolfe")
 
 
-OPTIMIZERS = {d.kind: d for d in (
+OPTIMIZERS = Registry("optimizer", (
     OptimizerDef("sgd", SGD, _sgd, "x += -lr * dx (momentum/nesterov optional)"),
     OptimizerDef("momentum", Momentum, _momentum(False), "v = mu*v - lr*dx; x += v"),
     OptimizerDef("nesterov", Momentum, _momentum(True), "x += -mu*v_prev + (1 + mu)*v"),
@@ -115,4 +114,4 @@ OPTIMIZERS = {d.kind: d for d in (
     OptimizerDef("adam", Adam, _adam, "Adam with bias correction (Kingma & Ba, Algorithm 1)"),
     OptimizerDef("adamw", AdamW, _adamw, "Adam with decoupled weight decay"),
     OptimizerDef("lbfgs", LBFGS, _lbfgs, "L-BFGS on the full training set (strong Wolfe line search)", full_batch=True),
-)}
+))

@@ -11,10 +11,10 @@ from __future__ import annotations
 import keyword
 from pathlib import Path
 
-from nnc.compiler.diagnostics import NncError
 from nnc.compiler.layers import LAYERS
 from nnc.compiler.layers.base import Shape
 from nnc.compiler.shapes import Graph, Info, LayerInfo, ResidualInfo
+from nnc.diagnostics import NncError
 
 # nnc.compiler.modules.Maxout, as text: this module builds source without importing torch
 # (tests/test_compile.py keeps the two the same)
@@ -187,7 +187,7 @@ class _Writer:
 
 def generate(graph: Graph) -> str:
     """The source text of a module equivalent to `torch_build.build_model(graph)` (weights aside)."""
-    from nnc.compiler.onnx_export import spec_hash
+    from nnc.compiler.onnx_graph import spec_hash
 
     w = _Writer(graph)
     w.uses_maxout = any(l.kind == "maxout" for l in graph.layers())
@@ -196,8 +196,8 @@ def generate(graph: Graph) -> str:
 
 def source_for(path: str, overrides: tuple[str, ...] = ()) -> str:
     """Source for a .nnspec file, or for the spec inside a checkpoint."""
+    from nnc.compiler.load import load_spec
     from nnc.compiler.shapes import check
-    from nnc.compiler.spec import load_spec
 
     if path.endswith(".nnspec"):
         return generate(check(load_spec(path, overrides)))

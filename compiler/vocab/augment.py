@@ -6,11 +6,7 @@ from dataclasses import dataclass
 
 from pydantic import Field
 
-from nnc.compiler.layers.base import Params
-
-
-class NoParams(Params):
-    pass
+from nnc.compiler.vocab.registry import NoParams, Params, Registry
 
 
 class Crop(Params):
@@ -24,10 +20,10 @@ class AugmentDef:
     doc: str
 
 
-AUGMENT = {d.kind: d for d in (
+AUGMENT = Registry("augment step", (
     AugmentDef("flip", NoParams, "mirror each image left-right with probability 1/2"),
     AugmentDef("crop", Crop, "zero-pad by `pad` and take a random crop of the original size"),
-)}
+))
 
 
 def augment_batch(x, steps, generator):

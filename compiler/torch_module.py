@@ -9,11 +9,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nnc.compiler import initializers
-from nnc.compiler.diagnostics import NncError
 from nnc.compiler.layers import LAYERS
 from nnc.compiler.modules import Residual, SpecNet
 from nnc.compiler.shapes import Graph, Info, LayerInfo, ResidualInfo
+from nnc.compiler.vocab import initializers
+from nnc.diagnostics import NncError
 
 
 def _layer(info: LayerInfo, gen: torch.Generator) -> nn.Module:

@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from nnc.compiler.diagnostics import NncError
-from nnc.compiler.files import file_in_the_way, write_atomic
 from nnc.compiler.layers import LAYERS
 from nnc.compiler.opsets import DEFAULT_OPSET, MIN_OPSET
 from nnc.compiler.shapes import Graph, Info, LayerInfo, ResidualInfo
-from nnc.runtime.sources import SOURCES
+from nnc.compiler.vocab.sources import SOURCES
+from nnc.diagnostics import NncError
+from nnc.files import file_in_the_way, write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Callable
 
 from pydantic import Field, field_validator
 
-from nnc.compiler.diagnostics import NncError
-from nnc.compiler.layers.base import Params
+from nnc.compiler.vocab.registry import NoParams, Params, Registry
+from nnc.diagnostics import NncError
 
 if TYPE_CHECKING:  # annotations only: numpy is imported inside each loader, so that `nnc check`,
     import numpy as np  # which reads this registry, stays light
@@ -27,9 +27,6 @@ class Arrays:
     y: np.ndarray  # (N,) int64 labels, or (N, ...) float32 targets
     classes: list[str] | None = None
 
-
-class NoParams(Params):
-    pass
 
 
 class Npz(Params):
@@ -283,7 +280,7 @@ def _torchvision(name: str):
     return load
 
 
-SOURCES = {d.kind: d for d in (
+SOURCES = Registry("data source", (
     SourceDef("digits", NoParams, _digits, "scikit-learn's 8x8 handwritten digits (1797 images, 10 classes, values 0-16)", 16.0,
               example=(1, 8, 8), classes=10),
     SourceDef("npz", Npz, _npz, "arrays x and y from an .npz file", paths=("path",)),
@@ -300,4 +297,4 @@ SOURCES = {d.kind: d for d in (
     SourceDef("fashion_mnist", TorchvisionSet, _torchvision("fashion_mnist"), "Fashion-MNIST from a local root (torchvision)",
              
               255.0, ("root",), example=(1, 28, 28), classes=10),
-)}
+))

@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from nnc.compiler.diagnostics import NncError
+from nnc.diagnostics import NncError
 
 
 def write_atomic(path: Path, data: bytes, what: str) -> None:

@@ -15,7 +15,7 @@ from typing import Callable, Literal
 
 from pydantic import Field, model_validator
 
-from nnc.compiler.layers.base import Params
+from nnc.compiler.vocab.registry import Params, Registry
 
 Mode = Literal["fan_in", "fan_out"]
 RELU_FAMILY = ("relu", "leaky_relu", "prelu", "elu", "maxout")
@@ -79,7 +79,7 @@ def _fan(p, fan_in, fan_out) -> int:
     return fan_in if p.mode == "fan_in" else fan_out
 
 
-INITIALIZERS = {d.kind: d for d in (
+INITIALIZERS = Registry("initializer", (
     InitDef("auto", Auto, lambda p, i, o: Dist("normal", math.sqrt(2 / i)),
             "he before ReLU-family activations, xavier otherwise"),
     InitDef("gaussian", Gaussian, lambda p, i, o: Dist("normal", p.std, p.mean), "N(mean, std^2)"),
@@ -97,7 +97,7 @@ INITIALIZERS = {d.kind: d for d in (
             "U(+-sqrt(6 / fan))"),
     InitDef("orthogonal", Orthogonal, lambda p, i, o: Dist("orthogonal", p.gain), "a (semi-)orthogonal matrix times gain"),
     InitDef("constant", Constant, lambda p, i, o: Dist("constant", p.value), "every entry = value"),
-)}
+))
 
 # Tensors that no rule touches.
 FIXED = {"scale": Dist("constant", 1.0), "shift": Dist("constant", 0.0), "alpha": Dist("constant", 0.25)}
