@@ -39,7 +39,7 @@ def _registry_choice(v: Value, registry: dict, what: str, path: str, ctx: Ctx) -
     name = v.value if v.kind == "word" else v.value.name
     name_span = v.span if v.kind == "word" else v.value.name_span
     if name not in registry:
-        ctx.errors.append(unknown(name_span, what, name, registry))
+        ctx.errors.append(registry.unknown(name_span, name, what))
         return None
     d = registry[name]
     raw = {}

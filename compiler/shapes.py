@@ -133,7 +133,7 @@ class _Pass:
             nxt[n.name] = following
             if LAYERS[n.kind].activation:
                 following = n.kind
-            elif n.kind not in ("batchnorm", "layernorm", "dropout", "lrn"):
+            elif not LAYERS[n.kind].transparent:
                 following = None
         return nxt
 
@@ -178,11 +178,9 @@ class _Pass:
         kind, params = rule.init.kind, rule.init.params
         if kind == "auto" and t.role == "embedding":
             return t.name, Dist("normal", 1.0), "auto (embedding)"
-        if kind == "auto" and n.kind in ("rnn", "lstm", "gru"):
-            before = "tanh"
-        dist = resolve(kind, params, t.fan_in, t.fan_out, before)
-        shown = kind if kind != "auto" else f"auto: {'he' if before in ('relu', 'leaky_relu', 'prelu', 'elu', 'maxout') else 'xavier'}"
-        return t.name, dist, shown
+        auto = LAYERS[n.kind].init_self or (before and LAYERS[before].init_before) or "xavier"
+        dist = resolve(kind, params, t.fan_in, t.fan_out, auto)
+        return t.name, dist, kind if kind != "auto" else f"auto: {auto}"
 
     def nodes(self, body, x: Shape, prefix: str = "") -> tuple[list[Info], Shape]:
         out: list[Info] = []

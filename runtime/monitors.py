@@ -26,14 +26,12 @@ from collections import defaultdict
 
 import torch
 
+from nnc.compiler.layers import LAYERS
+from nnc.compiler.layers.base import Watch
 from nnc.compiler.shapes import Graph
 from nnc.compiler.vocab.optimizers import OPTIMIZERS
 from nnc.runtime import param_groups as P
 
-RELU_LIKE = ("relu", "leaky_relu", "prelu", "elu")
-SATURATING = ("tanh", "sigmoid")
-NONLINEAR = RELU_LIKE + SATURATING + ("maxout",)
-WATCHED = NONLINEAR + ("dense", "conv", "batchnorm", "layernorm", "rnn", "lstm", "gru")
 RATIO_LOW, RATIO_HIGH = 1e-5, 1e-1  # warn when a weight's epoch-mean update ratio is outside
 ANNEALED = 0.1  # below this fraction of its starting value, the lr is the schedule's doing
 COLLAPSE = 100.0  # tanh / sigmoid activation std falling by more than this from first to last layer
@@ -42,17 +40,17 @@ HIST_SAMPLE = 4096  # entries of a tensor drawn (at random) into a histogram: ~0
 DASH_BINS = 40  # bins of the dashboard's per-layer histograms
 
 
-def activation_stats(kind: str, out: torch.Tensor) -> dict[str, torch.Tensor]:
-    """mean, std and (by kind) the dead or saturated fraction of one layer's output (B, ...)."""
+def activation_stats(watch: Watch, out: torch.Tensor) -> dict[str, torch.Tensor]:
+    """mean, std and (as the layer's `Watch` says) the dead or saturated fraction of one layer's
+    output (B, ...)."""
     out = out.detach().float()
     s = {"mean": out.mean(), "std": out.std()}
-    if kind in ("relu", "prelu", "leaky_relu", "elu"):
-        dead = out <= 0 if kind == "relu" else out == 0
+    if watch.dead:
+        dead = out <= 0 if watch.dead == "<=0" else out == 0
         s["dead"] = dead.reshape(len(out), -1).all(0).float().mean()  # a unit: one (channel, position)
-    elif kind == "tanh":
-        s["saturated"] = (out.abs() > 0.99).float().mean()
-    elif kind == "sigmoid":
-        s["saturated"] = ((out < 0.01) | (out > 0.99)).float().mean()
+    elif watch.bounds:
+        lo, hi = watch.bounds
+        s["saturated"] = ((out < lo + 0.01) | (out > hi - 0.01)).float().mean()
     return s
 
 
@@ -83,18 +81,17 @@ def _histogram(out: torch.Tensor, bins: int = 64) -> dict:
             "bucket_limits": edges[1:].tolist(), "bucket_counts": counts.tolist()}
 
 
-def _dash_histogram(kind: str, out: torch.Tensor) -> dict:
+def _dash_histogram(watch: Watch, out: torch.Tensor) -> dict:
     """A compact histogram of one layer's output for dashboard.png: tanh on [-1, 1], sigmoid
     on [0, 1], anything else on its own range; for ReLUs the nonzero outputs, with the
     fraction of zeros beside (their spike would flatten the rest)."""
     x = _sample(out)
     x = x[torch.isfinite(x)]
     zero = None
-    if kind in RELU_LIKE and x.numel():
+    if watch.dead and x.numel():
         nz = x[x != 0]
         zero, x = 1 - nz.numel() / x.numel(), nz
-    lo, hi = {"tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0)}.get(kind, (x.min().item() if x.numel() else 0.0,
-                                                                    x.max().item() if x.numel() else 1.0))
+    lo, hi = watch.bounds or (x.min().item() if x.numel() else 0.0, x.max().item() if x.numel() else 1.0)
     if hi <= lo:
         hi = lo + 1e-6
     counts = torch.histc(x, bins=DASH_BINS, min=lo, max=hi) if x.numel() else torch.zeros(DASH_BINS)
@@ -115,7 +112,7 @@ class Monitor:
         self.graph = graph
         self.every = graph.spec.train.monitor_every
         self.histograms, self.pictures = histograms, pictures
-        self.layers = [(l.path, l.kind) for l in graph.layers() if l.kind in WATCHED]
+        self.layers = [(l.path, l.kind) for l in graph.layers() if LAYERS[l.kind].watch]
         self.kinds = dict(self.layers)
         self.role = P.roles(graph)
         self.full_batch = OPTIMIZERS[graph.spec.optimizer.kind].full_batch
@@ -233,7 +230,7 @@ class Monitor:
             tb += [("histogram", tag, _histogram(t), run.step) for tag, t in self.tb_tensors]
         self.tb_tensors = []
         if self.acts and self.acts_step == run.step:
-            stats = {path: activation_stats(kind, out) for path, (kind, out) in self.acts.items()}
+            stats = {path: activation_stats(LAYERS[kind].watch, out) for path, (kind, out) in self.acts.items()}
             flat = [(path, k, v) for path, s in stats.items() for k, v in s.items()]
             values = torch.stack([v for _, _, v in flat]).tolist() if flat else []
             act: dict[str, dict[str, float]] = defaultdict(dict)
@@ -246,8 +243,8 @@ class Monitor:
                 tb += [("histogram", f"activations/{path}", _histogram(out), run.step) for path, (_, out) in self.acts.items()]
             if self.pictures and self.dash_epoch != run.epoch:  # for dashboard.png's histograms per layer
                 self.dash_epoch = run.epoch
-                rec["act_hist"] = {path: _dash_histogram(kind, out) for path, (kind, out) in self.acts.items()
-                                   if kind in NONLINEAR}
+                rec["act_hist"] = {path: _dash_histogram(LAYERS[kind].watch, out) for path, (kind, out) in self.acts.items()
+                                   if LAYERS[kind].activation}
         self.acts = {}
         if hist_now:
             self.hist_epoch = run.epoch
@@ -311,7 +308,7 @@ class Monitor:
 
     def _activation_warnings(self, acts: dict[str, dict[str, float]]) -> list[str]:
         warnings = [f"{path}: {100 * s['dead']:.0f}% dead ReLUs" for path, s in acts.items() if s.get("dead", 0) > 0.5]
-        squash = [(path, s) for path, s in acts.items() if self.kinds.get(path) in SATURATING]
+        squash = [(path, s) for path, s in acts.items() if path in self.kinds and LAYERS[self.kinds[path]].watch.bounds]
         sat = [path for path, s in squash if s.get("saturated", 0) > 0.5]
         if len(sat) == 1:
             warnings.append(f"{sat[0]}: {100 * acts[sat[0]]['saturated']:.0f}% saturated units")
@@ -380,7 +377,7 @@ class Monitor:
 
                 dashboard(run.log.path, run.out / "dashboard.png")
                 first = next((l for l in self.graph.layers() if l.tensors), None)
-                if first is not None and first.kind == "conv":
+                if first is not None and LAYERS[first.kind].filters:
                     filters(run.model.get_submodule(first.path).weight.detach().float().cpu(), run.out / "filters.png")
 
 

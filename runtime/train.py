@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nnc.compiler.layers import LAYERS
 from nnc.compiler.shapes import Graph
 from nnc.compiler.torch_module import build_model
 from nnc.compiler.vocab.augment import augment_batch
@@ -176,7 +177,7 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
 
     # --- model and optimizer
     model = build_model(graph).to(dev)
-    if any(l.kind == "conv" for l in graph.layers()):  # ~1.1-1.2x faster conv training in eager mode (DESIGN.md)
+    if any(LAYERS[l.kind].channels_last for l in graph.layers()):  # ~1.1-1.2x faster conv training in eager mode
         model = model.to(memory_format=torch.channels_last)
         xtr = xtr.contiguous(memory_format=torch.channels_last)
     if cfg.finetune and not resume:

@@ -19,6 +19,8 @@ KINDS = {
     "leaky_relu": ("vector(6)", ["leaky_relu 0.2"]),
     "prelu": ("image(3, 4, 4)", ["prelu", "flatten", "dense 5", "prelu"]),
     "elu": ("vector(6)", ["elu 0.7"]),
+    "gelu": ("image(3, 4, 4)", ["gelu", "flatten", "dense 5", "gelu"]),
+    "silu": ("sequence(4, 3)", ["silu", "flatten", "silu"]),
     "maxout": ("image(6, 3, 3)", ["maxout 3", "flatten", "maxout 2"]),
     "tanh": ("vector(6)", ["tanh"]),
     "sigmoid": ("vector(6)", ["sigmoid"]),

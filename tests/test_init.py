@@ -187,6 +187,25 @@ def test_default_init_is_auto_he_before_relu_xavier_otherwise_and_zero_bias():
     assert (b(m, "fc1") == 0).all()
 
 
+def _activations():
+    from nnc.compiler.layers import LAYERS
+
+    return sorted(k for k, d in LAYERS.items() if d.activation)
+
+
+@pytest.mark.parametrize("act", _activations())
+def test_auto_init_before_each_activation_is_the_one_its_record_names(act):
+    """ReLU-family activations (relu ... gelu, silu, maxout) get he, the others xavier, through a
+    batchnorm in between; `nnc show`'s rule text says the same."""
+    from nnc.compiler.layers import LAYERS
+
+    graph, m = build(f"    dense fc1 800\n    batchnorm\n    {act}", "bias constant(0)")
+    want = LAYERS[act].init_before or "xavier"
+    assert want == ("he" if act in ("relu", "leaky_relu", "prelu", "elu", "gelu", "silu", "maxout") else "xavier")
+    assert close(w(m, "fc1").std().item(), math.sqrt((2 if want == "he" else 1) / 1000))
+    assert graph.find("fc1").init[0][2] == f"auto: {want}"
+
+
 def test_norm_scales_and_prelu_slopes_are_fixed():
     """Rules set weights and biases; batchnorm's scale/shift and prelu's slope keep their values."""
     _, m = build("    dense fc1 100\n    batchnorm\n    prelu\n    dense fc2 10", "weights constant(3), bias constant(2)")

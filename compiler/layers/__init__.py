@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
+from nnc.compiler.vocab.registry import Registry
+
 from . import activation, conv, dense, norm, recurrent
 from .base import Inferred, LayerDef, Shape, ShapeError, Tensor
 
-
-def _registry(*families: tuple[LayerDef, ...]) -> dict[str, LayerDef]:
-    out: dict[str, LayerDef] = {}
-    for family in families:
-        for d in family:
-            if d.kind in out:
-                raise RuntimeError(f"layer kind {d.kind!r} is defined twice")
-            out[d.kind] = d
-    return out
-
-
-LAYERS = _registry(conv.LAYERS, norm.LAYERS, dense.LAYERS, activation.LAYERS, recurrent.LAYERS)
+LAYERS: Registry[LayerDef] = Registry("layer", conv.LAYERS, norm.LAYERS, dense.LAYERS, activation.LAYERS, recurrent.LAYERS)
 
 # Words of the model block that are not layers.
 STRUCTURE = ("input", "repeat", "residual")

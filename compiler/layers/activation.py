@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 from pydantic import Field
 
-from .base import Inferred, LayerDef, Params, Shape, ShapeError, Tensor
-
-
-class NoParams(Params):
-    pass
+from .base import Inferred, LayerDef, NoParams, Params, Shape, ShapeError, Tensor, Watch
 
 
 class Slope(Params):
@@ -36,11 +34,16 @@ def _same(cost: int, kind: str | None = None):
     return infer
 
 
-def _simple(kind: str, cost: int, doc: str, build, onnx, source):
+# what the monitors record on each family's output
+RECTIFIER = Watch(dead="==0")  # a unit whose output is exactly 0 for every example has no gradient
+SQUASH_TANH, SQUASH_SIGMOID = Watch(bounds=(-1.0, 1.0)), Watch(bounds=(0.0, 1.0))
+
+
+def _simple(kind: str, cost: int, doc: str, build, onnx, source, **facts):
     def infer(p, x: Shape) -> Inferred:
         _numeric(x, kind)
         return _same(cost)(p, x)
-    return LayerDef(kind, NoParams, infer, build, doc, prefix=kind, activation=True, onnx=onnx, source=source)
+    return LayerDef(kind, NoParams, infer, build, doc, prefix=kind, activation=True, onnx=onnx, source=source, **facts)
 
 
 def _unary(op: str, **attrs):
@@ -134,26 +137,61 @@ def _maxout(p: Maxout, x: Shape):
     return M(p.pieces, 1 if x.kind in ("image", "vector") else -1)
 
 
-RELU = _simple("relu", 1, "max(0, x)", _relu, _unary("Relu"), lambda p, x: "nn.ReLU()")
-TANH = _simple("tanh", 4, "tanh(x), in (-1, 1)", _tanh, _unary("Tanh"), lambda p, x: "nn.Tanh()")
-SIGMOID = _simple("sigmoid", 4, "1 / (1 + e^-x), in (0, 1)", _sigmoid, _unary("Sigmoid"), lambda p, x: "nn.Sigmoid()")
+RELU = _simple("relu", 1, "max(0, x)", _relu, _unary("Relu"), lambda p, x: "nn.ReLU()",
+               init_before="he", watch=Watch(dead="<=0"))
+TANH = _simple("tanh", 4, "tanh(x), in (-1, 1)", _tanh, _unary("Tanh"), lambda p, x: "nn.Tanh()",
+               init_before="xavier", watch=SQUASH_TANH)
+SIGMOID = _simple("sigmoid", 4, "1 / (1 + e^-x), in (0, 1)", _sigmoid, _unary("Sigmoid"), lambda p, x: "nn.Sigmoid()",
+                  init_before="xavier", watch=SQUASH_SIGMOID)
 SOFTMAX = _simple("softmax", 3, "softmax over the features (channels of an image)", _softmax, _softmax_onnx,
                   lambda p, x: f"nn.Softmax(dim={_softmax_axis(x)})")
 LEAKY_RELU = LayerDef("leaky_relu", Slope, _same(2, "leaky_relu"), _leaky, "max(alpha*x, x)",
-                      positional=("alpha",), prefix="leaky_relu", activation=True,
+                      positional=("alpha",), prefix="leaky_relu", activation=True, init_before="he", watch=RECTIFIER,
                       onnx=lambda e, info, x: e.op("LeakyRelu", [x], info.path, alpha=info.params.alpha),
                       source=lambda p, x: f"nn.LeakyReLU({p.alpha!r})")
 ELU = LayerDef("elu", Elu, _same(4, "elu"), _elu, "x if x > 0 else alpha*(e^x - 1)",
-               positional=("alpha",), prefix="elu", activation=True,
+               positional=("alpha",), prefix="elu", activation=True, init_before="he", watch=RECTIFIER,
                onnx=lambda e, info, x: e.op("Elu", [x], info.path, alpha=info.params.alpha),
                source=lambda p, x: f"nn.ELU({p.alpha!r})")
 PRELU = LayerDef("prelu", NoParams, prelu_infer, _prelu,
                  "max(a*x, x) with a learned slope a per channel (image) or feature (vector), initially 0.25",
-                 prefix="prelu", activation=True, onnx=_prelu_onnx,
+                 prefix="prelu", activation=True, init_before="he", watch=RECTIFIER, onnx=_prelu_onnx,
                  source=lambda p, x: f"nn.PReLU({x.features}, init=0.25)")
 MAXOUT = LayerDef("maxout", Maxout, maxout_infer, _maxout,
                   "max over groups of `pieces` consecutive channels/features: F -> F / pieces",
-                  positional=("pieces",), prefix="maxout", activation=True, onnx=_maxout_onnx,
+                  positional=("pieces",), prefix="maxout", activation=True, init_before="he", watch=Watch(), onnx=_maxout_onnx,
                   source=_maxout_source)
 
-LAYERS = (RELU, LEAKY_RELU, PRELU, ELU, MAXOUT, TANH, SIGMOID, SOFTMAX)
+
+
+def _gelu(p, x):
+    from torch import nn
+    return nn.GELU()  # the exact form, with erf (not the tanh approximation)
+
+
+def _gelu_onnx(e, info, x: str) -> str:
+    """0.5 x (1 + erf(x / sqrt 2)): opset 17 has Erf; the Gelu op itself is opset 20."""
+    from numpy import float32  # here, not at the top: `nnc check` never pays for numpy
+
+    p = info.path
+    erf = e.op("Erf", [e.op("Mul", [x, e.const(float32(1 / math.sqrt(2)), f"{p}.rsqrt2")], f"{p}.scaled")], f"{p}.erf")
+    half_x = e.op("Mul", [x, e.const(float32(0.5), f"{p}.half")], f"{p}.half_x")
+    return e.op("Mul", [half_x, e.op("Add", [erf, e.const(float32(1), f"{p}.one")], f"{p}.erf1")], p)
+
+
+def _silu(p, x):
+    from torch import nn
+    return nn.SiLU()
+
+
+def _silu_onnx(e, info, x: str) -> str:
+    return e.op("Mul", [x, e.op("Sigmoid", [x], f"{info.path}.gate")], info.path)
+
+
+# smooth ReLUs: He initialization suits them as it suits ReLU; their outputs are rarely exactly 0
+GELU = _simple("gelu", 8, "x * Phi(x), Phi the standard normal CDF (exact, with erf)", _gelu, _gelu_onnx,
+               lambda p, x: "nn.GELU()", init_before="he", watch=Watch())
+SILU = _simple("silu", 5, "x * sigmoid(x) (swish)", _silu, _silu_onnx, lambda p, x: "nn.SiLU()",
+               init_before="he", watch=Watch())
+
+LAYERS = (RELU, LEAKY_RELU, PRELU, ELU, GELU, SILU, MAXOUT, TANH, SIGMOID, SOFTMAX)

@@ -9,10 +9,12 @@ and `nnc show` never do.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any, Callable
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BeforeValidator, Field
+
+from nnc.compiler.vocab.registry import NoParams, Params  # noqa: F401 (the layer files' base classes)
 
 # ---------------------------------------------------------------- shapes
 
@@ -82,10 +84,6 @@ class Inferred:
 # ---------------------------------------------------------------- parameter types
 
 
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
-
-
 def _pair(v: Any) -> Any:
     if isinstance(v, bool):
         return v
@@ -105,6 +103,14 @@ Positive = Annotated[int, Field(gt=0)]
 
 
 @dataclass(frozen=True)
+class Watch:
+    """What the training monitors measure on a layer's output, besides its mean and std."""
+
+    dead: str | None = None  # a rectifier: "<=0" or "==0" marks a unit that does not fire (dead ReLUs)
+    bounds: tuple[float, float] | None = None  # a squashing range: within 0.01 of a bound is saturated
+
+
+@dataclass(frozen=True)
 class LayerDef:
     kind: str
     params: type[Params]
@@ -114,12 +120,20 @@ class LayerDef:
     positional: tuple[str, ...] = ()  # fields that may be written without their key
     prefix: str = ""  # auto names: conv1, conv2, ...
     label: Callable[[str, Any], str] | None = None  # lecture listing text; None: not listed
-    activation: bool = False  # a nonlinearity (for "bias ... before relu" and the `auto` init)
-    kwargs: dict = field(default_factory=dict)
+    activation: bool = False  # a nonlinearity: `init bias ... before WORD` may name it
+    # `weights auto` for the weighted layer before this activation: "he" (the ReLU family) or "xavier"
+    init_before: str | None = None
+    # `weights auto` for a layer that applies its own nonlinearity (rnn, lstm, gru: tanh inside)
+    init_self: str | None = None
+    # normalization or dropout: the activation after it still counts as following the layer before
+    transparent: bool = False
+    watch: Watch | None = None  # what the monitors record on its output; None: not recorded
+    channels_last: bool = False  # training is faster with channels_last memory when the model has one
+    filters: bool = False  # its weight is a bank of image filters (filters.png when it is the first layer)
     # ONNX emitter: (emitter, LayerInfo, input value name) -> output value name. The emitter
-    # (compiler/onnx_export.Emitter) owns every onnx import; layer files never import onnx.
+    # (compiler/onnx_graph.Emitter) owns every onnx import; layer files never import onnx.
     onnx: Callable[[Any, Any, str], str] | None = None
-    # standalone PyTorch source (compiler/pysrc): (params, input shape) -> the constructor
+    # standalone PyTorch source (compiler/python_source): (params, input shape) -> the constructor
     # expression, or (constructor, forward lines using {m} for the module and x for the value)
     source: Callable[[Any, Shape], "str | tuple[str, tuple[str, ...]]"] | None = None
 

@@ -8,7 +8,21 @@ from __future__ import annotations
 
 from pydantic import model_validator
 
-from .base import Inferred, LayerDef, Pair, PairNonNeg, Params, Positive, Shape, ShapeError, Tensor, conv_out, fit_warning
+from .base import (
+    Inferred,
+    LayerDef,
+    NoParams,
+    Pair,
+    PairNonNeg,
+    Params,
+    Positive,
+    Shape,
+    ShapeError,
+    Tensor,
+    Watch,
+    conv_out,
+    fit_warning,
+)
 
 
 def _need_image(x: Shape, what: str) -> None:
@@ -105,7 +119,8 @@ def conv_source(p: Conv, x: Shape) -> str:
 
 CONV = LayerDef("conv", Conv, conv_infer, conv_torch,
                 "2-D convolution: (C, H, W) -> (filters, H_out, W_out)",
-                positional=("filters",), prefix="conv", label=conv_label, onnx=conv_onnx, source=conv_source)
+                positional=("filters",), prefix="conv", label=conv_label, watch=Watch(), channels_last=True, filters=True,
+                onnx=conv_onnx, source=conv_source)
 
 
 # ---------------------------------------------------------------- pooling
@@ -178,9 +193,6 @@ AVGPOOL = LayerDef("avgpool", Pool, lambda p, x: _pool_infer(p, x, "avgpool"), a
                    onnx=_pool_onnx("AveragePool", count_include_pad=1),
                    source=_pool_source("AvgPool2d", ", count_include_pad=True"))
 
-
-class NoParams(Params):
-    pass
 
 
 def gap_infer(p: NoParams, x: Shape) -> Inferred:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .base import Inferred, LayerDef, Params, Positive, Shape, ShapeError, Tensor
+from .base import Inferred, LayerDef, NoParams, Params, Positive, Shape, ShapeError, Tensor, Watch
 
 
 class Dense(Params):
@@ -41,11 +41,8 @@ def dense_onnx(e, info, x: str) -> str:
 DENSE = LayerDef("dense", Dense, dense_infer, dense_torch,
                  "fully connected: (D) -> (units); an image input is flattened first (C*H*W, channel-major)",
                  positional=("units",), prefix="fc", label=lambda name, p: f"{name.upper()}: {p.units} neurons",
-                 onnx=dense_onnx, source=lambda p, x: f"nn.Linear({x.dims[0]}, {p.units}" + ("" if p.bias else ", bias=False") + ")")
+                 watch=Watch(), onnx=dense_onnx, source=lambda p, x: f"nn.Linear({x.dims[0]}, {p.units}" + ("" if p.bias else ", bias=False") + ")")
 
-
-class NoParams(Params):
-    pass
 
 
 def flatten_infer(p: NoParams, x: Shape) -> Inferred:
@@ -84,7 +81,7 @@ def dropout_infer(p: Dropout, x: Shape) -> Inferred:
 
 DROPOUT = LayerDef("dropout", Dropout, dropout_infer, dropout_torch,
                    "inverted dropout: zeroes a fraction p while training and scales the rest by 1/(1-p); "
-                   "the identity at evaluation", positional=("p",), prefix="drop",
+                   "the identity at evaluation", positional=("p",), prefix="drop", transparent=True,
                    onnx=lambda e, info, x: x,  # training only: never in an exported graph
                    source=lambda p, x: f"nn.Dropout({p.p!r})")
 

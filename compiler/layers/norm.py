@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .base import Inferred, LayerDef, Params, Shape, ShapeError, Tensor
+from .base import Inferred, LayerDef, Params, Shape, ShapeError, Tensor, Watch
 
 
 class LRN(Params):
@@ -51,7 +51,7 @@ LRN_DEF = LayerDef(
     "lrn", LRN, lrn_infer, lrn_torch,
     "local response normalization across channels: b = a / (k + alpha/size * sum a^2)^beta "
     "(PyTorch, Caffe and ONNX divide alpha by size; the AlexNet paper does not)",
-    prefix="norm", label=lambda name, p: f"{name.upper()}: Normalization layer", onnx=lrn_onnx,
+    prefix="norm", label=lambda name, p: f"{name.upper()}: Normalization layer", transparent=True, onnx=lrn_onnx,
     source=lambda p, x: f"nn.LocalResponseNorm({p.size}, alpha={p.alpha!r}, beta={p.beta!r}, k={p.k!r})")
 
 
@@ -88,7 +88,8 @@ def batchnorm_source(p: BatchNorm, x: Shape) -> str:
 BATCHNORM = LayerDef(
     "batchnorm", BatchNorm, batchnorm_infer, batchnorm_torch,
     "batch normalization per channel (image) or feature (vector), running statistics at eval",
-    prefix="bn", label=lambda name, p: f"{name.upper()}: Batch normalization", onnx=batchnorm_onnx,
+    prefix="bn", label=lambda name, p: f"{name.upper()}: Batch normalization", transparent=True, watch=Watch(),
+    onnx=batchnorm_onnx,
     source=batchnorm_source)
 
 
@@ -122,7 +123,8 @@ def layernorm_onnx(e, info, x: str) -> str:
 LAYERNORM = LayerDef(
     "layernorm", LayerNorm, layernorm_infer, layernorm_torch,
     "layer normalization over (C, H, W) of an image, or the last axis of a vector or sequence",
-    prefix="ln", label=lambda name, p: f"{name.upper()}: Layer normalization", onnx=layernorm_onnx,
+    prefix="ln", label=lambda name, p: f"{name.upper()}: Layer normalization", transparent=True, watch=Watch(),
+    onnx=layernorm_onnx,
     source=lambda p, x: f"nn.LayerNorm({list(_normalized(x))}, eps={p.eps!r})")
 
 LAYERS = (LRN_DEF, BATCHNORM, LAYERNORM)

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import Inferred, LayerDef, Params, Positive, Shape, ShapeError, Tensor
+from .base import Inferred, LayerDef, Params, Positive, Shape, ShapeError, Tensor, Watch
 
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
@@ -129,6 +129,7 @@ def _source(kind: str):
 LAYERS = tuple(
     LayerDef(kind, Recurrent, _infer(kind), _build(kind),
              f"{kind}: (T, D) -> (hidden*dirs) with `return last`, (T, hidden*dirs) with `return sequence`",
-             positional=("hidden",), prefix=kind, label=_label(kind), onnx=_onnx(kind), source=_source(kind))
+             positional=("hidden",), prefix=kind, label=_label(kind), init_self="xavier", watch=Watch(),
+             onnx=_onnx(kind), source=_source(kind))
     for kind in ("rnn", "lstm", "gru")
 )

@@ -4,7 +4,7 @@
 / sqrt(fan / 2), with the fan chosen by `mode` (fan_in by default); Glorot's fan-average
 and the uniform variants are separate words. `nnc show` prints the std each one resolves
 to for each layer. `auto` (the default) is `he` for a layer followed by a ReLU-family
-activation and `xavier` otherwise.
+activation and `xavier` otherwise (each activation's LayerDef says which: `init_before`).
 """
 
 from __future__ import annotations
@@ -15,14 +15,9 @@ from typing import Callable, Literal
 
 from pydantic import Field, model_validator
 
-from nnc.compiler.vocab.registry import Params, Registry
+from nnc.compiler.vocab.registry import NoParams, Params, Registry
 
 Mode = Literal["fan_in", "fan_out"]
-RELU_FAMILY = ("relu", "leaky_relu", "prelu", "elu", "maxout")
-
-
-class Auto(Params):
-    pass
 
 
 class Gaussian(Params):
@@ -80,15 +75,15 @@ def _fan(p, fan_in, fan_out) -> int:
 
 
 INITIALIZERS = Registry("initializer", (
-    InitDef("auto", Auto, lambda p, i, o: Dist("normal", math.sqrt(2 / i)),
+    InitDef("auto", NoParams, lambda p, i, o: Dist("normal", math.sqrt(2 / i)),
             "he before ReLU-family activations, xavier otherwise"),
     InitDef("gaussian", Gaussian, lambda p, i, o: Dist("normal", p.std, p.mean), "N(mean, std^2)"),
     InitDef("uniform", Uniform, lambda p, i, o: Dist("uniform", p.low, p.high), "U(low, high)"),
     InitDef("xavier", Fan, lambda p, i, o: Dist("normal", 1 / math.sqrt(_fan(p, i, o))),
             "randn / sqrt(fan): std 1/sqrt(fan) (the lecture's Xavier)"),
-    InitDef("glorot", Auto, lambda p, i, o: Dist("normal", math.sqrt(2 / (i + o))),
+    InitDef("glorot", NoParams, lambda p, i, o: Dist("normal", math.sqrt(2 / (i + o))),
             "Glorot's fan average: std sqrt(2 / (fan_in + fan_out))"),
-    InitDef("glorot_uniform", Auto, lambda p, i, o: Dist("uniform", -math.sqrt(6 / (i + o)), math.sqrt(6 / (i + o))),
+    InitDef("glorot_uniform", NoParams, lambda p, i, o: Dist("uniform", -math.sqrt(6 / (i + o)), math.sqrt(6 / (i + o))),
             "U(+-sqrt(6 / (fan_in + fan_out)))"),
     InitDef("he", Fan, lambda p, i, o: Dist("normal", math.sqrt(2 / _fan(p, i, o))),
             "randn / sqrt(fan / 2): std sqrt(2/fan) (He et al. 2015)"),
@@ -103,9 +98,10 @@ INITIALIZERS = Registry("initializer", (
 FIXED = {"scale": Dist("constant", 1.0), "shift": Dist("constant", 0.0), "alpha": Dist("constant", 0.25)}
 
 
-def resolve(kind: str, params: Params, fan_in: int, fan_out: int, before: str | None) -> Dist:
+def resolve(kind: str, params: Params, fan_in: int, fan_out: int, auto: str = "xavier") -> Dist:
+    """The distribution of one tensor; `auto` is what the `auto` initializer stands for here."""
     if kind == "auto":
-        kind, params = ("he" if before in RELU_FAMILY else "xavier"), Fan()
+        kind, params = auto, Fan()
     return INITIALIZERS[kind].resolve(params, fan_in, fan_out)
 
 
