@@ -30,9 +30,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from nnc.compiler.checks import check
 from nnc.compiler.load import load_spec
 from nnc.compiler.onnx_graph import INPUT, export, random_inputs
-from nnc.compiler.shapes import check
 from nnc.compiler.torch_module import build_model
 from nnc.diagnostics import NncError
 from nnc.runtime.infer import providers

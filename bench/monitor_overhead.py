@@ -31,8 +31,8 @@ from pathlib import Path
 
 import torch
 
+from nnc.compiler.checks import check
 from nnc.compiler.load import load_spec
-from nnc.compiler.shapes import check
 from nnc.runtime.monitors import default_monitors
 from nnc.runtime.train import train
 

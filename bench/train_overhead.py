@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
+from nnc.compiler.checks import check
 from nnc.compiler.load import load_spec
-from nnc.compiler.shapes import check
 from nnc.compiler.torch_module import build_model
 from nnc.runtime import preprocess
 from nnc.runtime.data import load_splits

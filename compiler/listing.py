@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from nnc.compiler.graph import Graph, LayerInfo, ResidualInfo
 from nnc.compiler.layers import LAYERS
-from nnc.compiler.shapes import Graph, LayerInfo, ResidualInfo
 from nnc.compiler.spec import DEFAULTS, SECTIONS
 from nnc.compiler.values import format_value
 

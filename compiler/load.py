@@ -15,7 +15,6 @@ from nnc.compiler.model_block import model as model_block
 from nnc.compiler.overrides import apply_overrides
 from nnc.compiler.sections import Ctx
 from nnc.compiler.spec import SECTIONS, VERSION, Spec
-from nnc.compiler.values import Converter
 from nnc.diagnostics import Diagnostic, NncError, Source, Span, did_you_mean, lines
 from nnc.grammar.parse import Statement, decode, parse
 
@@ -29,18 +28,18 @@ def _version(stmts: list[Statement], ctx: Ctx) -> int:
         if len(items) != 2 or items[1].kind != "number" or items[1].value != VERSION:
             got = " ".join(v.text for v in items[1:]) or "nothing"
             newer = len(items) == 2 and items[1].kind == "number" and items[1].value > VERSION
-            ctx.errors.append(Diagnostic(f"this nnc reads nnspec {VERSION}, the file says {got}", s.span,
+            ctx.out.add(Diagnostic(f"this nnc reads nnspec {VERSION}, the file says {got}", s.span,
                                          help="the file is for a newer nnc" if newer else
                                          f"the first line reads `nnspec {VERSION}` (or leave it out)"))
         return VERSION
     for s in stmts:
         if s.head.kind == "word" and s.head.value == "nnspec":
-            ctx.errors.append(Diagnostic("the version line must come first", s.span))
+            ctx.out.add(Diagnostic("the version line must come first", s.span))
     return VERSION
 
 
 def build_spec(stmts: tuple[Statement, ...], source: Source, overrides: tuple[str, ...] = ()) -> Spec:
-    ctx = Ctx(Converter(), [], {})
+    ctx = Ctx.new()
     stmts = list(stmts)
     version = _version(stmts, ctx)
     found: dict[str, Statement] = {}
@@ -52,10 +51,10 @@ def build_spec(stmts: tuple[Statement, ...], source: Source, overrides: tuple[st
             hint = did_you_mean(word, SECTIONS)
             if word in LAYERS:
                 hint = "layers go inside the model { ... } block"
-            ctx.errors.append(Diagnostic(f"unknown section '{word}'", s.head.span,
+            ctx.out.add(Diagnostic(f"unknown section '{word}'", s.head.span,
                                          help=hint or "sections: " + ", ".join(SECTIONS)))
         elif word in found:
-            ctx.errors.append(Diagnostic(f"{word} is given twice (first on line {found[word].span.line})", s.head.span))
+            ctx.out.add(Diagnostic(f"{word} is given twice (first on line {found[word].span.line})", s.head.span))
         else:
             found[word] = s
             ctx.spans[word] = s.span
@@ -65,19 +64,18 @@ def build_spec(stmts: tuple[Statement, ...], source: Source, overrides: tuple[st
     if "model" not in found and not misspelled_model:  # `modle M {` is reported as an unknown section
         all_ = lines(source.text)
         where = Span(1, 1, 1, 2) if not stmts else Span(len(all_), 1, len(all_), len(all_[-1]) + 1)
-        ctx.errors.append(Diagnostic("no model block" if stmts else "empty spec: no model block", where,
+        ctx.out.add(Diagnostic("no model block" if stmts else "empty spec: no model block", where,
                                      help="a spec needs at least: model NAME { input ...; layers }"))
     model = model_block(found["model"], ctx) if "model" in found else None
     try:
         parts = sections.build(found, ctx)
     except NncError as e:  # a block where a section takes none: reported, the others still checked
-        ctx.errors.extend(e.diagnostics)
-    ctx.errors.extend(ctx.conv.errors)
-    if ctx.errors:
+        ctx.out.extend(e)
+    if ctx.out.errors:
         fractional = {r.span for r in ctx.conv.ranges if r.dist in ("uniform", "loguniform")}
         raise NncError([replace(d, help="uniform and loguniform draw fractions; intuniform(LOW, HIGH) draws whole numbers")
                         if d.span in fractional and "must be a whole number" in d.message else d
-                        for d in ctx.errors]).with_source(source)
+                        for d in ctx.out.errors]).with_source(source)
     return Spec(source, version, model, *parts, tuple(ctx.conv.ranges), tuple(overrides), ctx.spans)
 
 

@@ -28,7 +28,7 @@ class _Draft:
 
 def _layer_line(stmt: Statement, ctx: Ctx) -> _Draft | None:
     if len(stmt.entries) > 1:
-        ctx.errors.append(Diagnostic("one layer per line (no commas in the model block)", stmt.entries[1].span))
+        ctx.out.add(Diagnostic("one layer per line (no commas in the model block)", stmt.entries[1].span))
     items = list(stmt.entries[0].items)
     head = items.pop(0)
     kind = head.value
@@ -49,13 +49,13 @@ def _layer_line(stmt: Statement, ctx: Ctx) -> _Draft | None:
             nxt = items[i + 1] if i + 1 < len(items) else None
             if nxt is None or (is_bool and nxt.kind == "word" and nxt.value in keys):
                 if not is_bool:  # reported once: the layer is not validated further
-                    ctx.errors.append(Diagnostic(f"{kind}: {key} needs a value", v.span, help=f"write `{key} VALUE`"))
+                    ctx.out.add(Diagnostic(f"{kind}: {key} needs a value", v.span, help=f"write `{key} VALUE`"))
                     broken = True
                 raw[key], spans[key] = True, v.span
                 i += 1
                 continue
             if key in raw:
-                ctx.errors.append(Diagnostic(f"{kind}: {key} is given twice", v.span.to(nxt.span)))
+                ctx.out.add(Diagnostic(f"{kind}: {key} is given twice", v.span.to(nxt.span)))
                 i += 2
                 continue
             raw[key] = ctx.conv.plain(nxt, f"model.{{name}}.{key}")
@@ -64,7 +64,7 @@ def _layer_line(stmt: Statement, ctx: Ctx) -> _Draft | None:
                 positional.remove(key)
             i += 2
         elif v.kind == "word":
-            ctx.errors.append(unknown(v.span, f"{kind} option", v.value, keys))
+            ctx.out.add(unknown(v.span, f"{kind} option", v.value, keys))
             i += 1
             if i < len(items) and items[i].kind != "word":  # its value: no second error for it, and
                 close = difflib.get_close_matches(v.value, list(keys), n=1, cutoff=0.6)  # a near
@@ -79,7 +79,7 @@ def _layer_line(stmt: Statement, ctx: Ctx) -> _Draft | None:
             spans[key] = v.span
             i += 1
         else:
-            ctx.errors.append(Diagnostic(f"{kind}: unexpected value {v.text!r}", v.span,
+            ctx.out.add(Diagnostic(f"{kind}: unexpected value {v.text!r}", v.span,
                                          help=f"write options as `key value`, one of: {', '.join(keys) or '(none)'}"))
             i += 1
     return None if broken else _Draft(kind, name.value if name else None, raw, stmt.span, spans)
@@ -93,17 +93,17 @@ def _body(stmts: tuple[Statement, ...], ctx: Ctx, depth: int = 0) -> list[_Draft
         if word == "repeat":
             items = s.entries[0].items
             if len(items) != 2 or items[1].kind != "number" or not isinstance(items[1].value, int) or items[1].value < 1:
-                ctx.errors.append(Diagnostic("repeat needs a count >= 1, e.g. repeat 3 { ... }", s.span))
+                ctx.out.add(Diagnostic("repeat needs a count >= 1, e.g. repeat 3 { ... }", s.span))
                 continue
             if s.block is None:
-                ctx.errors.append(Diagnostic("repeat needs a { ... } block of layers", s.span))
+                ctx.out.add(Diagnostic("repeat needs a { ... } block of layers", s.span))
                 continue
             once = _body(s.block, ctx, depth)
             n = items[1].value
             if not s.block:
-                ctx.errors.append(Diagnostic("repeat of an empty block", s.span, help="put layers inside { ... }"))
+                ctx.out.add(Diagnostic("repeat of an empty block", s.span, help="put layers inside { ... }"))
             elif _count(out) + n * _count(once) > MAX_LAYERS:
-                ctx.errors.append(Diagnostic(f"repeat {n:,} makes the model over {MAX_LAYERS:,} layers, "
+                ctx.out.add(Diagnostic(f"repeat {n:,} makes the model over {MAX_LAYERS:,} layers, "
                                              f"more than nnc builds", items[1].span))
             else:
                 for k in range(n):
@@ -117,22 +117,22 @@ def _body(stmts: tuple[Statement, ...], ctx: Ctx, depth: int = 0) -> list[_Draft
                 elif v.kind == "word" and name is None:
                     name = v.value
                 else:
-                    ctx.errors.append(Diagnostic(f"unexpected {v.text!r} after residual", v.span,
+                    ctx.out.add(Diagnostic(f"unexpected {v.text!r} after residual", v.span,
                                                  help="residual [NAME] [project] { ... }"))
             if not s.block:
-                ctx.errors.append(Diagnostic("residual needs a { ... } block of layers", s.span))
+                ctx.out.add(Diagnostic("residual needs a { ... } block of layers", s.span))
                 continue
             out.append(_Draft("residual", name, {}, s.span, {}, _body(s.block, ctx, depth + 1), project))
         elif word == "input":
-            ctx.errors.append(Diagnostic("input must be the first line of the model block", s.span))
+            ctx.out.add(Diagnostic("input must be the first line of the model block", s.span))
         elif word in LAYERS:
             if s.block is not None:
-                ctx.errors.append(Diagnostic(f"{word} takes no {{ ... }} block", s.span))
+                ctx.out.add(Diagnostic(f"{word} takes no {{ ... }} block", s.span))
             d = _layer_line(s, ctx)
             if d:
                 out.append(d)
         else:
-            ctx.errors.append(unknown(head.span, "layer", head.text, list(LAYERS) + list(STRUCTURE)))
+            ctx.out.add(unknown(head.span, "layer", head.text, list(LAYERS) + list(STRUCTURE)))
     return out
 
 
@@ -153,11 +153,11 @@ def _name_all(drafts: list[_Draft], ctx: Ctx) -> None:
     def explicit(ds):
         for d in ds:
             if d.name and not d.name.isidentifier():
-                ctx.errors.append(Diagnostic(f"the layer name '{d.name}' may hold only letters, digits and _", d.span,
+                ctx.out.add(Diagnostic(f"the layer name '{d.name}' may hold only letters, digits and _", d.span,
                                              help="'.' joins a block's name to its layers' (res1.conv1)"))
             if d.name:
                 if d.name in seen:
-                    ctx.errors.append(Diagnostic(f"layer name '{d.name}' is used twice (first on line {seen[d.name].line})", d.span))
+                    ctx.out.add(Diagnostic(f"layer name '{d.name}' is used twice (first on line {seen[d.name].line})", d.span))
                 seen[d.name] = d.span
             if d.body:
                 explicit(d.body)
@@ -193,7 +193,7 @@ def _validate_nodes(drafts: list[_Draft], ctx: Ctx) -> tuple[Node, ...]:
         for i, r in enumerate(ranges):
             if r.path.startswith("model.{name}.") and r.span in d.spans.values():
                 ranges[i] = replace(r, path=r.path.replace("{name}", d.name or d.kind))
-        params = validate(LAYERS[d.kind].params, d.raw, d.name if d.name else d.kind, d.span, d.spans, ctx.errors)
+        params = validate(LAYERS[d.kind].params, d.raw, d.name if d.name else d.kind, d.span, d.spans, ctx.out.errors)
         if params is not None:
             out.append(LayerNode(d.kind, d.name, params, d.span, d.spans))
     return tuple(out)
@@ -202,22 +202,22 @@ def _validate_nodes(drafts: list[_Draft], ctx: Ctx) -> tuple[Node, ...]:
 def _input(stmt: Statement | None, block_span: Span, ctx: Ctx) -> tuple[Shape, Span] | None:
     example = "input image(3, 32, 32), vector(64), sequence(T, D) or tokens(T, vocabulary)"
     if stmt is None or stmt.head.value != "input":
-        ctx.errors.append(Diagnostic("the model block must start with its input", stmt.span if stmt else block_span,
+        ctx.out.add(Diagnostic("the model block must start with its input", stmt.span if stmt else block_span,
                                      help=f"e.g. {example}"))
         return None
     items = stmt.entries[0].items
     if len(items) != 2 or items[1].kind != "call":
-        ctx.errors.append(Diagnostic("input reads KIND(dims...)", stmt.span, help=f"e.g. {example}"))
+        ctx.out.add(Diagnostic("input reads KIND(dims...)", stmt.span, help=f"e.g. {example}"))
         return None
     call = items[1].value
     if call.name not in INPUTS:
-        ctx.errors.append(unknown(call.name_span, "input kind", call.name, INPUTS))
+        ctx.out.add(unknown(call.name_span, "input kind", call.name, INPUTS))
         return None
     dims = [a.value for a in call.args]
     names = INPUTS[call.name]
     if call.kwargs or len(dims) != len(names) or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0
                                                        for x in dims):
-        ctx.errors.append(Diagnostic(f"{call.name} needs {len(names)} positive whole numbers ({', '.join(names)})",
+        ctx.out.add(Diagnostic(f"{call.name} needs {len(names)} positive whole numbers ({', '.join(names)})",
                                      items[1].span))
         return None
     if call.name == "tokens":
@@ -229,19 +229,19 @@ def model(stmt: Statement, ctx: Ctx) -> ModelSpec | None:
     items = stmt.entries[0].items
     name = items[1].value if len(items) > 1 and items[1].kind == "word" else "model"
     if len(items) > 2 or len(items) == 2 and items[1].kind != "word":
-        ctx.errors.append(Diagnostic("model reads `model NAME { ... }`", stmt.span))
+        ctx.out.add(Diagnostic("model reads `model NAME { ... }`", stmt.span))
     if stmt.block is None:
-        ctx.errors.append(Diagnostic("model needs a { ... } block: its input, then one layer per line", stmt.span))
+        ctx.out.add(Diagnostic("model needs a { ... } block: its input, then one layer per line", stmt.span))
         return None
     block = list(stmt.block)
     inp = _input(block[0] if block else None, stmt.span, ctx)
     drafts = _body(tuple(block[1:]), ctx)
     if _count(drafts) > MAX_LAYERS:  # (a repeat that crosses the limit is reported by _body)
-        ctx.errors.append(Diagnostic(f"the model has {_count(drafts):,} layers, more than nnc builds ({MAX_LAYERS:,})",
+        ctx.out.add(Diagnostic(f"the model has {_count(drafts):,} layers, more than nnc builds ({MAX_LAYERS:,})",
                                      stmt.span))
         drafts = []
     elif len(block) < 2 and inp:  # (layers that failed to read are reported as such)
-        ctx.errors.append(Diagnostic("the model has no layers", stmt.span))
+        ctx.out.add(Diagnostic("the model has no layers", stmt.span))
     _name_all(drafts, ctx)
     nodes = _validate_nodes(drafts, ctx)
     return ModelSpec(name, inp[0], inp[1], nodes) if inp else None

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from nnc.compiler.graph import Graph, Info, LayerInfo, ResidualInfo
 from nnc.compiler.layers import LAYERS
 from nnc.compiler.opsets import DEFAULT_OPSET, MIN_OPSET
-from nnc.compiler.shapes import Graph, Info, LayerInfo, ResidualInfo
 from nnc.compiler.vocab.sources import SOURCES
 from nnc.diagnostics import NncError
 from nnc.files import file_in_the_way, write_atomic

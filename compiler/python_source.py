@@ -11,9 +11,9 @@ from __future__ import annotations
 import keyword
 from pathlib import Path
 
+from nnc.compiler.graph import Graph, Info, LayerInfo, ResidualInfo
 from nnc.compiler.layers import LAYERS
 from nnc.compiler.layers.base import Shape
-from nnc.compiler.shapes import Graph, Info, LayerInfo, ResidualInfo
 from nnc.diagnostics import NncError
 
 # nnc.compiler.modules.Maxout, as text: this module builds source without importing torch
@@ -196,8 +196,8 @@ def generate(graph: Graph) -> str:
 
 def source_for(path: str, overrides: tuple[str, ...] = ()) -> str:
     """Source for a .nnspec file, or for the spec inside a checkpoint."""
+    from nnc.compiler.checks import check
     from nnc.compiler.load import load_spec
-    from nnc.compiler.shapes import check
 
     if path.endswith(".nnspec"):
         return generate(check(load_spec(path, overrides)))

@@ -17,7 +17,7 @@ from nnc.compiler.vocab.optimizers import OPTIMIZERS
 from nnc.compiler.vocab.preprocess import PREPROCESS
 from nnc.compiler.vocab.schedules import SCHEDULES, Warmup
 from nnc.compiler.vocab.sources import SOURCES
-from nnc.diagnostics import Diagnostic, NncError, Span, unknown
+from nnc.diagnostics import Collector, Diagnostic, NncError, Span, unknown
 from nnc.grammar.parse import Statement, Value
 
 # ---------------------------------------------------------------- entry helpers
@@ -25,21 +25,28 @@ from nnc.grammar.parse import Statement, Value
 
 @dataclass
 class Ctx:
+    """What reading a spec's statements collects: its diagnostics, search ranges and spans."""
+
+    out: Collector
     conv: Converter
-    errors: list[Diagnostic]
     spans: dict[str, Span]
+
+    @classmethod
+    def new(cls) -> "Ctx":
+        out = Collector()
+        return cls(out, Converter(out), {})
 
 
 def _registry_choice(v: Value, registry: dict, what: str, path: str, ctx: Ctx) -> Choice | None:
     """A word or call naming a registry entry -> Choice with validated parameters."""
     if v.kind not in ("word", "call"):
-        ctx.errors.append(Diagnostic(f"expected {what}, got {v.text!r}", v.span,
+        ctx.out.add(Diagnostic(f"expected {what}, got {v.text!r}", v.span,
                                      help="one of: " + ", ".join(sorted(registry))))
         return None
     name = v.value if v.kind == "word" else v.value.name
     name_span = v.span if v.kind == "word" else v.value.name_span
     if name not in registry:
-        ctx.errors.append(registry.unknown(name_span, name, what))
+        ctx.out.add(registry.unknown(name_span, name, what))
         return None
     d = registry[name]
     raw = {}
@@ -53,11 +60,11 @@ def _registry_choice(v: Value, registry: dict, what: str, path: str, ctx: Ctx) -
             spans[names[i]] = a.span
         for k, kv in v.value.kwargs:
             spans[k] = kv.span
-        raw = positional_to_fields(raw, d.params, name, v.span, ctx.errors)
+        raw = positional_to_fields(raw, d.params, name, v.span, ctx.out.errors)
     for k, s in spans.items():
         ctx.spans[f"{path}.{k}"] = s
     keys = dict(zip((k for k, _ in v.value.kwargs), v.value.key_spans)) if v.kind == "call" else {}
-    params = validate(d.params, raw, name, v.span, spans, ctx.errors, key_spans=keys, call=name)
+    params = validate(d.params, raw, name, v.span, spans, ctx.out.errors, key_spans=keys, call=name)
     return Choice(name, params, v.span) if params is not None else None
 
 
@@ -72,7 +79,7 @@ def _keyed(stmt: Statement, section: str, keys: dict[str, Any], ctx: Ctx, head: 
         key = first.value if first.kind == "word" else (first.value.name if first.kind == "call" else None)
         if key in keys and (first.kind == "word" or keys[key] is None):
             if key in raw:
-                ctx.errors.append(Diagnostic(f"{section}: {key} given twice", first.span))
+                ctx.out.add(Diagnostic(f"{section}: {key} given twice", first.span))
                 continue
             spans[key] = entry.span
             ctx.spans[f"{section}.{key}"] = entry.span
@@ -86,7 +93,7 @@ def _keyed(stmt: Statement, section: str, keys: dict[str, Any], ctx: Ctx, head: 
             else:
                 later = next((v for v in entry.items[2:] if v.kind == "word" and v.value in keys), None)
                 if later is not None:  # `train batch 32 epochs 3`
-                    ctx.errors.append(Diagnostic(f"{section}: {later.value} follows {key}'s value without a comma",
+                    ctx.out.add(Diagnostic(f"{section}: {later.value} follows {key}'s value without a comma",
                                                  later.span, help=f"settings are separated by commas: "
                                                                   f"{section} {key} ..., {later.value} ..."))
                     continue
@@ -97,13 +104,13 @@ def _keyed(stmt: Statement, section: str, keys: dict[str, Any], ctx: Ctx, head: 
         elif head is not None and "__head__" not in raw and (len(entry.items) == 1 or key in head["registry"]):
             raw["__head__"] = _registry_choice(first, head["registry"], head["what"], section, ctx)
             if len(entry.items) > 1:  # optimizer sgd(lr=0.1) momentum 0.9
-                ctx.errors.append(Diagnostic(f"unexpected {entry.items[1].text!r} after the {head['what']}",
+                ctx.out.add(Diagnostic(f"unexpected {entry.items[1].text!r} after the {head['what']}",
                                              entry.items[1].span,
                                              help=f"options of {key} go inside its call, {key}(name=value, ...); "
                                                   "other settings follow a comma"))
         else:
             choices = list(keys) + (list(head["registry"]) if head else [])
-            ctx.errors.append(unknown(first.span, f"{section} setting", first.text, choices))
+            ctx.out.add(unknown(first.span, f"{section} setting", first.text, choices))
     raw["__spans__"] = spans
     return raw
 
@@ -145,7 +152,7 @@ def _finish(raw: dict, model: type[Params], what: str, ctx: Ctx) -> Params | Non
                 v.update(zip(names, args))
             elif not v:  # `freeze (fc1, fc2)` reads as the call freeze(fc1, fc2): its arguments are the value
                 raw[k] = args[0] if len(args) == 1 else tuple(args)
-    return validate(model, raw, what, None, spans, ctx.errors)
+    return validate(model, raw, what, None, spans, ctx.out.errors)
 
 
 # ---------------------------------------------------------------- sections
@@ -162,12 +169,12 @@ def _init(stmt: Statement | None, ctx: Ctx) -> tuple[InitRule, ...]:
         if items[0].kind == "word" and items[0].value not in ("weights", "bias") and len(items) > 1:
             layer = items.pop(0)
         if not items or items[0].kind != "word" or items[0].value not in ("weights", "bias"):
-            ctx.errors.append(Diagnostic("an init rule reads `weights INIT`, `bias INIT [before ACTIVATION]` "
+            ctx.out.add(Diagnostic("an init rule reads `weights INIT`, `bias INIT [before ACTIVATION]` "
                                          "or `LAYER weights INIT`", entry.span))
             continue
         target = items.pop(0).value
         if not items:
-            ctx.errors.append(Diagnostic(f"init: {target} needs an initializer", entry.span,
+            ctx.out.add(Diagnostic(f"init: {target} needs an initializer", entry.span,
                                          help="one of: " + ", ".join(sorted(INITIALIZERS))))
             continue
         choice = _registry_choice(items.pop(0), INITIALIZERS, "initializer", f"init.{target}", ctx)
@@ -177,9 +184,9 @@ def _init(stmt: Statement | None, ctx: Ctx) -> tuple[InitRule, ...]:
                 before = items[1].value
                 if LAYERS.get(before) is None or not LAYERS[before].activation:
                     acts = [k for k, d in LAYERS.items() if d.activation]
-                    ctx.errors.append(unknown(items[1].span, "activation", before, acts))
+                    ctx.out.add(unknown(items[1].span, "activation", before, acts))
             else:
-                ctx.errors.append(Diagnostic(f"unexpected {items[0].text!r} in an init rule", items[0].span,
+                ctx.out.add(Diagnostic(f"unexpected {items[0].text!r} in an init rule", items[0].span,
                                              help="a rule may end with `before ACTIVATION`, e.g. before relu"))
         if choice:
             rules.append(InitRule(target, choice, layer.value if layer else None, before,
@@ -192,7 +199,7 @@ def _single(stmt: Statement | None, registry: dict, what: str, section: str, def
         return Choice(default, registry[default].params())
     given = list(entries(stmt))
     if len(given) != 1 or len(given[0].items) != 1:
-        ctx.errors.append(Diagnostic(f"{section} takes one {what}", stmt.span,
+        ctx.out.add(Diagnostic(f"{section} takes one {what}", stmt.span,
                                      help="one of: " + ", ".join(sorted(registry))))
         return None
     return _registry_choice(given[0].items[0], registry, what, section, ctx)
@@ -205,20 +212,20 @@ def _optimizer(stmt: Statement | None, ctx: Ctx) -> OptimizerSpec | None:
                  head={"registry": OPTIMIZERS, "what": "optimizer"})
     choice = raw.get("__head__")
     if "__head__" not in raw:
-        ctx.errors.append(Diagnostic("optimizer: which optimizer?", stmt.span, help="one of: " + ", ".join(sorted(OPTIMIZERS))))
+        ctx.out.add(Diagnostic("optimizer: which optimizer?", stmt.span, help="one of: " + ", ".join(sorted(OPTIMIZERS))))
     mults = {}
     for key in ("lr_mult", "decay_mult"):
         value = raw.get(key, {})
         if value and (not isinstance(value, dict) or value.get("__args__")):
-            ctx.errors.append(Diagnostic(f"{key} reads {key}(LAYER=FACTOR, ...)", ctx.spans.get(f"optimizer.{key}")))
+            ctx.out.add(Diagnostic(f"{key} reads {key}(LAYER=FACTOR, ...)", ctx.spans.get(f"optimizer.{key}")))
             value = {}
         for layer, f in value.items():
             if not isinstance(f, (int, float)) or isinstance(f, bool) or f < 0:
-                ctx.errors.append(Diagnostic(f"{key} for {layer} must be a number >= 0, got {f!r}",
+                ctx.out.add(Diagnostic(f"{key} for {layer} must be a number >= 0, got {f!r}",
                                              ctx.spans.get(f"optimizer.{key}.{layer}")))
         mults[key] = {k: float(v) for k, v in value.items() if isinstance(v, (int, float))}
     if choice and choice.kind == "lbfgs" and mults["lr_mult"]:
-        ctx.errors.append(Diagnostic("lbfgs has one learning rate for all layers: lr_mult cannot apply",
+        ctx.out.add(Diagnostic("lbfgs has one learning rate for all layers: lr_mult cannot apply",
                                      ctx.spans.get("optimizer.lr_mult"), help="freeze layers instead, or use sgd/adam"))
     return OptimizerSpec(choice, **mults) if choice else None
 
@@ -230,18 +237,18 @@ def _schedule(stmt: Statement | None, ctx: Ctx) -> ScheduleSpec | None:
     for entry in entries(stmt):
         v = entry.items[0]
         if len(entry.items) > 1:
-            ctx.errors.append(Diagnostic("one schedule per entry; separate them with commas", entry.items[1].span))
+            ctx.out.add(Diagnostic("one schedule per entry; separate them with commas", entry.items[1].span))
         if v.kind == "call" and v.value.name == "warmup" or v.kind == "word" and v.value == "warmup":
             if v.kind == "word":
-                ctx.errors.append(Diagnostic("warmup needs epochs=N or steps=N", v.span))
+                ctx.out.add(Diagnostic("warmup needs epochs=N or steps=N", v.span))
                 continue
             raw = ctx.conv.plain(v, "schedule.warmup")
-            raw = positional_to_fields(raw, Warmup, "warmup", v.span, ctx.errors)
-            warmup = validate(Warmup, raw, "warmup", v.span, {k: kv.span for k, kv in v.value.kwargs}, ctx.errors,
+            raw = positional_to_fields(raw, Warmup, "warmup", v.span, ctx.out.errors)
+            warmup = validate(Warmup, raw, "warmup", v.span, {k: kv.span for k, kv in v.value.kwargs}, ctx.out.errors,
                               key_spans=dict(zip((k for k, _ in v.value.kwargs), v.value.key_spans)), call="warmup")
             continue
         if main is not None:
-            ctx.errors.append(Diagnostic("only one main schedule (plus an optional warmup)", v.span))
+            ctx.out.add(Diagnostic("only one main schedule (plus an optional warmup)", v.span))
             continue
         main = _registry_choice(v, SCHEDULES, "schedule", "schedule", ctx)
     return ScheduleSpec(main or Choice("constant", SCHEDULES["constant"].params()), warmup)
@@ -260,7 +267,7 @@ def _data(stmt: Statement | None, ctx: Ctx) -> DataSpec | None:
         raw["__spans__"].pop(k, None)
     opts = _finish(raw, DataOptions, "data", ctx)
     if opts and opts.val + opts.test >= 1:
-        ctx.errors.append(Diagnostic(f"val {opts.val:g} + test {opts.test:g} leaves no training data",
+        ctx.out.add(Diagnostic(f"val {opts.val:g} + test {opts.test:g} leaves no training data",
                                      ctx.spans.get("data.test", stmt.span)))
     if source and opts:
         return DataSpec(source, opts.val, opts.test, steps["preprocess"], steps["augment"], opts.seed)

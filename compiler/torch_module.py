@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nnc.compiler.graph import Graph, Info, LayerInfo, ResidualInfo
 from nnc.compiler.layers import LAYERS
 from nnc.compiler.modules import Residual, SpecNet
-from nnc.compiler.shapes import Graph, Info, LayerInfo, ResidualInfo
 from nnc.compiler.vocab import initializers
 from nnc.diagnostics import NncError
 

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from nnc.compiler.layers.base import Params
-from nnc.diagnostics import Diagnostic, Span, did_you_mean, unknown
+from nnc.diagnostics import Collector, Diagnostic, Span, did_you_mean, unknown
 from nnc.grammar.parse import Value
 
 RANGES = ("loguniform", "uniform", "intuniform", "choice")
@@ -133,9 +133,9 @@ def _flags_and_bools(params: type[Params], raw: dict, what: str, span: Span | No
 class Converter:
     """Turns Values into plain data, collecting search ranges and errors."""
 
-    def __init__(self):
+    def __init__(self, out: Collector):
         self.ranges: list[SearchRange] = []
-        self.errors: list[Diagnostic] = []
+        self.out = out
 
     def plain(self, v: Value, path: str) -> Any:
         if v.kind == "tuple":
@@ -144,7 +144,7 @@ class Converter:
             if v.kind == "word" and v.value in ("true", "false"):
                 return v.value == "true"
             if v.kind == "number" and not math.isfinite(v.value):
-                self.errors.append(Diagnostic("this number is too large for a float (it reads as infinity)", v.span))
+                self.out.add(Diagnostic("this number is too large for a float (it reads as infinity)", v.span))
                 return REPORTED
             return v.value
         call = v.value
@@ -158,7 +158,7 @@ class Converter:
         key_spans = call.key_spans or tuple(kv.span for _, kv in call.kwargs)  # built by --set: no key spans
         for (key, kv), key_span in zip(call.kwargs, key_spans, strict=True):
             if key in out:
-                self.errors.append(Diagnostic(f"{call.name}: {key} is given twice", key_span.to(kv.span)))
+                self.out.add(Diagnostic(f"{call.name}: {key} is given twice", key_span.to(kv.span)))
                 continue
             out[key] = self.plain(kv, f"{path}.{key}")
         return out
@@ -167,7 +167,7 @@ class Converter:
         call = v.value
         args = tuple(self.plain(a, path) for a in call.args)
         if call.kwargs:
-            self.errors.append(Diagnostic(f"{call.name} takes positional bounds only, e.g. {call.name}(1e-4, 1e-1)", v.span))
+            self.out.add(Diagnostic(f"{call.name} takes positional bounds only, e.g. {call.name}(1e-4, 1e-1)", v.span))
             return REPORTED
         bad = None
         if call.name == "choice":
@@ -181,7 +181,7 @@ class Converter:
         elif call.name == "intuniform" and not all(isinstance(a, int) for a in args):
             bad = "intuniform needs integer bounds"
         if bad:
-            self.errors.append(Diagnostic(bad, v.span))
+            self.out.add(Diagnostic(bad, v.span))
             return REPORTED
         r = SearchRange(path, call.name, args, v.span)
         self.ranges.append(r)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from nnc.compiler.checks import check
+from nnc.compiler.graph import Graph
 from nnc.compiler.load import load_spec, load_text
-from nnc.compiler.shapes import Graph, check
 from nnc.compiler.spec import Spec
 from nnc.diagnostics import NncError
 

@@ -28,9 +28,9 @@ def _print_warnings(graph) -> None:
 
 
 def cmd_check(args) -> int:
+    from nnc.compiler.checks import check
     from nnc.compiler.load import load_spec
     from nnc.compiler.overrides import split_override
-    from nnc.compiler.shapes import check
 
     for text in args.set:  # misuse is reported once, not once per spec
         split_override(text)
@@ -52,9 +52,9 @@ def cmd_check(args) -> int:
 
 
 def cmd_show(args) -> int:
+    from nnc.compiler.checks import check
     from nnc.compiler.listing import listing_json, print_listing
     from nnc.compiler.load import load_spec
-    from nnc.compiler.shapes import check
 
     graph = check(load_spec(args.spec, tuple(args.set)))
     if args.json:

@@ -100,6 +100,9 @@ class Collector:
     def warn(self, span: Span | None, message: str, help: str | None = None) -> None:
         self.warnings.append(Diagnostic(message, span, self.source, help, "warning"))
 
+    def add(self, diag: Diagnostic) -> None:
+        (self.errors if diag.severity == "error" else self.warnings).append(diag)
+
     def extend(self, err: NncError) -> None:
         if self.source:
             err.with_source(self.source)

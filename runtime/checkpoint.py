@@ -69,9 +69,9 @@ def expected_model_shapes(graph) -> dict[str, tuple[int, ...]]:
     built on the meta device without the spec's initialization (no memory: VGG16 in ms)."""
     import torch
 
+    from nnc.compiler.graph import ResidualInfo
     from nnc.compiler.layers import LAYERS
     from nnc.compiler.modules import Residual, SpecNet
-    from nnc.compiler.shapes import ResidualInfo
 
     def node(info):
         if isinstance(info, ResidualInfo):

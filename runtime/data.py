@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nnc.compiler.shapes import Graph
+from nnc.compiler.graph import Graph
 from nnc.compiler.vocab.losses import LOSSES
 from nnc.compiler.vocab.sources import SOURCES
 from nnc.diagnostics import Diagnostic, NncError

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from nnc.compiler.shapes import Graph
+from nnc.compiler.graph import Graph
 from nnc.compiler.torch_module import build_model
 from nnc.compiler.vocab.losses import LOSSES
 from nnc.compiler.vocab.optimizers import OPTIMIZERS

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nnc.compiler.graph import Graph
 from nnc.compiler.onnx_graph import check_out_path
-from nnc.compiler.shapes import Graph
 from nnc.compiler.vocab.losses import LOSSES
 from nnc.compiler.vocab.sources import SOURCES
 from nnc.diagnostics import NncError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from nnc.compiler.shapes import check
+from nnc.compiler.checks import check
 from nnc.compiler.torch_module import build_model
 from nnc.compiler.vocab.losses import LOSSES
 from nnc.diagnostics import NncError

@@ -34,8 +34,8 @@ class Source:
 
 
 def load_source(path: str, overrides: tuple[str, ...] = ()) -> Source:
+    from nnc.compiler.checks import check
     from nnc.compiler.load import load_spec
-    from nnc.compiler.shapes import check
     from nnc.compiler.torch_module import build_model
 
     if path.endswith(".nnspec"):

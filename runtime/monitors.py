@@ -26,9 +26,9 @@ from collections import defaultdict
 
 import torch
 
+from nnc.compiler.graph import Graph
 from nnc.compiler.layers import LAYERS
 from nnc.compiler.layers.base import Watch
-from nnc.compiler.shapes import Graph
 from nnc.compiler.vocab.optimizers import OPTIMIZERS
 from nnc.runtime import param_groups as P
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from nnc.compiler.shapes import Graph
+from nnc.compiler.graph import Graph
 
 NO_DECAY_ROLES = ("bias", "scale", "shift", "alpha")
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from nnc.compiler.checks import check
 from nnc.compiler.load import load_text
-from nnc.compiler.shapes import check
 from nnc.compiler.spec import Spec
 from nnc.compiler.values import SearchRange, format_value, resolve_text
 from nnc.diagnostics import EXIT_DIVERGED, NncError

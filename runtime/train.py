@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nnc.compiler.graph import Graph
 from nnc.compiler.layers import LAYERS
-from nnc.compiler.shapes import Graph
 from nnc.compiler.torch_module import build_model
 from nnc.compiler.vocab.augment import augment_batch
 from nnc.compiler.vocab.losses import LOSSES

@@ -11,9 +11,9 @@ import pytest
 import torch
 from export_cases import EXTRA, KINDS, nnc_main, randomize, spec_text
 
+from nnc.compiler.checks import check
 from nnc.compiler.load import load_spec, load_text
 from nnc.compiler.python_source import class_name, generate
-from nnc.compiler.shapes import check
 from nnc.compiler.torch_module import build_model
 from nnc.runtime import checkpoint
 

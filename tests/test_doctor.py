@@ -11,8 +11,8 @@ import torch
 from conftest import SPECS
 
 from nnc.cli import main as nnc_main
+from nnc.compiler.checks import check
 from nnc.compiler.load import load_spec, load_text
-from nnc.compiler.shapes import check
 from nnc.diagnostics import EXIT_SANITY
 from nnc.runtime.doctor import Check, Doctor, gradient_check, label_free_losses, run_doctor, svm_expected, verdict
 

@@ -12,8 +12,8 @@ import torch
 from conftest import SPECS, run_nnc
 
 from nnc.cli import main as nnc_main
+from nnc.compiler.checks import check
 from nnc.compiler.load import load_text
-from nnc.compiler.shapes import check
 from nnc.runtime import checkpoint, preprocess
 from nnc.runtime.data import load_splits
 from nnc.runtime.evaluate_cli import load_model

@@ -12,10 +12,10 @@ from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 from onnx.reference.ops.op_rnn import RNN_14
 
+from nnc.compiler.checks import check
 from nnc.compiler.layers import LAYERS
 from nnc.compiler.load import load_spec, load_text
 from nnc.compiler.onnx_graph import emit, export, random_inputs, spec_hash, torch_reference, verify
-from nnc.compiler.shapes import check
 from nnc.compiler.torch_module import build_model
 from nnc.diagnostics import NncError
 from nnc.runtime import checkpoint

@@ -13,8 +13,8 @@ import torch
 from conftest import SPECS
 
 from nnc.cli import main as nnc_main
+from nnc.compiler.checks import check
 from nnc.compiler.load import load_spec, load_text
-from nnc.compiler.shapes import check
 from nnc.compiler.torch_module import build_model
 
 

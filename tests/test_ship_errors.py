@@ -12,9 +12,9 @@ from export_cases import KINDS, nnc_main, randomize, spec_text
 from onnx import TensorProto, helper, numpy_helper
 from test_export import make_checkpoint
 
+from nnc.compiler.checks import check
 from nnc.compiler.load import load_spec, load_text
 from nnc.compiler.onnx_graph import export, max_opset
-from nnc.compiler.shapes import check
 from nnc.compiler.torch_module import build_model
 from nnc.runtime import checkpoint
 

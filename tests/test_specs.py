@@ -7,8 +7,9 @@ import re
 import pytest
 from conftest import ROOT, SPECS
 
+from nnc.compiler.checks import check
+from nnc.compiler.graph import ResidualInfo
 from nnc.compiler.load import load_spec, load_text
-from nnc.compiler.shapes import ResidualInfo, check
 
 SPEC_NAMES = ["alexnet", "vgg16", "resnet18", "lenet5", "two_layer", "deep_tanh", "digits_mlp", "digits_cnn",
               "seq_lstm"]
@@ -326,7 +327,7 @@ def test_reserved_layer_names_follow_torch():
     (listed torch-free in shapes.py, compared here with the installed torch)."""
     from torch import nn
 
-    from nnc.compiler.shapes import MODULE_ATTRIBUTES
+    from nnc.compiler.checks import MODULE_ATTRIBUTES
     from nnc.diagnostics import NncError
 
     assert {n for n in dir(nn.Module()) if not n.startswith("__")} <= MODULE_ATTRIBUTES

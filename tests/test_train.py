@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import SPECS, run_nnc
 
+from nnc.compiler.checks import check
 from nnc.compiler.load import load_spec, load_text
-from nnc.compiler.shapes import check
 from nnc.diagnostics import NncError
 from nnc.runtime import checkpoint
 from nnc.runtime.data import load_splits

@@ -56,8 +56,8 @@ def _budget(text: str) -> float:
 
 
 def cmd_doctor(args) -> int:
+    from nnc.compiler.checks import check
     from nnc.compiler.load import load_spec
-    from nnc.compiler.shapes import check
     from nnc.runtime.doctor import SHORT as METHODS
     from nnc.runtime.doctor import run_doctor
     from nnc.runtime.train import pick_device

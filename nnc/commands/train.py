@@ -10,8 +10,8 @@ from nnc.diagnostics import EXIT_USAGE, NncError
 
 
 def cmd_train(args) -> int:
+    from nnc.compiler.checks import check
     from nnc.compiler.load import load_spec
-    from nnc.compiler.shapes import check
     from nnc.runtime.checkpoint import load
 
     overrides = list(args.set)
