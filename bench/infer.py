@@ -32,9 +32,10 @@ import torch
 
 from nnc.compiler.checks import check
 from nnc.compiler.load import load_spec
-from nnc.compiler.onnx_graph import INPUT, export, random_inputs
+from nnc.compiler.onnx_graph import INPUT
 from nnc.compiler.torch_module import build_model
 from nnc.diagnostics import NncError
+from nnc.runtime.export import export, random_inputs
 from nnc.runtime.infer import providers
 from nnc.runtime.preprocess import apply
 

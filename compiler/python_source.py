@@ -1,6 +1,6 @@
 """Graph -> standalone PyTorch source: one readable file that imports only torch.
 
-The module tree mirrors `torch_build` (children named after the layers, residual blocks as
+The module tree mirrors `torch_module` (children named after the layers, residual blocks as
 their own classes, the shortcut as `proj` / `proj_bn`), so a checkpoint's state_dict loads
 unchanged. Each layer's constructor comes from its `LayerDef.source`; forward() carries the
 shape after every layer as a comment. The output is deterministic: same spec, same bytes.
@@ -186,24 +186,7 @@ class _Writer:
 
 
 def generate(graph: Graph) -> str:
-    """The source text of a module equivalent to `torch_build.build_model(graph)` (weights aside)."""
-    from nnc.compiler.onnx_graph import spec_hash
-
+    """The source text of a module equivalent to `torch_module.build_model(graph)` (weights aside)."""
     w = _Writer(graph)
     w.uses_maxout = any(l.kind == "maxout" for l in graph.layers())
-    return w.module(spec_hash(graph.spec.source.text))
-
-
-def source_for(path: str, overrides: tuple[str, ...] = ()) -> str:
-    """Source for a .nnspec file, or for the spec inside a checkpoint."""
-    from nnc.compiler.checks import check
-    from nnc.compiler.load import load_spec
-
-    if path.endswith(".nnspec"):
-        return generate(check(load_spec(path, overrides)))
-    from nnc.runtime import checkpoint
-
-    ck = checkpoint.load(path)
-    graph = check(ck.spec())
-    ck.check_against(graph)  # the source would not load the file's weights: say so now
-    return generate(graph)
+    return w.module(graph.spec.sha256)

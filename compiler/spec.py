@@ -154,6 +154,13 @@ class Spec:
     def text(self) -> str:
         return self.source.text
 
+    @property
+    def sha256(self) -> str:
+        """The hash of the spec's text: what exported models and generated source record."""
+        import hashlib
+
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
     def locate(self, path: str) -> str:
         """A file the spec names (data, a checkpoint to fine-tune from): a relative path is read
         beside the spec file, else from the current directory (so a spec runs from anywhere, and

@@ -4,25 +4,43 @@
     spec = nnc.load_spec("specs/alexnet.nnspec")
     graph = nnc.check(spec)          # shapes, params, FLOPs (no torch needed)
     model = nnc.build_model(graph)   # a torch.nn.Module with the spec's init
+
+The names are imported on first use, so that `import nnc.diagnostics` (or `nnc check`)
+pays for nothing it does not need.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from nnc.version import __version__
 
-from nnc.compiler.checks import check
-from nnc.compiler.graph import Graph
-from nnc.compiler.load import load_spec, load_text
-from nnc.compiler.spec import Spec
-from nnc.diagnostics import NncError
+_API = {  # public name -> the module that defines it
+    "NncError": "nnc.diagnostics",
+    "Graph": "nnc.compiler.graph",
+    "check": "nnc.compiler.checks",
+    "Spec": "nnc.compiler.spec",
+    "load_spec": "nnc.compiler.load",
+    "load_text": "nnc.compiler.load",
+}
+
+
+def __getattr__(name: str):
+    if name not in _API:
+        raise AttributeError(f"module 'nnc' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_API[name]), name)
+    globals()[name] = value  # once
+    return value
 
 
 def build_model(spec_or_graph, seed: int | None = None):
     """A torch.nn.Module for a Spec or a Graph (imports torch)."""
+    from nnc.compiler.checks import check
+    from nnc.compiler.graph import Graph
     from nnc.compiler.torch_module import build_model as _build
 
     graph = spec_or_graph if isinstance(spec_or_graph, Graph) else check(spec_or_graph)
     return _build(graph, seed)
 
 
-__all__ = ["Graph", "NncError", "Spec", "build_model", "check", "load_spec", "load_text", "__version__"]
+__all__ = ["Graph", "NncError", "Spec", "__version__", "build_model", "check", "load_spec", "load_text"]

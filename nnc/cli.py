@@ -74,7 +74,7 @@ def _spec_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nnc import __version__
+    from nnc.version import __version__
 
     parser = argparse.ArgumentParser(prog="nnc", description="Define, train and ship neural networks from .nnspec files.")
     parser.add_argument("--version", action="version", version=f"nnc {__version__}")

@@ -65,7 +65,7 @@ class Checkpoint:
 
 
 def expected_model_shapes(graph) -> dict[str, tuple[int, ...]]:
-    """name -> shape of the state_dict `torch_build.build_model(graph)` has: the same modules,
+    """name -> shape of the state_dict `torch_module.build_model(graph)` has: the same modules,
     built on the meta device without the spec's initialization (no memory: VGG16 in ms)."""
     import torch
 
@@ -103,7 +103,7 @@ def save(path: str | Path, ckpt: Checkpoint) -> None:
     import torch
     from safetensors.torch import save as st_save
 
-    from nnc import __version__
+    from nnc.version import __version__
 
     tensors = {f"model/{k}": v.detach().to("cpu").contiguous() for k, v in ckpt.model.items()}
     tensors.update({f"pre/{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in ckpt.preprocess.items()})

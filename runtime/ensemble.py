@@ -19,14 +19,13 @@ import numpy as np
 import torch
 
 from nnc.compiler.graph import Graph
-from nnc.compiler.onnx_graph import check_out_path
 from nnc.compiler.vocab.losses import LOSSES
 from nnc.compiler.vocab.sources import SOURCES
 from nnc.diagnostics import NncError
 from nnc.files import write_atomic
-from nnc.runtime import preprocess
+from nnc.runtime import artifacts, preprocess
 from nnc.runtime.data import load_splits
-from nnc.runtime.evaluate_cli import load_model
+from nnc.runtime.export import check_out_path
 
 
 @dataclass
@@ -53,11 +52,11 @@ def load_members(paths: list[str]) -> list[Member]:
         seen[key] = str(p)
     members = []
     for p in paths:
-        graph, model, ck = load_model(p, "cpu")
-        if not LOSSES[graph.spec.loss.kind].classification:
-            raise NncError(f"{p}: {graph.spec.loss.kind} is not a classification loss; an ensemble averages "
+        art = artifacts.load(p, accept=(artifacts.CHECKPOINT,))
+        if not LOSSES[art.graph.spec.loss.kind].classification:
+            raise NncError(f"{p}: {art.graph.spec.loss.kind} is not a classification loss; an ensemble averages "
                            "class probabilities")
-        members.append(Member(str(p), graph, model, dict(ck.preprocess), ck.classes))
+        members.append(Member(str(p), art.graph, art.model("cpu"), art.stats, art.classes))
     first = members[0]
     names = ("data source", "val fraction", "test fraction", "data seed (it fixes the split)", "input")
     for m in members[1:]:
@@ -138,7 +137,7 @@ def _emit_members(members: list[Member]):
     graph = helper.make_graph(nodes, "ensemble", [inp], [out], inits + [k])
     model = helper.make_model(graph, opset_imports=list(first.opset_import), producer_name="nnc")
     model.ir_version = first.ir_version
-    return model, "nnc.compiler.onnx_export"
+    return model, "nnc.compiler.onnx_graph"
 
 
 class _Average(torch.nn.Module):
@@ -181,21 +180,20 @@ def _torch_export(members: list[Member]):
 
 
 def _metadata(model, members: list[Member]) -> None:
-    """The keys a single model's export carries (compiler/onnx_export.py), for the ensemble:
+    """The keys a single model's export carries (compiler/onnx_graph.py), for the ensemble:
     one spec hash per member instead of one."""
     import json
 
     from onnx import helper
 
-    from nnc import __version__
-    from nnc.compiler.onnx_graph import spec_hash
+    from nnc.version import __version__
 
     first = members[0]
     tokens = first.graph.spec.model.input.kind == "tokens"
     meta = {"nnc_version": __version__, "spec_name": "ensemble",
-            "members": json.dumps([{"spec_name": m.graph.spec.model.name, "spec_sha256": spec_hash(m.graph.spec.source.text),
+            "members": json.dumps([{"spec_name": m.graph.spec.model.name, "spec_sha256": m.graph.spec.sha256,
                                     "overrides": list(m.graph.spec.overrides)} for m in members]),
-            "members_spec_sha256": json.dumps([spec_hash(m.graph.spec.source.text) for m in members]),
+            "members_spec_sha256": json.dumps([m.graph.spec.sha256 for m in members]),
             "classes": json.dumps(first.classes), "input_layout": str(first.graph.spec.model.input),
             "output": "probabilities", "combine": f"mean of the {len(members)} members' probabilities",
             "preprocessing": "each member's, inside the graph" if any(m.stats for m in members) and not tokens else "none",

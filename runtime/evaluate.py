@@ -1,4 +1,5 @@
-"""Loss, accuracy, predictions and a confusion matrix over an in-memory split."""
+"""Loss, accuracy, predictions and a confusion matrix over an in-memory split; `nnc eval`
+scores a checkpoint alone (spec, preprocessing and classes are inside it)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from nnc.compiler.vocab.losses import LOSSES
+from nnc.diagnostics import NncError
+from nnc.runtime import artifacts, preprocess
+from nnc.runtime.data import load_splits
 
 
 @dataclass
@@ -44,3 +50,20 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, 
     conf.index_put_((y.cpu(), pred.cpu()), torch.ones_like(pred.cpu()), accumulate=True)
     return Evaluation(total / n, float((pred == y).float().mean()) if len(x) else 0.0, pred.cpu().numpy(), conf.numpy(),
                       len(x))
+
+
+def evaluate_checkpoint(path: str, split: str = "test", device: str = "auto") -> dict:
+    art = artifacts.load(path, accept=(artifacts.CHECKPOINT,))
+    model = art.model(device)
+    dev = next(model.parameters()).device
+    splits = load_splits(art.graph)
+    part = getattr(splits, split)
+    if not len(part.y):
+        have = [s for s in ("test", "val", "train") if len(getattr(splits, s).y)]
+        raise NncError(f"{path}: this run has no {split} split (its spec says data {split} 0); "
+                       f"it has {', '.join(have)}: e.g. --split {have[0]}")
+    x = preprocess.apply(art.stats, part.x.astype(np.float32)) if art.stats else part.x
+    loss_def = LOSSES[art.graph.spec.loss.kind]
+    res = evaluate(model, torch.as_tensor(np.ascontiguousarray(x)).to(dev), torch.as_tensor(part.y).to(dev),
+                   loss_def.build(art.graph.spec.loss.params), art.graph.output.features if loss_def.classification else None)
+    return {**res.as_dict(), "split": split, "classes": art.classes, "checkpoint": str(path)}

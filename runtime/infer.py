@@ -1,6 +1,6 @@
-"""Deployment-side helpers: export a checkpoint or spec, and run an exported model with
-onnxruntime on arrays or images. Inference needs neither torch nor the spec: the graph
-carries the preprocessing and its metadata carries the class names and input layout.
+"""`nnc infer`: run an exported model with onnxruntime on arrays or images. Inference needs
+neither torch nor the spec: the graph carries the preprocessing and its metadata carries the
+class names and input layout.
 """
 
 from __future__ import annotations
@@ -17,50 +17,6 @@ from nnc.diagnostics import NncError
 
 log = logging.getLogger(__name__)
 
-
-
-# ---------------------------------------------------------------- export
-
-
-@dataclass
-class Source:
-    """What `nnc export` exports: a checkpoint's model and statistics, or a bare spec's fresh model."""
-
-    graph: object  # shapes.Graph
-    model: object  # torch module in eval mode
-    stats: dict[str, np.ndarray]
-    classes: list[str] | None
-    is_checkpoint: bool
-
-
-def load_source(path: str, overrides: tuple[str, ...] = ()) -> Source:
-    from nnc.compiler.checks import check
-    from nnc.compiler.load import load_spec
-    from nnc.compiler.torch_module import build_model
-
-    if path.endswith(".nnspec"):
-        graph = check(load_spec(path, overrides))
-        if graph.input != graph.spec.model.input:
-            raise NncError(f"{path}: its preprocessing changes the input to {graph.input}, and a bare spec has no "
-                           "fitted statistics; export a trained checkpoint instead")
-        return Source(graph, build_model(graph).eval(), {}, None, False)
-    from nnc.runtime import checkpoint
-
-    ck = checkpoint.load(path)
-    graph = check(ck.spec())
-    model = build_model(graph)
-    ck.check_against(graph, model)
-    model.load_state_dict(ck.model)
-    return Source(graph, model.eval(), dict(ck.preprocess), ck.classes, True)
-
-
-def export_file(source: str, out: str, opset: int, probabilities: bool, overrides: tuple[str, ...] = ()):
-    """(Source, onnx_export.Exported): verified, then written to `out`."""
-    from nnc.compiler.onnx_graph import check_opset, export
-
-    check_opset(opset)  # before building anything
-    src = load_source(source, overrides)
-    return src, export(src.graph, src.model, src.stats, src.classes, out, opset, probabilities)
 
 
 # ---------------------------------------------------------------- inference

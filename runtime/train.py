@@ -31,6 +31,7 @@ from nnc.files import make_dir
 from nnc.runtime import checkpoint, preprocess, state
 from nnc.runtime import param_groups as P
 from nnc.runtime.data import Splits, load_splits
+from nnc.runtime.device import pick_device
 from nnc.runtime.evaluate import evaluate
 
 EXPLODE = 3.0  # the notes: stop when the cost is ever > 3x the original cost
@@ -81,14 +82,6 @@ class MetricsLog:
         self.file.close()
         if self._tb is not None:
             self._tb.close()
-
-
-def pick_device(choice: str, asked_by: str = "--device") -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise NncError(f"{asked_by} cuda: no CUDA device is available (use auto or cpu)")
-    if choice == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda")
 
 
 def _finetune(model: torch.nn.Module, graph: Graph) -> None:

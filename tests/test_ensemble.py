@@ -14,9 +14,8 @@ from conftest import SPECS, run_nnc
 from nnc.cli import main as nnc_main
 from nnc.compiler.checks import check
 from nnc.compiler.load import load_text
-from nnc.runtime import checkpoint, preprocess
+from nnc.runtime import artifacts, checkpoint, preprocess
 from nnc.runtime.data import load_splits
-from nnc.runtime.evaluate_cli import load_model
 from nnc.runtime.train import train
 
 MLP = (SPECS / "digits_mlp.nnspec").read_text()
@@ -40,14 +39,13 @@ def members(tmp_path_factory):
 
 def _by_hand(paths):
     """Each member's softmax on the raw test split, its preprocessing applied: (x, y, [probs])."""
-    graph, _, _ = load_model(str(paths[0]))
-    test = load_splits(graph).test
+    test = load_splits(artifacts.load(str(paths[0])).graph).test
     x = test.x.astype(np.float32)
     probs = []
     for p in paths:
-        _, model, ck = load_model(str(p))
+        art = artifacts.load(str(p))
         with torch.no_grad():
-            probs.append(torch.softmax(model(torch.from_numpy(preprocess.apply(ck.preprocess, x))), 1).numpy())
+            probs.append(torch.softmax(art.model()(torch.from_numpy(preprocess.apply(art.stats, x))), 1).numpy())
     return x, test.y, probs
 
 
@@ -91,14 +89,14 @@ def test_ensemble_beats_the_mean_member_and_its_onnx_matches_torch(members, tmp_
     from nnc import __version__
 
     meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
-    texts = [load_model(str(p))[2].spec_text for p in paths]
+    texts = [artifacts.load(str(p)).checkpoint.spec_text for p in paths]
     hashes = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
     assert meta["nnc_version"] == __version__ and meta["input_layout"] == "vector(64)"
     assert json.loads(meta["members_spec_sha256"]) == hashes
     members_meta = json.loads(meta["members"])
     assert [m["spec_name"] for m in members_meta] == ["DigitsMLP"] * 3
     assert [f"train.seed={i}" in m["overrides"] for i, m in enumerate(members_meta)] == [True] * 3
-    assert json.loads(meta["classes"]) == load_model(str(paths[0]))[2].classes
+    assert json.loads(meta["classes"]) == artifacts.load(str(paths[0])).classes
     assert meta["output"] == "probabilities" and meta["preprocessing"] == "each member's, inside the graph"
     assert meta["data_source"] == "digits" and "pixel_max" not in meta  # vector inputs: no image files to scale
 

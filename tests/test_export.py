@@ -1,5 +1,6 @@
 """ONNX export: every layer kind, every spec, checkpoints with preprocessing, and the checks."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -15,10 +16,11 @@ from onnx.reference.ops.op_rnn import RNN_14
 from nnc.compiler.checks import check
 from nnc.compiler.layers import LAYERS
 from nnc.compiler.load import load_spec, load_text
-from nnc.compiler.onnx_graph import emit, export, random_inputs, spec_hash, torch_reference, verify
+from nnc.compiler.onnx_graph import emit
 from nnc.compiler.torch_module import build_model
 from nnc.diagnostics import NncError
 from nnc.runtime import checkpoint
+from nnc.runtime.export import export, random_inputs, torch_reference, verify
 from nnc.runtime.preprocess import apply
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +133,7 @@ def test_checkpoint_round_trip_with_preprocessing(tmp_path):
     proto = onnx.load(str(out))
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["classes"]) == classes
-    assert meta["spec_sha256"] == spec_hash((ROOT / "specs" / "digits_cnn.nnspec").read_text())
+    assert meta["spec_sha256"] == hashlib.sha256((ROOT / "specs" / "digits_cnn.nnspec").read_bytes()).hexdigest()
     assert meta["input_layout"] == "image(1, 8, 8)" and meta["nnc_version"]
     import onnxruntime as ort
 
@@ -258,11 +260,12 @@ def test_infer_on_raw_test_split_matches_eval(trained_cnn, nnc_cli):
     np.add.at(conf, (test.y, preds), 1)
     assert conf.tolist() == ev["confusion"]  # same predictions per true class as `nnc eval`
     assert float((preds == test.y).mean()) == pytest.approx(ev["accuracy"], abs=1e-6)
-    from nnc.runtime.evaluate_cli import load_model  # and per example, against the checkpoint in torch
+    from nnc.runtime import artifacts  # and per example, against the checkpoint in torch
 
-    _, torch_model, ck = load_model(str(ckpt), "cpu")
+    art = artifacts.load(str(ckpt))
+    torch_model = art.model("cpu")
     with torch.no_grad():
-        stats = {k: torch.from_numpy(np.asarray(v)) for k, v in ck.preprocess.items()}
+        stats = {k: torch.from_numpy(np.asarray(v)) for k, v in art.stats.items()}
         want = torch_model(apply(stats, torch.from_numpy(test.x))).argmax(1).numpy()
     assert (preds == want).all()
 

@@ -14,9 +14,9 @@ from test_export import make_checkpoint
 
 from nnc.compiler.checks import check
 from nnc.compiler.load import load_spec, load_text
-from nnc.compiler.onnx_graph import export, max_opset
 from nnc.compiler.torch_module import build_model
 from nnc.runtime import checkpoint
+from nnc.runtime.export import export, max_opset
 
 ROOT = Path(__file__).resolve().parents[1]
 MLP = ROOT / "specs" / "digits_mlp.nnspec"

@@ -58,9 +58,9 @@ def _budget(text: str) -> float:
 def cmd_doctor(args) -> int:
     from nnc.compiler.checks import check
     from nnc.compiler.load import load_spec
+    from nnc.runtime.device import pick_device
     from nnc.runtime.doctor import SHORT as METHODS
     from nnc.runtime.doctor import run_doctor
-    from nnc.runtime.train import pick_device
 
     graph = check(load_spec(args.spec, tuple(args.set)))
     if graph.warnings:  # as nnc check and nnc train show them (a final softmax before cross_entropy...)

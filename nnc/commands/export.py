@@ -11,23 +11,18 @@ def _default_out(source: str, suffix: str) -> str:
     return str(Path(source).with_suffix(suffix).name)
 
 
-def _no_set_for_checkpoints(args) -> None:
-    from nnc.diagnostics import EXIT_USAGE, NncError
-
-    if args.set and not args.source.endswith(".nnspec"):
-        raise NncError(f"--set applies to bare specs (.nnspec) only, and {args.source} is a checkpoint: it keeps "
-                       "the spec it was trained with", exit_code=EXIT_USAGE)
-
-
 def cmd_export(args) -> int:
     from nnc.compiler.onnx_graph import bare_preprocessing_warning
-    from nnc.runtime.infer import export_file
+    from nnc.runtime import artifacts
+    from nnc.runtime.export import check_opset, check_out_path, export_artifact
 
-    _no_set_for_checkpoints(args)
+    check_opset(args.opset)  # before anything is built
     out = args.output or _default_out(args.source, ".onnx")
-    src, result = export_file(args.source, out, args.opset, args.probabilities, tuple(args.set))
+    check_out_path(out)
+    src = artifacts.load(args.source, overrides=tuple(args.set))
+    result = export_artifact(src, out, args.opset, args.probabilities)
     graph = src.graph
-    if not src.is_checkpoint:
+    if src.kind == artifacts.SPEC:
         print(f"warning: {args.source} is a bare spec: exporting its freshly initialized weights "
               "(export a checkpoint from `nnc train` for trained ones)", file=sys.stderr)
         note = bare_preprocessing_warning(graph)
@@ -62,11 +57,11 @@ def cmd_infer(args) -> int:
 
 
 def cmd_compile(args) -> int:
-    from nnc.compiler.python_source import source_for
+    from nnc.compiler.python_source import generate
     from nnc.diagnostics import NncError
+    from nnc.runtime import artifacts
 
-    _no_set_for_checkpoints(args)
-    text = source_for(args.source, tuple(args.set))
+    text = generate(artifacts.load(args.source, overrides=tuple(args.set)).graph)
     if args.output in (None, "-"):
         sys.stdout.write(text)
         return 0

@@ -105,8 +105,8 @@ def cmd_search(args) -> int:
 
 
 def cmd_ensemble(args) -> int:
-    from nnc.compiler.onnx_graph import check_out_path
     from nnc.runtime.ensemble import evaluate_ensemble, export_onnx
+    from nnc.runtime.export import check_out_path
 
     if args.output:
         check_out_path(args.output)  # before the evaluation, not after it

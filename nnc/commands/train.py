@@ -130,7 +130,7 @@ def _default_out(spec_path: str, quiet: bool) -> str:
 
 
 def cmd_eval(args) -> int:
-    from nnc.runtime.evaluate_cli import evaluate_checkpoint
+    from nnc.runtime.evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, args.split, args.device)
     if args.json:
