@@ -119,6 +119,16 @@ def _targets(graph: Graph, y: np.ndarray, classes: list[str] | None) -> np.ndarr
     return y
 
 
+def tensors(split: Split, stats: dict, device) -> tuple:
+    """A split as (x, y) tensors on `device`, with the preprocessing statistics `stats` applied."""
+    import torch
+
+    from nnc.runtime import preprocess
+
+    x = preprocess.apply(stats, split.x.astype(np.float32)) if stats else split.x
+    return torch.as_tensor(np.ascontiguousarray(x)).to(device), torch.as_tensor(split.y).to(device)
+
+
 def load_splits(graph: Graph) -> Splits:
     """Seeded by `data seed` (not `train seed`): the same spec gives the same splits in `train`,
     `eval` and `doctor`, and runs that differ only in their train seed share them (an ensemble)."""

@@ -39,9 +39,9 @@ from nnc.compiler.vocab.losses import LOSSES
 from nnc.compiler.vocab.optimizers import OPTIMIZERS
 from nnc.runtime import param_groups as P
 from nnc.runtime import preprocess
-from nnc.runtime.data import load_splits
+from nnc.runtime.data import load_splits, tensors
+from nnc.runtime.divergence import EXPLODE
 
-EXPLODE = 3.0  # the notes' rule, as in train.py
 # the notes' gradient-check thresholds on the relative error |a - n| / (|a| + |n|)
 WRONG, UNCOMFORTABLE, HAPPY = 1e-2, 1e-4, 1e-7
 # Below this multiple of the finite-difference rounding noise eps * |f| / h, both gradients are
@@ -219,13 +219,8 @@ class Doctor:
     def __init__(self, graph: Graph, device: str = "cpu", budget: float = DEFAULT_BUDGET):
         spec = graph.spec
         self.graph, self.dev, self.budget = graph, torch.device(device), budget
-        splits = load_splits(graph)
-        steps = [(c.kind, c.params) for c in spec.data.preprocess]
-        x = splits.train.x
-        if steps and spec.model.input.kind != "tokens":
-            x = preprocess.apply(preprocess.fit(steps, x), x.astype(np.float32))
-        self.x = torch.as_tensor(np.ascontiguousarray(x)).to(self.dev)
-        self.y = torch.as_tensor(splits.train.y).to(self.dev)
+        train = load_splits(graph).train
+        self.x, self.y = tensors(train, preprocess.fit_for(spec, train.x), self.dev)
         self.loss_def = LOSSES[spec.loss.kind]
         self.loss_fn = self.loss_def.build(spec.loss.params)
         self.classes = graph.output.features if self.loss_def.classification else None

@@ -10,8 +10,8 @@ import torch
 
 from nnc.compiler.vocab.losses import LOSSES
 from nnc.diagnostics import NncError
-from nnc.runtime import artifacts, preprocess
-from nnc.runtime.data import load_splits
+from nnc.runtime import artifacts
+from nnc.runtime.data import load_splits, tensors
 
 
 @dataclass
@@ -62,8 +62,6 @@ def evaluate_checkpoint(path: str, split: str = "test", device: str = "auto") ->
         have = [s for s in ("test", "val", "train") if len(getattr(splits, s).y)]
         raise NncError(f"{path}: this run has no {split} split (its spec says data {split} 0); "
                        f"it has {', '.join(have)}: e.g. --split {have[0]}")
-    x = preprocess.apply(art.stats, part.x.astype(np.float32)) if art.stats else part.x
     loss_def = LOSSES[art.graph.spec.loss.kind]
-    res = evaluate(model, torch.as_tensor(np.ascontiguousarray(x)).to(dev), torch.as_tensor(part.y).to(dev),
-                   loss_def.build(art.graph.spec.loss.params), art.graph.output.features if loss_def.classification else None)
+    res = evaluate(model, *tensors(part, art.stats, dev), loss_def.build(art.graph.spec.loss.params), art.graph.output.features if loss_def.classification else None)
     return {**res.as_dict(), "split": split, "classes": art.classes, "checkpoint": str(path)}

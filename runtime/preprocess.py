@@ -12,6 +12,13 @@ import numpy as np
 from nnc.compiler.vocab.registry import Params
 
 
+def fit_for(spec, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The spec's preprocessing statistics, fitted on x (the training split's raw inputs); none
+    for a spec without preprocessing or with token inputs."""
+    steps = [(c.kind, c.params) for c in spec.data.preprocess]
+    return fit(steps, x) if steps and spec.model.input.kind != "tokens" else {}
+
+
 def fit(steps: list[tuple[str, Params]], x: np.ndarray) -> dict[str, np.ndarray]:
     """Statistics of the training inputs x (N, *dims): mean, std and an optional projection."""
     x = x.astype(np.float64)

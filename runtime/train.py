@@ -4,19 +4,20 @@ The data set lives in memory as tensors on the device and is batched by slicing,
 a per-sample DataLoader. Every epoch ends with a validation pass, one line of metrics, the
 `last` checkpoint (with optimizer and RNG state, for --resume) and, when it improved, the
 `best` one. The run always ends holding its best weights.
+
+`prepare` builds everything the loop needs (`Setup`); `RunState` is what the loop changes and
+--resume restores; `train` is the loop. The pieces it calls are the functions below it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from nnc.compiler.graph import Graph
@@ -26,15 +27,17 @@ from nnc.compiler.vocab.augment import augment_batch
 from nnc.compiler.vocab.losses import LOSSES
 from nnc.compiler.vocab.optimizers import OPTIMIZERS
 from nnc.compiler.vocab.schedules import Plateau, lr_at
-from nnc.diagnostics import EXIT_DIVERGED, Diagnostic, NncError
+from nnc.diagnostics import Diagnostic, NncError
 from nnc.files import make_dir
 from nnc.runtime import checkpoint, preprocess, state
 from nnc.runtime import param_groups as P
-from nnc.runtime.data import Splits, load_splits
+from nnc.runtime.data import load_splits, tensors
 from nnc.runtime.device import pick_device
+from nnc.runtime.divergence import diverged, exploded
 from nnc.runtime.evaluate import evaluate
+from nnc.runtime.run_dir import MetricsLog, continue_outputs, write_spec_copy
 
-EXPLODE = 3.0  # the notes: stop when the cost is ever > 3x the original cost
+ACCURACY_BLOCK = 32  # steps whose predictions are compared at once (an op per step costs small models ~2.5%)
 
 
 @dataclass
@@ -46,42 +49,249 @@ class Run:
     optimizer: torch.optim.Optimizer
     out: Path
     device: torch.device
-    log: "MetricsLog"
+    log: MetricsLog
     epoch: int = 0
     step: int = 0
     loss: float = math.nan
     extra: dict = field(default_factory=dict)
 
 
-class MetricsLog:
-    """metrics.jsonl (one JSON object per line) and TensorBoard scalars."""
+@dataclass
+class RunState:
+    """What the loop changes, saved in every `last` checkpoint and restored by --resume."""
 
-    def __init__(self, out: Path, resume: bool):
-        self.path = out / "metrics.jsonl"
-        self.file = open(self.path, "a" if resume else "w")
-        self._tb = None
-        self.out = out
+    epoch: int = 0  # epochs done
+    step: int = 0  # optimizer steps done
+    best: float | None = None  # the watched metric's best value, and its epoch
+    best_epoch: int = -1
+    bad_epochs: int = 0  # epochs since the best one
+    start_loss: float | None = None  # the first step's loss: the divergence rule's reference
+    plateau: dict = field(default_factory=lambda: {"scale": 1.0, "best": None, "bad": 0})
+    lr: float = math.nan  # the rate of the last step (not saved)
+
+    def saved(self) -> dict:
+        d = asdict(self)
+        d.pop("lr")
+        return d
+
+
+@dataclass
+class Setup:
+    """Everything the loop works with, built once by `prepare`."""
+
+    graph: Graph
+    out: Path
+    dev: torch.device
+    amp: bool  # bf16 autocast (CUDA)
+    train: tuple[torch.Tensor, torch.Tensor]  # (x, y) on the device, preprocessed
+    val: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+    stats: dict  # preprocessing statistics (numpy), stored in checkpoints
+    classes: list[str] | None
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_fn: object
+    n_classes: int | None  # None: a regression loss
+    batch: int
+    steps_per_epoch: int
+    total_steps: int
+    shuffle: torch.Generator
+    aug_gen: torch.Generator | None
+    ema: list[torch.Tensor] | None  # the averaged weights, parameter by parameter
+    penalized: list  # (for the L1 / in-loss L2 penalty)
+    max_norm: list
+    watch: str  # the metric that picks `best`
+    chance: float  # the loss of uniform scores: the divergence rule's floor
+    spec_path: str  # the spec by its absolute path: its relative data paths resolve from anywhere
 
     @property
-    def tb(self):
-        if self._tb is None:
-            from torch.utils.tensorboard import SummaryWriter
+    def spec(self):
+        return self.graph.spec
 
-            self._tb = SummaryWriter(str(self.out / "tensorboard"))
-        return self._tb
+    def forward(self):
+        return torch.autocast(self.dev.type, torch.bfloat16) if self.amp else contextlib.nullcontext()
 
-    def write(self, record: dict, tb_step: int | None = None) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-        if tb_step is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch", "step"):
-                    self.tb.add_scalar(k, v, tb_step)
 
-    def close(self) -> None:
-        self.file.close()
-        if self._tb is not None:
-            self._tb.close()
+# ---------------------------------------------------------------- the loop
+
+
+def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | None = None,
+          quiet: bool = False, callbacks: list | None = None) -> dict:
+    """Train the graph's model; return the final metrics. Raises NncError (exit 1) on bad
+    input and NncError(exit 3) when the loss explodes."""
+    from nnc.runtime.progress import EpochProgress
+
+    spec, cfg = graph.spec, graph.spec.train
+    out = Path(out)
+    s, st = prepare(graph, out, device, resume)
+    if callbacks is None:  # the babysitting monitors are on by default; callbacks=[] turns them off
+        from nnc.runtime.monitors import default_monitors
+
+        callbacks = default_monitors(graph)
+    plateau = Plateau(spec.schedule.main.params, spec.optimizer.params.lr, st.plateau) \
+        if spec.schedule.main.kind == "on_plateau" else None
+    log = MetricsLog(out, resume=bool(resume))
+    write_spec_copy(out, spec.text, spec.overrides)
+    run = Run(graph, s.model, s.optimizer, out, s.dev, log)
+    for cb in callbacks:
+        cb.start(run)
+    if not resume:  # so that a run that diverges at once still leaves a good checkpoint
+        save(s, st, "last", {"epoch": 0, "step": 0, "metrics": {}})
+    full_batch = OPTIMIZERS[spec.optimizer.kind].full_batch
+    sample_every = cfg.monitor_every if callbacks else 0
+    progress = EpochProgress(quiet)
+    t_start = time.perf_counter()
+    s.model.train()
+    try:
+        for epoch in range(st.epoch, cfg.epochs):
+            run.epoch = epoch
+            meter = EpochMeter(s.n_classes, s.dev)
+            bar = progress.start(epoch, cfg.epochs, s.steps_per_epoch)
+            for i, (xb, yb) in enumerate(batches(s)):
+                # --- set the rate (epoch-unit schedules change it at epoch boundaries only)
+                if i == 0 or lr_changes_per_step(spec):
+                    st.lr = lr_for(st.step, s, st)
+                    set_lr(s.optimizer, st.lr)
+                sampled = bool(sample_every) and st.step % sample_every == 0
+                # --- forward, backward, update
+                loss, scores = step(s, xb, yb, full_batch, callbacks if sampled else (), run)
+                loss_v = loss.item()
+                if st.start_loss is None:
+                    st.start_loss = loss_v
+                if exploded(loss_v, st.start_loss, s.chance) and (st.step > 0 or not math.isfinite(loss_v)):
+                    raise _diverged(s, st, loss_v, f"epoch {epoch + 1}, step {st.step + 1}")
+                run.step, run.loss = st.step, loss_v
+                if sampled:
+                    for cb in callbacks:
+                        cb.after_step(run)
+                meter.add(loss_v, scores, yb)
+                st.step += 1
+                progress.advance(bar, loss_v, meter.seen, meter.elapsed(), st.lr)
+
+            # --- evaluate: the last update judged on its batch, then the validation split
+            train_time = meter.elapsed()
+            with torch.no_grad(), s.forward():
+                after = s.loss_fn(s.model(xb).float(), yb).item()
+            if exploded(after, st.start_loss, s.chance):
+                raise _diverged(s, st, after, f"the end of epoch {epoch + 1}")
+            with ema_weights(s):
+                val = evaluate(s.model, *s.val, s.loss_fn, s.n_classes, autocast=s.amp) if len(s.val[0]) else None
+            if val and not math.isfinite(val.loss):
+                raise _diverged(s, st, val.loss, f"validation after epoch {epoch + 1}")
+            rec = {"epoch": epoch + 1, "step": st.step, "lr": st.lr, **meter.result(),
+                   "val_loss": val.loss if val else None, "val_accuracy": val.accuracy if val else None,
+                   "samples_per_s": meter.seen / train_time, "time": time.perf_counter() - t_start}
+            for cb in callbacks:
+                rec.update(cb.epoch_end(run, rec) or {})
+            log.write(rec, tb_step=epoch + 1)
+            progress.epoch_line(rec)
+
+            # --- checkpoint: `best` when the watched metric improved, `last` always
+            st.epoch = epoch + 1
+            info = {"epoch": epoch + 1, "step": st.step, "metrics": rec}
+            if improved(rec[s.watch], st.best, s.watch, cfg.early_stop.min_delta if cfg.early_stop else 0.0):
+                st.best, st.best_epoch, st.bad_epochs = rec[s.watch], epoch + 1, 0
+                save(s, st, "best", info)
+            else:
+                st.bad_epochs += 1
+            if plateau is not None:
+                plateau.update(rec.get(plateau.p.metric))
+            save(s, st, "last", info)
+
+            # --- stop early when the watched metric has not improved for `patience` epochs
+            if cfg.early_stop and st.bad_epochs >= cfg.early_stop.patience:
+                progress.note(f"early stop: {s.watch} has not improved for {cfg.early_stop.patience} epochs "
+                              f"(best {st.best:.4f} at epoch {st.best_epoch})")
+                break
+    except BaseException:  # diverged or interrupted: keep the pictures and logs of what ran
+        progress.close()
+        wrap_up(callbacks, run, log, out)
+        raise
+    finally:
+        progress.close()
+    return finish(s, st, run, callbacks, log, t_start)
+
+
+# ---------------------------------------------------------------- preparation
+
+
+def prepare(graph: Graph, out: Path, device: str, resume: str | None) -> tuple[Setup, RunState]:
+    """Data, model, optimizer and the run's state, restored from `resume`'s last checkpoint."""
+    spec, cfg = graph.spec, graph.spec.train
+    make_dir(out, "run directory")
+    if spec.search:
+        r = spec.search[0]
+        raise NncError(Diagnostic(f"this spec has {len(spec.search)} search range(s) ({', '.join(s.path for s in spec.search)}): "
+                                  "nnc train needs one value for each", r.span, spec.source,
+                                  "run `nnc search` on it, or fix a value with --set"))
+    torch.manual_seed(cfg.seed)
+    dev = pick_device(cfg.device, "the spec's train device") if device == "auto" else pick_device(device)
+    ck = checkpoint.load(Path(resume) / "last.safetensors", with_state=True) if resume else None
+
+    # --- data: raw splits, preprocessing fitted on the training split only (or the run's own)
+    splits = load_splits(graph)
+    stats = (dict(ck.preprocess) if ck else None) or preprocess.fit_for(spec, splits.train.x)
+    xtr, ytr = tensors(splits.train, stats, dev)
+    loss_def = LOSSES[spec.loss.kind]
+    n_classes = graph.output.features if loss_def.classification else None
+
+    # --- model and optimizer
+    model = build_model(graph).to(dev)
+    if any(LAYERS[l.kind].channels_last for l in graph.layers()):  # ~1.1-1.2x faster conv training in eager mode
+        model = model.to(memory_format=torch.channels_last)
+        xtr = xtr.contiguous(memory_format=torch.channels_last)
+    if cfg.finetune and not resume:
+        _finetune(model, graph)
+    opt_def = OPTIMIZERS[spec.optimizer.kind]
+    # the notes' L2 is the optimizer's weight_decay, except for AdamW (decoupled) and L-BFGS (which
+    # takes one parameter group): there it is added to the loss
+    coupled = spec.optimizer.kind != "adamw" and not opt_def.full_batch
+    groups = P.param_groups(model, graph, coupled_l2=coupled)
+    if opt_def.full_batch:
+        groups = [{"params": [p for g in groups for p in g["params"]], "lr_mult": 1.0}]
+    n_train = len(xtr)
+    batch = n_train if opt_def.full_batch else min(cfg.batch, n_train)
+    steps_per_epoch = math.ceil(n_train / batch)
+    s = Setup(graph, out, dev, dev.type == "cuda", (xtr, ytr), tensors(splits.val, stats, dev),
+              tensors(splits.test, stats, dev), stats, splits.classes, model,
+              opt_def.build(spec.optimizer.params, groups), loss_def.build(spec.loss.params), n_classes,
+              batch, steps_per_epoch, steps_per_epoch * cfg.epochs,
+              torch.Generator(device="cpu").manual_seed(cfg.seed),
+              torch.Generator(device=dev).manual_seed(cfg.seed + 1) if spec.data.augment else None,
+              [p.detach().clone() for p in model.parameters()] if cfg.ema else None,
+              P.decayed(model, graph), P.max_norm_targets(model, graph) if spec.regularize.max_norm else [],
+              _watched_metric(graph, n_classes, len(splits.val)),
+              loss_def.chance(spec.loss.params, n_classes) if loss_def.chance and n_classes else 0.0,
+              str(Path(spec.source.name).resolve()) if Path(spec.source.name).is_file() else spec.source.name)
+    st = RunState()
+    if ck is not None:
+        _restore(s, st, ck)
+        continue_outputs(Path(resume), out, st.epoch)
+    return s, st
+
+
+def _watched_metric(graph: Graph, n_classes: int | None, n_val: int) -> str:
+    """The metric that picks `best` (check made sure an early_stop metric exists for this spec)."""
+    es = graph.spec.train.early_stop
+    if es:
+        return es.metric
+    return ("val_accuracy" if n_classes else "val_loss") if n_val else "train_loss"
+
+
+def _restore(s: Setup, st: RunState, ck: checkpoint.Checkpoint) -> None:
+    """The weights, optimizer, RNG and run state of a `last` checkpoint."""
+    s.model.load_state_dict(ck.model)
+    if s.ema is not None:  # model/ holds the average; the raw weights the optimizer left are in state/raw/
+        with torch.no_grad():
+            for (name, p), e in zip(s.model.named_parameters(), s.ema):
+                e.copy_(p)
+                p.copy_(ck.state[f"raw/{name}"])
+    state.optimizer_from_tensors(s.optimizer, ck.state, ck.state_meta["optimizer"])
+    state.rng_from_tensors(ck.state, s.shuffle)
+    if s.aug_gen is not None and "rng/augment" in ck.state:
+        s.aug_gen.set_state(ck.state["rng/augment"])
+    for k, v in ck.state_meta["book"].items():
+        setattr(st, k, v)
 
 
 def _finetune(model: torch.nn.Module, graph: Graph) -> None:
@@ -106,319 +316,184 @@ def _finetune(model: torch.nn.Module, graph: Graph) -> None:
     model.load_state_dict(load, strict=False)
 
 
-def _continue_outputs(src: Path, out: Path, epochs: int) -> None:
-    """A resumed run's metrics.jsonl holds exactly the epochs its checkpoint has seen: records a
-    killed run wrote after its last checkpoint (a partial epoch, a `final` line) are dropped, and
-    a run continued into another directory takes the history and `best` along."""
-    import shutil
-
-    records = src / "metrics.jsonl"
-    lines = records.read_text().splitlines() if records.is_file() else []
-    kept = [l for l in lines if l.strip() and (r := json.loads(l)).get("epoch", 0) <= epochs and "final" not in r]
-    (out / "metrics.jsonl").write_text("".join(l + "\n" for l in kept))
-    if src.resolve() != out.resolve() and (src / "best.safetensors").is_file():
-        shutil.copyfile(src / "best.safetensors", out / "best.safetensors")
+# ---------------------------------------------------------------- the pieces of a step
 
 
-def _wrap_up(callbacks: list, run: Run, log: MetricsLog, out: Path) -> None:
-    """What a run that stops early still leaves: the monitors' pictures, closed logs, loss curves.
-    A failure here must not hide the reason the run stopped."""
+def batches(s: Setup):
+    """One epoch of (x, y) batches: a fresh permutation of the training split, sliced, augmented."""
+    x, y = s.train
+    perm = torch.randperm(len(x), generator=s.shuffle).to(s.dev)
+    aug = [(c.kind, c.params) for c in s.spec.data.augment]
+    for i in range(0, len(x), s.batch):
+        idx = perm[i:i + s.batch]
+        xb = x[idx]
+        yield (augment_batch(xb, aug, s.aug_gen) if aug else xb), y[idx]
+
+
+def lr_changes_per_step(spec) -> bool:
+    """Epoch-unit schedules change the rate at epoch boundaries only; a warm-up counts in steps."""
+    return spec.schedule.warmup is not None or getattr(spec.schedule.main.params, "unit", "epochs") == "steps"
+
+
+def lr_for(step: int, s: Setup, st: RunState) -> float:
+    """The schedule's rate for optimizer step `step`, times on_plateau's scale."""
+    sched = s.spec.schedule
+    return lr_at(step, s.spec.optimizer.params.lr, sched.main.kind, sched.main.params, sched.warmup,
+                 s.steps_per_epoch, s.total_steps) * st.plateau["scale"]
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = lr * g["lr_mult"]
+
+
+def step(s: Setup, xb: torch.Tensor, yb: torch.Tensor, full_batch: bool, callbacks, run: Run):
+    """One optimizer step on a batch: (the batch loss without penalties, the scores)."""
+    cfg, reg = s.spec.train, s.spec.regularize
+    l1 = reg.l1
+    l2 = 0.0 if s.spec.optimizer.kind != "adamw" and not full_batch else reg.l2  # else: weight_decay
+    out = {}
+
+    def closure():
+        s.optimizer.zero_grad(set_to_none=True)
+        with s.forward():
+            scores = s.model(xb)
+        loss = s.loss_fn(scores.float(), yb)
+        total = loss + P.penalty(s.penalized, l1, l2) if (l1 or l2) else loss
+        total.backward()
+        out["loss"], out["scores"] = loss, scores
+        return total
+
+    if full_batch:  # L-BFGS evaluates the closure as often as its line search needs
+        s.optimizer.step(closure)
+    else:
+        closure()
+        if cfg.clip_norm:
+            torch.nn.utils.clip_grad_norm_(s.model.parameters(), cfg.clip_norm)
+        if cfg.clip_value:
+            torch.nn.utils.clip_grad_value_(s.model.parameters(), cfg.clip_value)
+        for cb in callbacks:
+            cb.before_step(run)
+        s.optimizer.step()
+    if s.max_norm:
+        P.apply_max_norm(s.max_norm, reg.max_norm)
+    if s.ema is not None:
+        torch._foreach_lerp_(s.ema, [p.detach() for p in s.model.parameters()], 1 - cfg.ema)
+    return out["loss"], out["scores"]
+
+
+class EpochMeter:
+    """The epoch's running loss (from the loss.item() each step reads anyway) and train accuracy,
+    from predictions taken in blocks of steps and compared on the device."""
+
+    def __init__(self, n_classes: int | None, dev: torch.device):
+        self.classify = n_classes is not None
+        self.seen, self.loss_sum = 0, 0.0
+        self.correct = torch.zeros((), dtype=torch.long, device=dev)
+        self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.t0 = time.perf_counter()
+
+    def add(self, loss: float, scores: torch.Tensor, y: torch.Tensor) -> None:
+        self.seen += len(y)
+        self.loss_sum += loss * len(y)
+        if self.classify:
+            self.pending.append((scores.detach(), y))
+            if len(self.pending) == ACCURACY_BLOCK:
+                self._compare()
+
+    def _compare(self) -> None:
+        if self.pending:
+            scores, ys = zip(*self.pending)
+            self.correct += (torch.cat(scores).argmax(1) == torch.cat(ys)).sum()
+            self.pending.clear()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def result(self) -> dict:
+        self._compare()
+        return {"train_loss": self.loss_sum / self.seen,
+                "train_accuracy": float(self.correct) / self.seen if self.classify else None}
+
+
+@contextlib.contextmanager
+def ema_weights(s: Setup):
+    """The averaged weights in the model for the block (evaluation), the raw ones after it."""
+    _swap_ema(s)
+    try:
+        yield
+    finally:
+        _swap_ema(s)
+
+
+def _swap_ema(s: Setup) -> None:
+    if s.ema is not None:
+        with torch.no_grad():
+            for p, e in zip(s.model.parameters(), s.ema):
+                tmp = p.detach().clone()
+                p.copy_(e)
+                e.copy_(tmp)
+
+
+def _diverged(s: Setup, st: RunState, loss: float, where: str) -> NncError:
+    return diverged(loss, st.start_loss, where, s.spec.optimizer.params.lr, str(s.out / "last.safetensors"))
+
+
+def improved(value: float, best: float | None, metric: str, min_delta: float = 0.0) -> bool:
+    return best is None or (value > best + min_delta if "accuracy" in metric else value < best - min_delta)
+
+
+# ---------------------------------------------------------------- checkpoints and the end
+
+
+def save(s: Setup, st: RunState, kind: str, info: dict) -> None:
+    """`best` or `last`: the (averaged, with ema) weights, statistics and classes; `last` also
+    holds the optimizer, RNG and run state for --resume."""
+    weights = s.model.state_dict()
+    if s.ema is not None:  # checkpoints hold the averaged weights
+        weights = dict(weights)
+        for (name, _), e in zip(s.model.named_parameters(), s.ema):
+            weights[name] = e
+    spec = s.spec
+    ck = checkpoint.Checkpoint(spec.text, s.spec_path, weights, s.stats, s.classes, spec.overrides, info)
+    if kind == "last":
+        tensors_, meta = state.optimizer_to_tensors(s.optimizer)
+        ck.state = {**tensors_, **state.rng_to_tensors(s.shuffle)}
+        if s.aug_gen is not None:
+            ck.state["rng/augment"] = s.aug_gen.get_state()
+        if s.ema is not None:  # model/ holds the average, so resume needs the raw weights too
+            ck.state.update({f"raw/{name}": p for name, p in s.model.named_parameters()})
+        ck.state_meta = {"optimizer": meta, "book": st.saved()}
+    checkpoint.save(s.out / f"{kind}.safetensors", ck)
+
+
+def finish(s: Setup, st: RunState, run: Run, callbacks: list, log: MetricsLog, t_start: float) -> dict:
+    """The best weights back in the model, scored on the test split; the end-of-run pictures."""
     from nnc.runtime.plots import training_curves
 
-    for step in [*(lambda cb=cb: cb.end(run) for cb in callbacks), log.close,
-                 lambda: training_curves(out / "metrics.jsonl", out)]:
-        try:
-            step()
-        except Exception:
-            logging.getLogger(__name__).warning("could not finish the run's outputs", exc_info=True)
-
-
-def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | None = None,
-          quiet: bool = False, callbacks: list | None = None) -> dict:
-    """Train the graph's model; return the final metrics. Raises NncError (exit 1) on bad
-    input and NncError(exit 3) when the loss explodes."""
-    spec, cfg = graph.spec, graph.spec.train
-    out = Path(out)
-    make_dir(out, "run directory")
-    if callbacks is None:  # the babysitting monitors are on by default; callbacks=[] turns them off
-        from nnc.runtime.monitors import default_monitors
-
-        callbacks = default_monitors(graph)
-    if spec.search:
-        r = spec.search[0]
-        raise NncError(Diagnostic(f"this spec has {len(spec.search)} search range(s) ({', '.join(s.path for s in spec.search)}): "
-                                  "nnc train needs one value for each", r.span, spec.source,
-                                  "run `nnc search` on it, or fix a value with --set"))
-    torch.manual_seed(cfg.seed)
-    dev = pick_device(cfg.device, "the spec's train device") if device == "auto" else pick_device(device)
-    amp = dev.type == "cuda"  # bf16 autocast on GPUs; CPUs train in float32
-    forward_ctx = (lambda: torch.autocast(dev.type, torch.bfloat16)) if amp else contextlib.nullcontext
-
-    # --- data: raw splits, preprocessing fitted on the training split only
-    splits: Splits = load_splits(graph)
-    steps = [(c.kind, c.params) for c in spec.data.preprocess]
-    stats = preprocess.fit(steps, splits.train.x) if steps and spec.model.input.kind != "tokens" else {}
-
-    def tensors(split):
-        x = preprocess.apply(stats, split.x.astype(np.float32)) if stats else split.x
-        return torch.as_tensor(np.ascontiguousarray(x)).to(dev), torch.as_tensor(split.y).to(dev)
-
-    (xtr, ytr), (xva, yva), (xte, yte) = (tensors(s) for s in (splits.train, splits.val, splits.test))
-    loss_def = LOSSES[spec.loss.kind]
-    loss_fn = loss_def.build(spec.loss.params)
-    n_classes = graph.output.features if loss_def.classification else None
-
-    # --- model and optimizer
-    model = build_model(graph).to(dev)
-    if any(LAYERS[l.kind].channels_last for l in graph.layers()):  # ~1.1-1.2x faster conv training in eager mode
-        model = model.to(memory_format=torch.channels_last)
-        xtr = xtr.contiguous(memory_format=torch.channels_last)
-    if cfg.finetune and not resume:
-        _finetune(model, graph)
-    opt_def = OPTIMIZERS[spec.optimizer.kind]
-    # the notes' L2 is the optimizer's weight_decay, except for AdamW (decoupled) and L-BFGS (which
-    # takes one parameter group): there it is added to the loss
-    coupled = spec.optimizer.kind != "adamw" and not opt_def.full_batch
-    groups = P.param_groups(model, graph, coupled_l2=coupled)
-    if opt_def.full_batch:
-        groups = [{"params": [p for g in groups for p in g["params"]], "lr_mult": 1.0}]
-    optimizer = opt_def.build(spec.optimizer.params, groups)
-    penalized = P.decayed(model, graph)
-    l1, l2_in_loss = spec.regularize.l1, (0.0 if coupled else spec.regularize.l2)
-    max_norm = P.max_norm_targets(model, graph) if spec.regularize.max_norm else []
-    ema = [p.detach().clone() for p in model.parameters()] if cfg.ema else None
-    lr0 = spec.optimizer.params.lr
-    n_train = len(xtr)
-    batch = n_train if opt_def.full_batch else min(cfg.batch, n_train)
-    steps_per_epoch = math.ceil(n_train / batch)
-    total_steps = steps_per_epoch * cfg.epochs
-    shuffle = torch.Generator(device="cpu").manual_seed(cfg.seed)
-    aug = [(c.kind, c.params) for c in spec.data.augment]
-    aug_gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1) if aug else None
-
-    # --- bookkeeping (all of it restored by --resume)
-    # the metric that picks `best` (check made sure an early_stop metric exists for this spec)
-    watch = cfg.early_stop.metric if cfg.early_stop else (
-        ("val_accuracy" if n_classes else "val_loss") if len(xva) else "train_loss")
-    book = {"epoch": 0, "step": 0, "best": None, "best_epoch": -1, "bad_epochs": 0, "start_loss": None,
-            "plateau": {"scale": 1.0, "best": None, "bad": 0}}
-    if resume:
-        ck = checkpoint.load(Path(resume) / "last.safetensors", with_state=True)
-        model.load_state_dict(ck.model)
-        if ema is not None:  # model/ holds the average; the raw weights the optimizer left are in state/raw/
-            with torch.no_grad():
-                for (name, p), e in zip(model.named_parameters(), ema):
-                    e.copy_(p)
-                    p.copy_(ck.state[f"raw/{name}"])
-        state.optimizer_from_tensors(optimizer, ck.state, ck.state_meta["optimizer"])
-        state.rng_from_tensors(ck.state, shuffle)
-        if aug_gen is not None and "rng/augment" in ck.state:
-            aug_gen.set_state(ck.state["rng/augment"])
-        book.update(ck.state_meta["book"])
-        stats = {k: v for k, v in ck.preprocess.items()} or stats
-        _continue_outputs(Path(resume), out, book["epoch"])
-    plateau = Plateau(spec.schedule.main.params, lr0, book["plateau"]) if spec.schedule.main.kind == "on_plateau" else None
-    log = MetricsLog(out, resume=bool(resume))
-    applied = "".join(f" --set {o}" for o in spec.overrides)
-    (out / "spec.nnspec").write_text(f"# nnc train applied:{applied} (rerun with them to reproduce this run)\n"
-                                     + spec.text if applied else spec.text)
-    run = Run(graph, model, optimizer, out, dev, log)
-    for cb in callbacks:
-        cb.start(run)
-
-    # checkpoints name their spec by its absolute path: its relative data paths resolve from anywhere
-    spec_path = str(Path(spec.source.name).resolve()) if Path(spec.source.name).is_file() else spec.source.name
-
-    def save(kind: str, info: dict) -> None:
-        weights = model.state_dict()
-        if ema is not None:  # checkpoints hold the averaged weights
-            weights = dict(weights)
-            for (name, _), e in zip(model.named_parameters(), ema):
-                weights[name] = e
-        ck = checkpoint.Checkpoint(spec.text, spec_path, weights, stats, splits.classes, spec.overrides, info)
-        if kind == "last":
-            tensors, meta = state.optimizer_to_tensors(optimizer)
-            ck.state = {**tensors, **state.rng_to_tensors(shuffle)}
-            if aug_gen is not None:
-                ck.state["rng/augment"] = aug_gen.get_state()
-            if ema is not None:  # model/ holds the average, so resume needs the raw weights too
-                ck.state.update({f"raw/{name}": p for name, p in model.named_parameters()})
-            ck.state_meta = {"optimizer": meta, "book": book}
-        checkpoint.save(out / f"{kind}.safetensors", ck)
-
-    def swap_ema():
-        if ema is not None:
-            with torch.no_grad():
-                for p, e in zip(model.parameters(), ema):
-                    tmp = p.detach().clone()
-                    p.copy_(e)
-                    e.copy_(tmp)
-
-    def set_lr(step: int) -> float:
-        lr = lr_at(step, lr0, spec.schedule.main.kind, spec.schedule.main.params, spec.schedule.warmup,
-                   steps_per_epoch, total_steps) * book["plateau"]["scale"]
-        if lr != set_lr.last:  # most schedules change it once an epoch, if at all
-            set_lr.last = lr
-            for g in optimizer.param_groups:
-                g["lr"] = lr * g["lr_mult"]
-        return lr
-
-    set_lr.last = None
-    # epoch-unit schedules change the rate at epoch boundaries only; a warm-up counts in steps
-    lr_per_step = spec.schedule.warmup is not None or getattr(spec.schedule.main.params, "unit", "epochs") == "steps"
-
-    # the notes' rule: a loss above 3x its start has exploded. A fine-tuned model starts far below
-    # chance, where ordinary noise is 3x its start: the ceiling is at least 3x the chance loss
-    chance = loss_def.chance(spec.loss.params, n_classes) if loss_def.chance and n_classes else 0.0
-
-    def exploded(loss: float) -> bool:
-        return not math.isfinite(loss) or loss > EXPLODE * max(book["start_loss"], chance, 1e-8)
-
-    def diverged(loss: float, where: str) -> NncError:
-        start = book["start_loss"]
-        if start is None or not math.isfinite(start):  # broken before any update: no lr can be blamed
-            return NncError(f"the loss is {loss:.4g} from the first step, before any update: the initial weights "
-                            "or the data make it so, not the learning rate; `nnc doctor` checks the loss at init",
-                            exit_code=EXIT_DIVERGED)
-        return NncError(f"training diverged at {where}: loss {loss:.4g} (it started at {start:.4g}). "
-                        f"The learning rate ({spec.optimizer.params.lr:g}) is the likely cause; try 3-10x lower. "
-                        f"The last good checkpoint is {out / 'last.safetensors'}", exit_code=EXIT_DIVERGED)
-
-    if not resume:  # so that a run that diverges at once still leaves a good checkpoint
-        save("last", {"epoch": 0, "step": 0, "metrics": {}})
-
-    # --- the loop
-    from nnc.runtime.progress import EpochProgress
-
-    progress = EpochProgress(quiet)
-    sample_every = cfg.monitor_every if callbacks else 0
-    t_start = time.perf_counter()
-    model.train()
-    try:
-        for epoch in range(book["epoch"], cfg.epochs):
-            run.epoch = epoch
-            perm = torch.randperm(n_train, generator=shuffle).to(dev)
-            # the epoch's running loss is summed from the loss.item() each step reads anyway; its
-            # accuracy from the predictions, taken in blocks of steps and compared once at the end
-            # (an op per step costs small models a few percent)
-            seen, loss_sum, pending = 0, 0.0, []
-            preds = torch.empty(n_train, dtype=torch.long, device=dev) if n_classes else None
-            t0 = time.perf_counter()
-            bar = progress.start(epoch, cfg.epochs, steps_per_epoch)
-            for i in range(0, n_train, batch):
-                step = book["step"]
-                if lr_per_step or i == 0:
-                    lr = set_lr(step)
-                idx = perm[i:i + batch]
-                xb, yb = xtr[idx], ytr[idx]
-                if aug:
-                    xb = augment_batch(xb, aug, aug_gen)
-                sampled = sample_every and step % sample_every == 0
-
-                def closure():
-                    optimizer.zero_grad(set_to_none=True)
-                    with forward_ctx():
-                        scores = model(xb)
-                    loss = loss_fn(scores.float(), yb)
-                    total = loss + P.penalty(penalized, l1, l2_in_loss) if (l1 or l2_in_loss) else loss
-                    total.backward()
-                    closure.scores, closure.loss = scores, loss
-                    return total
-
-                if opt_def.full_batch:
-                    optimizer.step(closure)
-                else:
-                    closure()
-                    if cfg.clip_norm:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-                    if cfg.clip_value:
-                        torch.nn.utils.clip_grad_value_(model.parameters(), cfg.clip_value)
-                    if sampled:
-                        for cb in callbacks:
-                            cb.before_step(run)
-                    optimizer.step()
-                if max_norm:
-                    P.apply_max_norm(max_norm, spec.regularize.max_norm)
-                if ema is not None:
-                    torch._foreach_lerp_(ema, [p.detach() for p in model.parameters()], 1 - cfg.ema)
-                loss_v = closure.loss.item()
-                if book["start_loss"] is None:
-                    book["start_loss"] = loss_v
-                if exploded(loss_v) and (step > 0 or not math.isfinite(loss_v)):
-                    raise diverged(loss_v, f"epoch {epoch + 1}, step {step + 1}")
-                run.step, run.loss = step, loss_v
-                if sampled:
-                    for cb in callbacks:
-                        cb.after_step(run)
-                nb = len(idx)
-                seen += nb
-                loss_sum += loss_v * nb
-                if n_classes:
-                    pending.append(closure.scores.detach())
-                    if len(pending) == 32 or seen == n_train:
-                        block = torch.cat(pending)
-                        pending.clear()
-                        torch.argmax(block, 1, out=preds[seen - len(block):seen])
-                book["step"] = step + 1
-                progress.advance(bar, loss_v, seen, time.perf_counter() - t0, lr)
-
-            # --- end of epoch: validate, log, checkpoint, early stopping, plateau
-            train_time = time.perf_counter() - t0
-            # the epoch's last update has not been judged by a step's loss yet (with L-BFGS it is
-            # the only one): judge it on that batch before anything is saved
-            with torch.no_grad(), forward_ctx():
-                after = loss_fn(model(xb).float(), yb).item()
-            if exploded(after):
-                raise diverged(after, f"the end of epoch {epoch + 1}")
-            swap_ema()
-            val = evaluate(model, xva, yva, loss_fn, n_classes, autocast=amp) if len(xva) else None
-            swap_ema()
-            if val and not math.isfinite(val.loss):
-                raise diverged(val.loss, f"validation after epoch {epoch + 1}")
-            rec = {"epoch": epoch + 1, "step": book["step"], "lr": lr, "train_loss": loss_sum / seen,
-                   "train_accuracy": float((preds == ytr[perm]).sum()) / seen if n_classes else None,
-                   "val_loss": val.loss if val else None, "val_accuracy": val.accuracy if val else None,
-                   "samples_per_s": seen / train_time, "time": time.perf_counter() - t_start}
-            for cb in callbacks:
-                rec.update(cb.epoch_end(run, rec) or {})
-            log.write(rec, tb_step=epoch + 1)
-            progress.epoch_line(rec)
-            metric = rec[watch]
-            better = lambda a, b, d=0.0: b is None or (a > b + d if "accuracy" in watch else a < b - d)
-            min_delta = cfg.early_stop.min_delta if cfg.early_stop else 0.0
-            book["epoch"] = epoch + 1
-            if better(metric, book["best"], min_delta):
-                book.update(best=metric, best_epoch=epoch + 1, bad_epochs=0)
-                save("best", {"epoch": epoch + 1, "step": book["step"], "metrics": rec})
-            else:
-                book["bad_epochs"] += 1
-            if plateau is not None:
-                plateau.update(rec.get(plateau.p.metric))
-            save("last", {"epoch": epoch + 1, "step": book["step"], "metrics": rec})
-            if cfg.early_stop and book["bad_epochs"] >= cfg.early_stop.patience:
-                progress.note(f"early stop: {watch} has not improved for {cfg.early_stop.patience} epochs "
-                              f"(best {book['best']:.4f} at epoch {book['best_epoch']})")
-                break
-    except BaseException:  # diverged or interrupted: keep the pictures and logs of what ran
-        progress.close()
-        _wrap_up(callbacks, run, log, out)
-        raise
-    finally:
-        progress.close()
-
-    # --- the end: best weights, test metrics, plots
-    best = checkpoint.load(out / "best.safetensors")
-    model.load_state_dict(best.model)
-    test = evaluate(model, xte, yte, loss_fn, n_classes, autocast=amp) if len(xte) else None
+    best = checkpoint.load(s.out / "best.safetensors")
+    s.model.load_state_dict(best.model)
+    test = evaluate(s.model, *s.test, s.loss_fn, s.n_classes, autocast=s.amp) if len(s.test[0]) else None
     final = {"test_loss": test.loss if test else None, "test_accuracy": test.accuracy if test else None,
-             "best_epoch": book["best_epoch"], "epochs": book["epoch"], "best_checkpoint": str(out / "best.safetensors"),
-             "time": time.perf_counter() - t_start, "params": graph.n_params}
+             "best_epoch": st.best_epoch, "epochs": st.epoch, "best_checkpoint": str(s.out / "best.safetensors"),
+             "time": time.perf_counter() - t_start, "params": s.graph.n_params}
     log.write({"final": final})
     for cb in callbacks:
         cb.end(run)
     log.close()
+    final["plots"] = [str(p) for p in training_curves(s.out / "metrics.jsonl", s.out)]
+    final["plots"] += [str(s.out / f) for f in ("dashboard.png", "filters.png") if (s.out / f).is_file()]  # the monitors
+    return final
+
+
+def wrap_up(callbacks: list, run: Run, log: MetricsLog, out: Path) -> None:
+    """What a run that stops early still leaves: the monitors' pictures, closed logs, loss curves.
+    A failure here must not hide the reason the run stopped."""
     from nnc.runtime.plots import training_curves
 
-    final["plots"] = [str(p) for p in training_curves(out / "metrics.jsonl", out)]
-    final["plots"] += [str(out / f) for f in ("dashboard.png", "filters.png") if (out / f).is_file()]  # the monitors
-    return final
+    for step_ in [*(lambda cb=cb: cb.end(run) for cb in callbacks), log.close,
+                  lambda: training_curves(out / "metrics.jsonl", out)]:
+        try:
+            step_()
+        except Exception:
+            logging.getLogger(__name__).warning("could not finish the run's outputs", exc_info=True)
