@@ -1,12 +1,17 @@
-"""One module per command family beyond check/show; each has `register(subparsers)`.
+"""One module per command, each with `register(subparsers)` and `run(args)`.
 
-Handlers import their implementation lazily so that `nnc check` never imports torch.
+The modules import only argparse-level things at the top; each `run` imports its implementation
+(and torch, where it needs it), so that `nnc check` and `nnc show` never import torch.
 """
 
 from __future__ import annotations
 
 import importlib
 
-MODULES: tuple[str, ...] = ("train", "doctor", "search", "export")
+COMMANDS: tuple[str, ...] = ("check", "show", "train", "eval", "doctor", "search", "ensemble", "export", "infer",
+                             "compile")
 
-REGISTER = [importlib.import_module(f"nnc.commands.{m}").register for m in MODULES]
+
+def register_all(sub) -> None:
+    for name in COMMANDS:
+        importlib.import_module(f"nnc.commands.{name}").register(sub)

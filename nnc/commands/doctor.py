@@ -13,6 +13,7 @@ import math
 import sys
 from dataclasses import asdict
 
+from nnc.commands.options import add_device, add_set, print_warnings
 from nnc.diagnostics import EXIT_SANITY
 
 SHORT = ("init", "reg", "overfit", "grad", "lr")  # runtime/doctor.py's SHORT, without importing torch here
@@ -55,7 +56,7 @@ def _budget(text: str) -> float:
     return v
 
 
-def cmd_doctor(args) -> int:
+def run(args) -> int:
     from nnc.compiler.checks import check
     from nnc.compiler.load import load_spec
     from nnc.runtime.device import pick_device
@@ -63,10 +64,7 @@ def cmd_doctor(args) -> int:
     from nnc.runtime.doctor import run_doctor
 
     graph = check(load_spec(args.spec, tuple(args.set)))
-    if graph.warnings:  # as nnc check and nnc train show them (a final softmax before cross_entropy...)
-        from nnc.diagnostics import render_all
-
-        print(render_all(list(graph.warnings)), file=sys.stderr)
+    print_warnings(graph)  # as nnc check and nnc train show them (a final softmax before cross_entropy...)
     chosen = tuple(METHODS[c] for c in args.checks)
     console = None
     if not args.json:
@@ -118,12 +116,12 @@ def cmd_doctor(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("doctor", help="sanity checks before training: loss at init, overfitting, gradient check, lr sweep")
     p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec field (repeatable)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    add_set(p)
+    add_device(p, default="cpu")
     p.add_argument("--checks", type=_checks, default=SHORT, metavar="LIST",
                    help=f"comma-separated subset of {','.join(SHORT)} (default: all, in that order)")
     p.add_argument("--budget", type=_budget, default=60.0, metavar="SECONDS",
                    help="time box per check on big models: fewer examples / steps / entries, reported as such "
                         "(0: no limit; default 60)")
     p.add_argument("--json", action="store_true", help="one JSON object with every check and its numbers")
-    p.set_defaults(func=cmd_doctor)
+    p.set_defaults(func=run)

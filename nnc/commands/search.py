@@ -1,9 +1,11 @@
-"""`nnc search` (hyperparameter search over a spec's ranges) and `nnc ensemble`."""
+"""`nnc search SPEC`: random or TPE search over a spec's ranges, coarse to fine (docs/search.md)."""
 
 from __future__ import annotations
 
 import json
 import sys
+
+from nnc.commands.options import add_device, count, usage
 
 
 def _fmt(v) -> str:
@@ -25,15 +27,10 @@ def _state(row: dict) -> str:
     return row["state"]
 
 
-def _usage(message: str) -> int:
-    print(f"nnc search: error: {message}", file=sys.stderr)
-    return 2
-
-
 INTERRUPTED = "interrupted; re-run the same command to continue"
 
 
-def cmd_search(args) -> int:
+def run(args) -> int:
     from pathlib import Path
 
     from rich.console import Console
@@ -44,9 +41,9 @@ def cmd_search(args) -> int:
 
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     if stages not in (("coarse",), ("fine",), ("coarse", "fine")):  # fine narrows what coarse found: never first
-        return _usage(f"--stages takes coarse, fine or coarse,fine; got {args.stages!r}")
+        raise usage(f"--stages takes coarse, fine or coarse,fine; got {args.stages!r}")
     if args.coarse_epochs is not None and "coarse" not in stages:
-        return _usage("--coarse-epochs sets the coarse stage's epochs, and --stages fine runs none")
+        raise usage("--coarse-epochs sets the coarse stage's epochs, and --stages fine runs none")
     out = args.out or str(Path("runs") / f"search_{Path(args.spec).stem}")
     cfg = Config(args.spec, out, args.trials, args.epochs, args.coarse_epochs, stages, args.sampler, args.seed,
                  args.jobs, args.device)
@@ -104,78 +101,23 @@ def cmd_search(args) -> int:
     return 0 if res.best is not None else 1
 
 
-def cmd_ensemble(args) -> int:
-    from nnc.runtime.ensemble import evaluate_ensemble, export_onnx
-    from nnc.runtime.export import check_out_path
-
-    if args.output:
-        check_out_path(args.output)  # before the evaluation, not after it
-    res = evaluate_ensemble(args.checkpoints, args.split)
-    if args.output:
-        res["onnx"] = export_onnx(args.checkpoints, args.output, args.split)
-    if args.json:
-        print(json.dumps(res))
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(highlight=False)
-    table = Table(title=f"{args.split} split, {res['n']} examples")
-    table.add_column("model")
-    table.add_column("accuracy", justify="right")
-    table.add_column("loss", justify="right")
-    for m in res["members"]:
-        table.add_row(m["checkpoint"], f"{100 * m['accuracy']:.2f}%", f"{m['loss']:.4f}")
-    table.add_row("mean of members", f"{100 * res['mean_accuracy']:.2f}%", "", end_section=True)
-    table.add_row(f"ensemble of {len(res['members'])}", f"{100 * res['accuracy']:.2f}%", f"{res['loss']:.4f}")
-    console.print(table)
-    if args.output:
-        o = res["onnx"]
-        console.print(f"wrote {o['path']} with {o['exporter']} (onnxruntime matches PyTorch on {o['checked_on']} "
-                      f"{args.split} examples: max |diff| {o['max_abs_diff']:.2e})", soft_wrap=True)
-    return 0
-
-
-def _count(least: int):
-    """An argparse type: a whole number >= least (misuse is exit 2, as argparse reports it)."""
-    import argparse
-
-    def parse(text: str) -> int:
-        try:
-            n = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if n < least:
-            raise argparse.ArgumentTypeError(f"must be >= {least}, got {n}")
-        return n
-
-    return parse
-
-
 def register(sub) -> None:
     p = sub.add_parser("search", help="hyperparameter search over a spec's ranges (random or TPE, coarse to fine)")
     p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--trials", type=_count(0), required=True,
+    p.add_argument("--trials", type=count(0), required=True,
                    help="finished trials per stage, counting those already in --out's study (the same command "
                         "after Ctrl-C runs what is left); 0 only reports the study (table, best spec, plot)")
-    p.add_argument("--epochs", type=_count(1),
+    p.add_argument("--epochs", type=count(1),
                    help="epochs per fine trial, and per coarse trial when coarse runs alone without --coarse-epochs "
                         "(default: the spec's)")
-    p.add_argument("--coarse-epochs", type=_count(1),
+    p.add_argument("--coarse-epochs", type=count(1),
                    help="epochs per coarse trial (default: a third of --epochs before a fine stage, else --epochs)")
     p.add_argument("--stages", default="coarse,fine", help="coarse,fine (default), or one of them")
     p.add_argument("--sampler", choices=("random", "tpe"), default="random")
     p.add_argument("--out", metavar="DIR", help="study directory (default: runs/search_<spec name>)")
-    p.add_argument("--jobs", type=_count(1), default=1, help="trials in parallel processes (default 1)")
+    p.add_argument("--jobs", type=count(1), default=1, help="trials in parallel processes (default 1)")
     p.add_argument("--seed", type=int, default=0, help="the sampler's seed")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_device(p)
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-trial lines")
-    p.set_defaults(func=cmd_search)
-
-    p = sub.add_parser("ensemble", help="evaluate (and export) the average of models' predicted probabilities")
-    p.add_argument("checkpoints", nargs="+", metavar="CKPT")
-    p.add_argument("-o", "--output", metavar="FILE.onnx", help="export the ensemble as one ONNX graph")
-    p.add_argument("--split", choices=("test", "val", "train"), default="test")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_ensemble)
+    p.set_defaults(func=run)

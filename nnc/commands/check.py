@@ -1,0 +1,40 @@
+"""`nnc check SPEC...`: parse, validate and shape-check specs; errors with line:col (never imports torch)."""
+
+from __future__ import annotations
+
+import sys
+
+from nnc.commands.options import add_set, color, print_warnings
+from nnc.diagnostics import EXIT_USER, NncError, render_all
+
+
+def run(args) -> int:
+    from nnc.compiler.checks import check
+    from nnc.compiler.load import load_spec
+    from nnc.compiler.overrides import split_override
+
+    for text in args.set:  # misuse is reported once, not once per spec
+        split_override(text)
+    failed = 0
+    for path in args.specs:
+        try:
+            graph = check(load_spec(path, tuple(args.set)))
+        except NncError as e:
+            print(render_all(e.diagnostics, color(sys.stderr)), file=sys.stderr)
+            failed += 1
+            continue
+        print_warnings(graph)
+        if not args.quiet:
+            from nnc.compiler.listing import flops
+
+            print(f"{graph.spec.source.name}: ok ({graph.spec.model.name}: {graph.n_params:,} parameters, "
+                  f"{flops(graph.flops)}FLOPs per example)")
+    return EXIT_USER if failed else 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("check", help="parse, validate and shape-check specs (errors with line:col)")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only problems")
+    add_set(p)
+    p.set_defaults(func=run)
