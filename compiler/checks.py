@@ -180,7 +180,7 @@ PASSES = (data_fits_input, names_exist, reserved_names, something_to_train, loss
 
 def analyze(spec: Spec) -> Graph:
     """Inference and every pass; the graph carries the warnings, or an NncError has every error."""
-    out = Collector(spec.source)
+    out = Collector(spec.document)
     graph = infer(spec, out)
     for check_pass in PASSES:
         check_pass(graph, out)
@@ -194,11 +194,11 @@ def check(spec: Spec) -> Graph:
     try:
         graph = analyze(spec)
     except NncError as e:
-        raise e.with_source(spec.source) from None
+        raise e.with_document(spec.document) from None
     if spec.search:
         errors = [d for r in spec.search if (d := _range_error(spec, r))]
         if errors:
-            raise NncError(errors).with_source(spec.source)
+            raise NncError(errors).with_document(spec.document)
     return graph
 
 
@@ -212,7 +212,7 @@ def _range_error(spec: Spec, r: SearchRange) -> Diagnostic | None:
     values = [("choice", v) for v in r.args] if r.dist == "choice" else [("lower bound", r.args[0]), ("upper bound", r.args[1])]
     for which, v in values:
         try:
-            analyze(load_text(resolve_text(spec.text, {r: v}), spec.source.name, spec.overrides))
+            analyze(load_text(resolve_text(spec.text, {r: v}), spec.document.name, spec.overrides))
         except NncError as e:
             d = e.diagnostics[0]
             return Diagnostic(f"this range reaches values the spec refuses: at its {which} {format_value(v)}, {d.message}",

@@ -15,7 +15,7 @@ from nnc.compiler.model_block import model as model_block
 from nnc.compiler.overrides import apply_overrides
 from nnc.compiler.sections import Ctx
 from nnc.compiler.spec import SECTIONS, VERSION, Spec
-from nnc.diagnostics import Diagnostic, NncError, Source, Span, did_you_mean, lines
+from nnc.diagnostics import Diagnostic, Document, NncError, Span, did_you_mean, lines
 from nnc.grammar.parse import Statement, decode, parse
 
 # ---------------------------------------------------------------- entry point
@@ -38,7 +38,7 @@ def _version(stmts: list[Statement], ctx: Ctx) -> int:
     return VERSION
 
 
-def build_spec(stmts: tuple[Statement, ...], source: Source, overrides: tuple[str, ...] = ()) -> Spec:
+def build_spec(stmts: tuple[Statement, ...], document: Document, overrides: tuple[str, ...] = ()) -> Spec:
     ctx = Ctx.new()
     stmts = list(stmts)
     version = _version(stmts, ctx)
@@ -62,7 +62,7 @@ def build_spec(stmts: tuple[Statement, ...], source: Source, overrides: tuple[st
     ctx.spans.update({word: s.span for word, s in found.items()})  # a section --set whole names the --set
     misspelled_model = any(s.block is not None and s.head.text not in SECTIONS for s in stmts)
     if "model" not in found and not misspelled_model:  # `modle M {` is reported as an unknown section
-        all_ = lines(source.text)
+        all_ = lines(document.text)
         where = Span(1, 1, 1, 2) if not stmts else Span(len(all_), 1, len(all_), len(all_[-1]) + 1)
         ctx.out.add(Diagnostic("no model block" if stmts else "empty spec: no model block", where,
                                      help="a spec needs at least: model NAME { input ...; layers }"))
@@ -75,15 +75,15 @@ def build_spec(stmts: tuple[Statement, ...], source: Source, overrides: tuple[st
         fractional = {r.span for r in ctx.conv.ranges if r.dist in ("uniform", "loguniform")}
         raise NncError([replace(d, help="uniform and loguniform draw fractions; intuniform(LOW, HIGH) draws whole numbers")
                         if d.span in fractional and "must be a whole number" in d.message else d
-                        for d in ctx.out.errors]).with_source(source)
-    return Spec(source, version, model, *parts, tuple(ctx.conv.ranges), tuple(overrides), ctx.spans)
+                        for d in ctx.out.errors]).with_document(document)
+    return Spec(document, version, model, *parts, tuple(ctx.conv.ranges), tuple(overrides), ctx.spans)
 
 
 def load_text(text: str, name: str = "<spec>", overrides: tuple[str, ...] = ()) -> Spec:
-    return build_spec(parse(text, name), Source(name, text), tuple(overrides))
+    return build_spec(parse(text, name), Document(name, text), tuple(overrides))
 
 
-def read_source(path: str) -> str:
+def read_spec_text(path: str) -> str:
     """The spec file's text, or a user error naming the problem."""
     import sys
     from pathlib import Path
@@ -105,4 +105,4 @@ def read_source(path: str) -> str:
 
 
 def load_spec(path: str, overrides: tuple[str, ...] = ()) -> Spec:
-    return load_text(read_source(path), "<stdin>" if path == "-" else str(path), tuple(overrides))
+    return load_text(read_spec_text(path), "<stdin>" if path == "-" else str(path), tuple(overrides))

@@ -13,7 +13,7 @@ from nnc.compiler.layers import Shape
 from nnc.compiler.layers.base import Params
 from nnc.compiler.values import Choice, SearchRange
 from nnc.compiler.vocab.schedules import Warmup
-from nnc.diagnostics import Diagnostic, Source, Span
+from nnc.diagnostics import Diagnostic, Document, Span
 
 VERSION = 1
 MAX_LAYERS = 10_000  # after repeats are expanded: ResNet-152 has ~500
@@ -135,7 +135,7 @@ class ScheduleSpec:
 
 @dataclass(frozen=True)
 class Spec:
-    source: Source
+    document: Document
     version: int
     model: ModelSpec
     init: tuple[InitRule, ...]
@@ -152,7 +152,7 @@ class Spec:
 
     @property
     def text(self) -> str:
-        return self.source.text
+        return self.document.text
 
     @property
     def sha256(self) -> str:
@@ -167,9 +167,9 @@ class Spec:
         a checkpoint, which records its spec's absolute path, finds its data)."""
         from pathlib import Path
 
-        if Path(path).is_absolute() or self.source.name.startswith("<"):
+        if Path(path).is_absolute() or self.document.name.startswith("<"):
             return path
-        beside = Path(self.source.name).parent / path
+        beside = Path(self.document.name).parent / path
         return str(beside) if beside.exists() or not Path(path).exists() else path
 
 

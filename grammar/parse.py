@@ -14,7 +14,7 @@ from typing import Any
 
 from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedInput, UnexpectedToken, v_args
 
-from nnc.diagnostics import MAX_SHOWN, Diagnostic, NncError, Source, Span, lines, printable
+from nnc.diagnostics import MAX_SHOWN, Diagnostic, Document, NncError, Span, lines, printable
 
 # ---------------------------------------------------------------- plain data
 
@@ -254,9 +254,9 @@ def decode(data: bytes, name: str) -> str:
         head = data[start:bad].decode("utf-8")  # valid text up to the first bad byte
         col = len(head) + 1  # in characters, as the caret is drawn
         shown = printable(head + data[bad:end].decode("utf-8", "replace"))[:120]
-        source = Source(name, "\n" * (line - 1) + shown)
+        doc = Document(name, "\n" * (line - 1) + shown)
         raise NncError(Diagnostic("this is not a text file (binary data: byte 0x%02x)" % data[bad],
-                                  Span(line, col, line, col + 1), source,
+                                  Span(line, col, line, col + 1), doc,
                                   help="a .nnspec file is UTF-8 text")) from None
     text = text.removeprefix("\ufeff")  # the byte-order mark some Windows editors write
     # old Mac line ends (a lone CR) are line ends too; CRLF is read by the grammar as it is
@@ -273,11 +273,11 @@ def _known_binary(data: bytes, name: str) -> str | None:
 
 
 def parse(text: str, name: str = "<spec>") -> tuple[Statement, ...]:
-    source = Source(name, text)
+    doc = Document(name, text)
     if not text.endswith("\n"):
         text += "\n"
     if "{" in text and (deep := _too_deep(text)):
-        raise NncError(deep).with_source(source)
+        raise NncError(deep).with_document(doc)
     errors: list[Diagnostic] = []
     while True:
         try:
@@ -289,7 +289,7 @@ def parse(text: str, name: str = "<spec>") -> tuple[Statement, ...]:
         if text is None:
             break
     if errors:
-        raise NncError(errors).with_source(source) from None
+        raise NncError(errors).with_document(doc) from None
     return _ToData().transform(tree)
 
 

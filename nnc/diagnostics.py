@@ -19,7 +19,7 @@ MAX_SHOWN = 20  # "... and N more" after this many diagnostics of one phase
 
 @dataclass(frozen=True, order=True)
 class Span:
-    """A 1-based, end-exclusive region of one source (line, column)."""
+    """A 1-based, end-exclusive region of one document (line, column)."""
 
     line: int
     column: int
@@ -40,7 +40,7 @@ def lines(text: str) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Source:
+class Document:
     """The text a span points into, and the name printed for it (a path or `--set`)."""
 
     name: str
@@ -55,12 +55,12 @@ class Source:
 class Diagnostic:
     message: str
     span: Span | None = None
-    source: Source | None = None
+    document: Document | None = None
     help: str | None = None
     severity: str = "error"  # or "warning"
 
     def sort_key(self):
-        return (self.source.name if self.source else "", self.span or Span(0, 0, 0, 0))
+        return (self.document.name if self.document else "", self.span or Span(0, 0, 0, 0))
 
 
 class NncError(Exception):
@@ -79,9 +79,9 @@ class NncError(Exception):
     def at(cls, span: Span | None, message: str, help: str | None = None) -> "NncError":
         return cls(Diagnostic(message, span, help=help))
 
-    def with_source(self, source: Source) -> "NncError":
-        """Attach `source` to every diagnostic that does not have one yet."""
-        self.diagnostics = sorted((d if d.source else replace(d, source=source) for d in self.diagnostics),
+    def with_document(self, document: Document) -> "NncError":
+        """Attach `document` to every diagnostic that does not have one yet."""
+        self.diagnostics = sorted((d if d.document else replace(d, document=document) for d in self.diagnostics),
                                   key=Diagnostic.sort_key)
         return self
 
@@ -90,22 +90,22 @@ class NncError(Exception):
 class Collector:
     """Collects the diagnostics of one phase so that one typo does not hide five others."""
 
-    source: Source | None = None
+    document: Document | None = None
     errors: list[Diagnostic] = field(default_factory=list)
     warnings: list[Diagnostic] = field(default_factory=list)
 
     def error(self, span: Span | None, message: str, help: str | None = None) -> None:
-        self.errors.append(Diagnostic(message, span, self.source, help))
+        self.errors.append(Diagnostic(message, span, self.document, help))
 
     def warn(self, span: Span | None, message: str, help: str | None = None) -> None:
-        self.warnings.append(Diagnostic(message, span, self.source, help, "warning"))
+        self.warnings.append(Diagnostic(message, span, self.document, help, "warning"))
 
     def add(self, diag: Diagnostic) -> None:
         (self.errors if diag.severity == "error" else self.warnings).append(diag)
 
     def extend(self, err: NncError) -> None:
-        if self.source:
-            err.with_source(self.source)
+        if self.document:
+            err.with_document(self.document)
         self.errors.extend(err.diagnostics)
 
     def raise_if_any(self) -> None:
@@ -126,15 +126,15 @@ def render(diag: Diagnostic, color: bool = False) -> str:
     """`path:line:col: error: message`, the source line, a caret underline, and `help:`."""
     red, yellow, bold, cyan, reset = ("\033[31m", "\033[33m", "\033[1m", "\033[36m", "\033[0m") if color else ("",) * 5
     tone = red if diag.severity == "error" else yellow
-    where = diag.source.name if diag.source else "nnc"
+    where = diag.document.name if diag.document else "nnc"
     if diag.span and diag.span.origin:
         where = diag.span.origin
     elif diag.span and diag.span.line > 0:
         where += f":{diag.span.line}:{diag.span.column}"
     # messages quote the user's text (a string value, a file name): never echo control characters raw
     out = [f"{bold}{printable(where)}:{reset} {tone}{diag.severity}:{reset} {_safe(diag.message)}"]
-    if diag.span and diag.source and diag.span.line > 0 and not diag.span.origin:
-        text = diag.source.line_text(diag.span.line).rstrip("\r")
+    if diag.span and diag.document and diag.span.line > 0 and not diag.span.origin:
+        text = diag.document.line_text(diag.span.line).rstrip("\r")
         if text.strip():
             start = diag.span.column - 1
             end = diag.span.end_column - 1 if diag.span.end_line == diag.span.line else len(text)

@@ -36,7 +36,7 @@ class Splits:
 
 def _error(graph: Graph, message: str, help: str | None = None) -> NncError:
     spec = graph.spec
-    return NncError(Diagnostic(message, spec.spans.get("data"), spec.source, help))
+    return NncError(Diagnostic(message, spec.spans.get("data"), spec.document, help))
 
 
 def load_arrays(graph: Graph):

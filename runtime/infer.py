@@ -33,7 +33,7 @@ class Session:
     output: str
     provider: str
     pixel_max: float | None = None  # image files are rescaled from 0..255 to 0..pixel_max (None: unknown)
-    source: str | None = None  # the training data's source (nnc's metadata)
+    data_source: str | None = None  # the training data's source word (nnc's metadata)
     vocab: int | None = None  # token inputs: ids must be below this
 
 
@@ -220,12 +220,12 @@ def _image(p: Path, s: Session) -> np.ndarray:
 def image_scale(s: Session) -> dict:
     """How image files were read, for the output: the pixel range and where it comes from."""
     if s.pixel_max:
-        return {"pixel_max": s.pixel_max, "source": s.source,
+        return {"pixel_max": s.pixel_max, "source": s.data_source,
                 "note": f"image files rescaled from 0..255 to 0..{s.pixel_max:g}, the scale of the "
-                        f"{s.source or 'training'} data the model was trained on"}
-    return {"pixel_max": None, "source": s.source,
+                        f"{s.data_source or 'training'} data the model was trained on"}
+    return {"pixel_max": None, "source": s.data_source,
             "note": "the model does not record the pixel scale of its training data"
-                    + (f" (data source {s.source})" if s.source else "")
+                    + (f" (data source {s.data_source})" if s.data_source else "")
                     + "; image files were read as 0..255, which may not match it"}
 
 

@@ -210,7 +210,7 @@ def _objective(cfg: Config, spec: Spec, params: list[Param], stage: str, epochs:
         trial.set_user_attr("stage", stage)
         trial.set_user_attr("epochs", epochs)
         trial.set_user_attr("dir", str(run_dir))
-        graph = check(load_text(resolve_text(spec.text, values), spec.source.name, (f"train.epochs={epochs}",)))
+        graph = check(load_text(resolve_text(spec.text, values), spec.document.name, (f"train.epochs={epochs}",)))
         try:
             train(graph, run_dir, device=cfg.device, quiet=True, callbacks=[cb])
         except NncError as e:
@@ -301,7 +301,7 @@ def _needs_validation(spec: Spec) -> None:
         raise NncError.at(spec.spans.get("data.val") or spec.spans.get("data"),
                           f"nnc search ranks trials by {metric_of(spec)} on the validation split, and this spec "
                           "has none (val 0)", help="give the data a validation split, e.g. data ..., val 0.1"
-                          ).with_source(spec.source)
+                          ).with_document(spec.document)
 
 
 @dataclass
@@ -513,7 +513,7 @@ def best_header(spec: Spec, metric: str, best: dict) -> str:
     """The comment lines on top of best.nnspec: where it came from, and that its `train epochs`
     is the spec's (for the full run), not the trial's."""
     ran = best["epochs_run"]
-    text = (f"# resolved by nnc search from {spec.source.name}: trial {best['number']} ({best['stage']} stage), "
+    text = (f"# resolved by nnc search from {spec.document.name}: trial {best['number']} ({best['stage']} stage), "
             f"{metric} {best['value']:.4f} after {ran} epoch(s)\n")
     if ran < spec.train.epochs:
         text += (f"# (the trial trained {ran} epoch(s); `train epochs` below is the spec's {spec.train.epochs}, "

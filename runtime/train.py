@@ -222,7 +222,7 @@ def prepare(graph: Graph, out: Path, device: str, resume: str | None) -> tuple[S
     if spec.search:
         r = spec.search[0]
         raise NncError(Diagnostic(f"this spec has {len(spec.search)} search range(s) ({', '.join(s.path for s in spec.search)}): "
-                                  "nnc train needs one value for each", r.span, spec.source,
+                                  "nnc train needs one value for each", r.span, spec.document,
                                   "run `nnc search` on it, or fix a value with --set"))
     torch.manual_seed(cfg.seed)
     dev = pick_device(cfg.device, "the spec's train device") if device == "auto" else pick_device(device)
@@ -262,7 +262,7 @@ def prepare(graph: Graph, out: Path, device: str, resume: str | None) -> tuple[S
               P.decayed(model, graph), P.max_norm_targets(model, graph) if spec.regularize.max_norm else [],
               _watched_metric(graph, n_classes, len(splits.val)),
               loss_def.chance(spec.loss.params, n_classes) if loss_def.chance and n_classes else 0.0,
-              str(Path(spec.source.name).resolve()) if Path(spec.source.name).is_file() else spec.source.name)
+              str(Path(spec.document.name).resolve()) if Path(spec.document.name).is_file() else spec.document.name)
     st = RunState()
     if ck is not None:
         _restore(s, st, ck)

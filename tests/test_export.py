@@ -65,7 +65,7 @@ def reference_error(model_proto, graph, torch_model, stats=None, batch=2):
 
 def test_every_kind_has_an_emitter_and_a_case():
     assert [k for k in sorted(LAYERS) if LAYERS[k].onnx is None] == []
-    assert [k for k in sorted(LAYERS) if LAYERS[k].source is None] == []
+    assert [k for k in sorted(LAYERS) if LAYERS[k].python is None] == []
     assert sorted(KINDS) == sorted(LAYERS)
 
 

@@ -39,11 +39,11 @@ RECTIFIER = Watch(dead="==0")  # a unit whose output is exactly 0 for every exam
 SQUASH_TANH, SQUASH_SIGMOID = Watch(bounds=(-1.0, 1.0)), Watch(bounds=(0.0, 1.0))
 
 
-def _simple(kind: str, cost: int, doc: str, build, onnx, source, **facts):
+def _simple(kind: str, cost: int, doc: str, build, onnx, python, **facts):
     def infer(p, x: Shape) -> Inferred:
         _numeric(x, kind)
         return _same(cost)(p, x)
-    return LayerDef(kind, NoParams, infer, build, doc, prefix=kind, activation=True, onnx=onnx, source=source, **facts)
+    return LayerDef(kind, NoParams, infer, build, doc, prefix=kind, activation=True, onnx=onnx, python=python, **facts)
 
 
 def _unary(op: str, **attrs):
@@ -148,19 +148,19 @@ SOFTMAX = _simple("softmax", 3, "softmax over the features (channels of an image
 LEAKY_RELU = LayerDef("leaky_relu", Slope, _same(2, "leaky_relu"), _leaky, "max(alpha*x, x)",
                       positional=("alpha",), prefix="leaky_relu", activation=True, init_before="he", watch=RECTIFIER,
                       onnx=lambda e, info, x: e.op("LeakyRelu", [x], info.path, alpha=info.params.alpha),
-                      source=lambda p, x: f"nn.LeakyReLU({p.alpha!r})")
+                      python=lambda p, x: f"nn.LeakyReLU({p.alpha!r})")
 ELU = LayerDef("elu", Elu, _same(4, "elu"), _elu, "x if x > 0 else alpha*(e^x - 1)",
                positional=("alpha",), prefix="elu", activation=True, init_before="he", watch=RECTIFIER,
                onnx=lambda e, info, x: e.op("Elu", [x], info.path, alpha=info.params.alpha),
-               source=lambda p, x: f"nn.ELU({p.alpha!r})")
+               python=lambda p, x: f"nn.ELU({p.alpha!r})")
 PRELU = LayerDef("prelu", NoParams, prelu_infer, _prelu,
                  "max(a*x, x) with a learned slope a per channel (image) or feature (vector), initially 0.25",
                  prefix="prelu", activation=True, init_before="he", watch=RECTIFIER, onnx=_prelu_onnx,
-                 source=lambda p, x: f"nn.PReLU({x.features}, init=0.25)")
+                 python=lambda p, x: f"nn.PReLU({x.features}, init=0.25)")
 MAXOUT = LayerDef("maxout", Maxout, maxout_infer, _maxout,
                   "max over groups of `pieces` consecutive channels/features: F -> F / pieces",
                   positional=("pieces",), prefix="maxout", activation=True, init_before="he", watch=Watch(), onnx=_maxout_onnx,
-                  source=_maxout_source)
+                  python=_maxout_source)
 
 
 

@@ -135,7 +135,7 @@ class LayerDef:
     onnx: Callable[[Any, Any, str], str] | None = None
     # standalone PyTorch source (compiler/python_source): (params, input shape) -> the constructor
     # expression, or (constructor, forward lines using {m} for the module and x for the value)
-    source: Callable[[Any, Shape], "str | tuple[str, tuple[str, ...]]"] | None = None
+    python: Callable[[Any, Shape], "str | tuple[str, tuple[str, ...]]"] | None = None
 
 
 def upper_label(text: str) -> Callable[[str, Any], str]:

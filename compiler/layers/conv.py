@@ -120,7 +120,7 @@ def conv_source(p: Conv, x: Shape) -> str:
 CONV = LayerDef("conv", Conv, conv_infer, conv_torch,
                 "2-D convolution: (C, H, W) -> (filters, H_out, W_out)",
                 positional=("filters",), prefix="conv", label=conv_label, watch=Watch(), channels_last=True, filters=True,
-                onnx=conv_onnx, source=conv_source)
+                onnx=conv_onnx, python=conv_source)
 
 
 # ---------------------------------------------------------------- pooling
@@ -186,12 +186,12 @@ def _pool_source(cls: str, extra: str = ""):
 MAXPOOL = LayerDef("maxpool", Pool, lambda p, x: _pool_infer(p, x, "maxpool"), maxpool_torch,
                    "max pooling: (C, H, W) -> (C, H_out, W_out); stride defaults to the kernel",
                    positional=("kernel",), prefix="pool", label=_pool_label("MAX"),
-                   onnx=_pool_onnx("MaxPool"), source=_pool_source("MaxPool2d"))
+                   onnx=_pool_onnx("MaxPool"), python=_pool_source("MaxPool2d"))
 AVGPOOL = LayerDef("avgpool", Pool, lambda p, x: _pool_infer(p, x, "avgpool"), avgpool_torch,
                    "average pooling (padding counted as zeros): (C, H, W) -> (C, H_out, W_out)",
                    positional=("kernel",), prefix="pool", label=_pool_label("AVG"),
                    onnx=_pool_onnx("AveragePool", count_include_pad=1),
-                   source=_pool_source("AvgPool2d", ", count_include_pad=True"))
+                   python=_pool_source("AvgPool2d", ", count_include_pad=True"))
 
 
 
@@ -212,7 +212,7 @@ def gap_onnx(e, info, x: str) -> str:
 
 GLOBAL_AVGPOOL = LayerDef("global_avgpool", NoParams, gap_infer, gap_torch,
                           "global average pooling: (C, H, W) -> (C)", prefix="gap", onnx=gap_onnx,
-                          source=lambda p, x: "nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())",
+                          python=lambda p, x: "nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())",
                           label=lambda name, p: f"{name.upper()}: global average pool")
 
 LAYERS = (CONV, MAXPOOL, AVGPOOL, GLOBAL_AVGPOOL)

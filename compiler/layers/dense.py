@@ -41,7 +41,7 @@ def dense_onnx(e, info, x: str) -> str:
 DENSE = LayerDef("dense", Dense, dense_infer, dense_torch,
                  "fully connected: (D) -> (units); an image input is flattened first (C*H*W, channel-major)",
                  positional=("units",), prefix="fc", label=lambda name, p: f"{name.upper()}: {p.units} neurons",
-                 watch=Watch(), onnx=dense_onnx, source=lambda p, x: f"nn.Linear({x.dims[0]}, {p.units}" + ("" if p.bias else ", bias=False") + ")")
+                 watch=Watch(), onnx=dense_onnx, python=lambda p, x: f"nn.Linear({x.dims[0]}, {p.units}" + ("" if p.bias else ", bias=False") + ")")
 
 
 
@@ -60,7 +60,7 @@ def flatten_torch(p: NoParams, x: Shape):
 FLATTEN = LayerDef("flatten", NoParams, flatten_infer, flatten_torch,
                    "flatten: (C, H, W) or (T, D) -> (C*H*W) or (T*D), channel-major", prefix="flatten",
                    onnx=lambda e, info, x: e.op("Flatten", [x], info.path, axis=1),
-                   source=lambda p, x: "nn.Flatten()")
+                   python=lambda p, x: "nn.Flatten()")
 
 
 class Dropout(Params):
@@ -83,7 +83,7 @@ DROPOUT = LayerDef("dropout", Dropout, dropout_infer, dropout_torch,
                    "inverted dropout: zeroes a fraction p while training and scales the rest by 1/(1-p); "
                    "the identity at evaluation", positional=("p",), prefix="drop", transparent=True,
                    onnx=lambda e, info, x: x,  # training only: never in an exported graph
-                   source=lambda p, x: f"nn.Dropout({p.p!r})")
+                   python=lambda p, x: f"nn.Dropout({p.p!r})")
 
 
 class Embedding(Params):
@@ -110,6 +110,6 @@ EMBEDDING = LayerDef("embedding", Embedding, embedding_infer, embedding_torch,
                      "embedding: (T) token ids below the vocabulary -> (T, dim)",
                      positional=("dim",), prefix="embed",
                      label=lambda name, p: f"{name.upper()}: {p.dim}-d embedding",
-                     onnx=embedding_onnx, source=lambda p, x: f"nn.Embedding({x.vocab}, {p.dim})")
+                     onnx=embedding_onnx, python=lambda p, x: f"nn.Embedding({x.vocab}, {p.dim})")
 
 LAYERS = (DENSE, FLATTEN, DROPOUT, EMBEDDING)

@@ -52,7 +52,7 @@ LRN_DEF = LayerDef(
     "local response normalization across channels: b = a / (k + alpha/size * sum a^2)^beta "
     "(PyTorch, Caffe and ONNX divide alpha by size; the AlexNet paper does not)",
     prefix="norm", label=lambda name, p: f"{name.upper()}: Normalization layer", transparent=True, onnx=lrn_onnx,
-    source=lambda p, x: f"nn.LocalResponseNorm({p.size}, alpha={p.alpha!r}, beta={p.beta!r}, k={p.k!r})")
+    python=lambda p, x: f"nn.LocalResponseNorm({p.size}, alpha={p.alpha!r}, beta={p.beta!r}, k={p.k!r})")
 
 
 class BatchNorm(Params):
@@ -90,7 +90,7 @@ BATCHNORM = LayerDef(
     "batch normalization per channel (image) or feature (vector), running statistics at eval",
     prefix="bn", label=lambda name, p: f"{name.upper()}: Batch normalization", transparent=True, watch=Watch(),
     onnx=batchnorm_onnx,
-    source=batchnorm_source)
+    python=batchnorm_source)
 
 
 class LayerNorm(Params):
@@ -125,6 +125,6 @@ LAYERNORM = LayerDef(
     "layer normalization over (C, H, W) of an image, or the last axis of a vector or sequence",
     prefix="ln", label=lambda name, p: f"{name.upper()}: Layer normalization", transparent=True, watch=Watch(),
     onnx=layernorm_onnx,
-    source=lambda p, x: f"nn.LayerNorm({list(_normalized(x))}, eps={p.eps!r})")
+    python=lambda p, x: f"nn.LayerNorm({list(_normalized(x))}, eps={p.eps!r})")
 
 LAYERS = (LRN_DEF, BATCHNORM, LAYERNORM)

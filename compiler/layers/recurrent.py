@@ -130,6 +130,6 @@ LAYERS = tuple(
     LayerDef(kind, Recurrent, _infer(kind), _build(kind),
              f"{kind}: (T, D) -> (hidden*dirs) with `return last`, (T, hidden*dirs) with `return sequence`",
              positional=("hidden",), prefix=kind, label=_label(kind), init_self="xavier", watch=Watch(),
-             onnx=_onnx(kind), source=_source(kind))
+             onnx=_onnx(kind), python=_source(kind))
     for kind in ("rnn", "lstm", "gru")
 )

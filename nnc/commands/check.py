@@ -27,7 +27,7 @@ def run(args) -> int:
         if not args.quiet:
             from nnc.compiler.listing import flops
 
-            print(f"{graph.spec.source.name}: ok ({graph.spec.model.name}: {graph.n_params:,} parameters, "
+            print(f"{graph.spec.document.name}: ok ({graph.spec.model.name}: {graph.n_params:,} parameters, "
                   f"{flops(graph.flops)}FLOPs per example)")
     return EXIT_USER if failed else 0
 

@@ -14,7 +14,7 @@ def run(args) -> int:
     from nnc.diagnostics import NncError
     from nnc.runtime import artifacts
 
-    text = generate(artifacts.load(args.source, overrides=tuple(args.set)).graph)
+    text = generate(artifacts.load(args.artifact, overrides=tuple(args.set)).graph)
     if args.output in (None, "-"):
         sys.stdout.write(text)
         return 0
@@ -30,7 +30,7 @@ def run(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("compile", help="standalone PyTorch source for a spec or checkpoint (same parameter names)")
-    p.add_argument("source", metavar="SPEC_OR_CHECKPOINT")
+    p.add_argument("artifact", metavar="SPEC_OR_CHECKPOINT")
     p.add_argument("-o", "--output", metavar="MODEL.py", help="default: standard output")
     add_set(p, bare_specs_only=True)
     p.set_defaults(func=run)

@@ -8,8 +8,8 @@ from pathlib import Path
 from nnc.commands.options import add_set
 
 
-def _default_out(source: str, suffix: str) -> str:
-    return str(Path(source).with_suffix(suffix).name)
+def _default_out(path: str, suffix: str) -> str:
+    return str(Path(path).with_suffix(suffix).name)
 
 
 def run(args) -> int:
@@ -18,13 +18,13 @@ def run(args) -> int:
     from nnc.runtime.export import check_opset, check_out_path, export_artifact
 
     check_opset(args.opset)  # before anything is built
-    out = args.output or _default_out(args.source, ".onnx")
+    out = args.output or _default_out(args.artifact, ".onnx")
     check_out_path(out)
-    src = artifacts.load(args.source, overrides=tuple(args.set))
-    result = export_artifact(src, out, args.opset, args.probabilities)
-    graph = src.graph
-    if src.kind == artifacts.SPEC:
-        print(f"warning: {args.source} is a bare spec: exporting its freshly initialized weights "
+    art = artifacts.load(args.artifact, overrides=tuple(args.set))
+    result = export_artifact(art, out, args.opset, args.probabilities)
+    graph = art.graph
+    if art.kind == artifacts.SPEC:
+        print(f"warning: {args.artifact} is a bare spec: exporting its freshly initialized weights "
               "(export a checkpoint from `nnc train` for trained ones)", file=sys.stderr)
         note = bare_preprocessing_warning(graph)
         if note:
@@ -40,7 +40,7 @@ def register(sub) -> None:
     from nnc.compiler.opsets import DEFAULT_OPSET
 
     p = sub.add_parser("export", help="a verified ONNX graph from a checkpoint or spec (preprocessing inside)")
-    p.add_argument("source", metavar="CHECKPOINT_OR_SPEC")
+    p.add_argument("artifact", metavar="CHECKPOINT_OR_SPEC")
     p.add_argument("-o", "--output", metavar="MODEL.onnx", help="default: the source's name with .onnx, here")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--probabilities", action="store_true", help="end with softmax; the output is `probabilities`")
