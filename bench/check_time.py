@@ -4,7 +4,7 @@
 
 Each command is run --repeats times in a fresh process (after one unmeasured warm-up run that fills
 the OS file cache); prints min and median, and each as a ratio to the bare interpreter's start-up
-and to `import torch` (the cost `check` must not pay, DESIGN.md).
+and to `import torch` (the cost `check` must not pay, docs/architecture.md).
 """
 
 from __future__ import annotations

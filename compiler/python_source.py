@@ -144,7 +144,7 @@ class _Writer:
         return name
 
     def module(self, digest: str) -> str:
-        from nnc import __version__
+        from nnc.version import __version__
 
         graph = self.graph
         spec = graph.spec

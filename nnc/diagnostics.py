@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Iterable
 
-# Exit codes, from DESIGN.md.
+# Exit codes (docs/architecture.md).
 EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_DIVERGED, EXIT_SANITY = 0, 1, 2, 3, 4
 
 MAX_SHOWN = 20  # "... and N more" after this many diagnostics of one phase
@@ -64,7 +64,7 @@ class Diagnostic:
 
 
 class NncError(Exception):
-    """One or more user errors. `exit_code` follows DESIGN.md."""
+    """One or more user errors. `exit_code` is one of the EXIT_* codes above."""
 
     def __init__(self, diagnostics: "Diagnostic | Iterable[Diagnostic] | str", exit_code: int = EXIT_USER):
         if isinstance(diagnostics, str):

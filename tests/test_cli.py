@@ -1,6 +1,6 @@
 """The CLI's fast path and its AlexNet listing.
 
-`nnc check` and `nnc show` never import torch (DESIGN.md: they answer in well under a second), and
+`nnc check` and `nnc show` never import torch (docs/architecture.md: they answer in well under a second), and
 `nnc show specs/alexnet.nnspec` prints the CS231n lecture's AlexNet listing line for line.
 """
 

@@ -149,7 +149,7 @@ def conv_out(size: int, k: int, s: int, p: int, d: int = 1) -> tuple[int, float]
 
 
 def fit_warning(axis: str, size: int, k: int, s: int, p: int, d: int = 1) -> str | None:
-    """The DESIGN's pinned arithmetic, when the window does not tile the input exactly."""
+    """The pinned arithmetic (docs/language.md), when the window does not tile the input exactly."""
     floored, exact = conv_out(size, k, s, p, d)
     if floored == exact:
         return None

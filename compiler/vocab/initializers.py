@@ -1,4 +1,4 @@
-"""The initializer registry, with the maths pinned as in DESIGN.md.
+"""The initializer registry, with the maths pinned (docs/language.md, "Pinned maths").
 
 `xavier` and `he` are the lecture's formulas, W = randn(fan_in, fan_out) / sqrt(fan) and
 / sqrt(fan / 2), with the fan chosen by `mode` (fan_in by default); Glorot's fan-average
