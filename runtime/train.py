@@ -35,7 +35,7 @@ from nnc.runtime.data import load_splits, tensors
 from nnc.runtime.device import pick_device
 from nnc.runtime.divergence import diverged, exploded
 from nnc.runtime.evaluate import evaluate
-from nnc.runtime.run_dir import MetricsLog, continue_outputs, write_spec_copy
+from nnc.runtime.run_dir import MetricsLog, claim, continue_outputs, write_spec_copy
 
 ACCURACY_BLOCK = 32  # steps whose predictions are compared at once (an op per step costs small models ~2.5%)
 
@@ -118,12 +118,20 @@ class Setup:
 def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | None = None,
           quiet: bool = False, callbacks: list | None = None) -> dict:
     """Train the graph's model; return the final metrics. Raises NncError (exit 1) on bad
-    input and NncError(exit 3) when the loss explodes."""
+    input and NncError(exit 3) when the loss explodes. The run holds its directory's lock from
+    start to end (runtime/run_dir.claim)."""
+    out = Path(out)
+    with claim(out, continuing=resume is not None and Path(resume).resolve() == out.resolve()):
+        return _train(graph, out, device, resume, quiet, callbacks)
+
+
+def _train(graph: Graph, out: Path, device: str, resume: str | None, quiet: bool, callbacks: list | None) -> dict:
     from nnc.runtime.progress import EpochProgress
 
     spec, cfg = graph.spec, graph.spec.train
-    out = Path(out)
     s, st = prepare(graph, out, device, resume)
+    if not resume:  # first, so that a run that dies at once (even SIGKILLed) leaves a checkpoint to resume
+        save(s, st, "last", {"epoch": 0, "step": 0, "metrics": {}})
     if callbacks is None:  # the babysitting monitors are on by default; callbacks=[] turns them off
         from nnc.runtime.monitors import default_monitors
 
@@ -135,15 +143,13 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
     run = Run(graph, s.model, s.optimizer, out, s.dev, log)
     for cb in callbacks:
         cb.start(run)
-    if not resume:  # so that a run that diverges at once still leaves a good checkpoint
-        save(s, st, "last", {"epoch": 0, "step": 0, "metrics": {}})
     full_batch = OPTIMIZERS[spec.optimizer.kind].full_batch
     sample_every = cfg.monitor_every if callbacks else 0
     progress = EpochProgress(quiet)
     t_start = time.perf_counter()
     s.model.train()
     try:
-        for epoch in range(st.epoch, cfg.epochs):
+        for epoch in range(st.epoch, st.epoch if stopped_early(st.saved(), cfg) else cfg.epochs):
             run.epoch = epoch
             meter = EpochMeter(s.n_classes, s.dev)
             bar = progress.start(epoch, cfg.epochs, s.steps_per_epoch)
@@ -268,6 +274,11 @@ def prepare(graph: Graph, out: Path, device: str, resume: str | None) -> tuple[S
         _restore(s, st, ck)
         continue_outputs(Path(resume), out, st.epoch)
     return s, st
+
+
+def stopped_early(book: dict, cfg) -> bool:
+    """The run's saved state (`RunState.saved()`) says early stopping ended it."""
+    return bool(cfg.early_stop) and book.get("bad_epochs", 0) >= cfg.early_stop.patience
 
 
 def _watched_metric(graph: Graph, n_classes: int | None, n_val: int) -> str:
