@@ -12,6 +12,7 @@ from nnc.compiler.vocab.losses import LOSSES
 from nnc.diagnostics import NncError
 from nnc.runtime import artifacts
 from nnc.runtime.data import load_splits, tensors
+from nnc.runtime.reads import check_reads
 
 
 @dataclass
@@ -52,8 +53,10 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, 
                       len(x))
 
 
-def evaluate_checkpoint(path: str, split: str = "test", device: str = "auto") -> dict:
+def evaluate_checkpoint(path: str, split: str = "test", device: str = "auto", allow_read: tuple[str, ...] = ()) -> dict:
+    """`allow_read`: data paths the user names (runtime/reads.py: a checkpoint's own are not followed blindly)."""
     art = artifacts.load(path, accept=(artifacts.CHECKPOINT,))
+    check_reads(art.checkpoint, art.graph.spec, allow_read)
     model = art.model(device)
     dev = next(model.parameters()).device
     splits = load_splits(art.graph)

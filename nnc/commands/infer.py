@@ -9,6 +9,7 @@ from nnc.commands.options import count
 
 
 def run(args) -> int:
+    from nnc.diagnostics import printable
     from nnc.runtime.infer import image_scale, load_inputs, open_model, predict
 
     s = open_model(args.model, args.provider)
@@ -23,9 +24,9 @@ def run(args) -> int:
         return 0
     if scale:
         print(f"{'note' if scale['pixel_max'] else 'warning'}: {scale['note']}", file=sys.stderr)
-    for r in records:
-        tops = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in r["top"])
-        print(f"{r['input']}: {tops}")
+    for r in records:  # labels come from the model's metadata, names from the file system: printed inert
+        tops = ", ".join(f"{printable(t['label'])} {t['probability']:.3f}" for t in r["top"])
+        print(f"{printable(r['input'])}: {tops}")
     return 0
 
 

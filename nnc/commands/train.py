@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from nnc.commands.options import add_device, add_set, count, print_warnings, usage
+from nnc.commands.options import add_allow_read, add_device, add_set, count, print_warnings, usage
 from nnc.diagnostics import NncError
 
 
@@ -22,6 +22,7 @@ def run(args) -> int:
         overrides.append(f"train.seed={args.seed}")
     if args.resume:
         from nnc.compiler.load import load_text
+        from nnc.runtime.reads import check_reads
 
         if args.spec or args.set or args.seed is not None:
             raise usage("--resume continues a run as it was: give no SPEC, --set or --seed (--epochs N extends it)")
@@ -42,6 +43,7 @@ def run(args) -> int:
         kept = tuple(o for o in ck.overrides if not (extend and o.split("=", 1)[0].strip() == "train.epochs"))
         spec = load_text(ck.spec_text, ck.spec_name, kept + extend)
         _say_if_finished(args, spec, ck, done)
+        check_reads(ck, spec, tuple(args.allow_read))
         out = args.out or args.resume
         if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
             _check_fresh(out)
@@ -145,6 +147,7 @@ def register(sub) -> None:
     add_device(p)
     p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    add_allow_read(p)
     add_set(p)
     p.add_argument("--json", action="store_true", help="end with one JSON line of the final metrics")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-epoch lines")
