@@ -152,7 +152,7 @@ def load_inputs(paths: list[str], s: Session) -> Inputs:
             if a.size == 0:
                 raise NncError(f"{path}: no examples in this array (shape {a.shape})")
             if a.dtype.kind not in "biuf":
-                raise NncError(f"{path}: holds {a.dtype} values, not numbers")
+                raise NncError(f"{path}: holds {'text' if a.dtype.kind in 'SU' else a.dtype} values, not numbers")
             a = _as_batch(a, s.input_shape, path)
             xs.append(_checked(a, s, path))
             names += [f"{path}[{i}]" for i in range(len(a))]
@@ -184,36 +184,40 @@ def _checked(a: np.ndarray, s: Session, path: str) -> np.ndarray:
 
 
 def _array(p: Path) -> np.ndarray:
+    from nnc.compiler.vocab.sources import npy_claim
+
     try:
+        if p.suffix.lower() == ".npy":  # a header may claim more than the file holds: refuse before allocating
+            with open(p, "rb") as f:
+                npy_claim(f, str(p), "the array", p.stat().st_size)
         data = np.load(p, allow_pickle=False)
+        if isinstance(data, np.ndarray):
+            return data
+        with data:
+            keys = list(data.keys())
+            key = "x" if "x" in keys else keys[0] if len(keys) == 1 else None
+            if key is None:
+                raise NncError(f"{p}: an .npz with arrays {keys}; name the inputs `x`")
+            if f"{key}.npy" in data.zip.namelist():
+                with data.zip.open(f"{key}.npy") as f:
+                    npy_claim(f, str(p), f"array {key!r}", data.zip.getinfo(f"{key}.npy").file_size)
+            return data[key]
     except (ValueError, OSError, EOFError) as e:
         raise NncError(f"{p}: not a readable numpy file ({e})") from None
-    if isinstance(data, np.ndarray):
-        return data
-    with data:
-        keys = list(data.keys())
-        key = "x" if "x" in keys else keys[0] if len(keys) == 1 else None
-        if key is None:
-            raise NncError(f"{p}: an .npz with arrays {keys}; name the inputs `x`")
-        return data[key]
+    except MemoryError as e:
+        raise NncError(f"{p}: too large to load into memory ({e})") from None
 
 
 def _image(p: Path, s: Session) -> np.ndarray:
     """(C, H, W) float32 on the training data's scale: 0..255 from Pillow, times pixel_max / 255."""
-    from PIL import Image, UnidentifiedImageError
-
-    from nnc.compiler.vocab.sources import load_image
+    from nnc.compiler.vocab.sources import read_image
 
     shape = s.input_shape
     if len(shape) != 3 or s.input_dtype.kind == "i":
         raise NncError(f"{p}: the model reads {_show(shape)}, not images; give .npy or .npz arrays")
     if None in shape:
         raise NncError(f"{p}: the model's input {_show(shape)} has axes of unknown size; give .npy or .npz arrays")
-    try:
-        with Image.open(p) as im:
-            x = load_image(im, *shape)
-    except (UnidentifiedImageError, OSError):
-        raise NncError(f"{p}: not an image Pillow can read") from None
+    x = read_image(p, *shape)
     return x * np.float32(s.pixel_max / 255.0) if s.pixel_max else x
 
 

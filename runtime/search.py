@@ -246,11 +246,18 @@ def _study(cfg: Config, spec: Spec):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # not a traceback per exploded trial
-    storage = f"sqlite:///{Path(cfg.out).resolve() / 'study.db'}"
+    db = Path(cfg.out) / "study.db"
+    if db.exists() and not db.is_file():
+        raise NncError(f"{db}: a folder, not a study database; give another --out, or move it away")
+    storage = f"sqlite:///{db.resolve()}"
     direction = "maximize" if metric_of(spec) == "val_accuracy" else "minimize"
-    study = optuna.create_study(study_name=STUDY, storage=storage, load_if_exists=True, direction=direction,
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0))
-    return study
+    try:
+        return optuna.create_study(study_name=STUDY, storage=storage, load_if_exists=True, direction=direction,
+                                   pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0))
+    except Exception as e:  # sqlalchemy's DatabaseError ("file is not a database"), optuna's schema errors
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise NncError(f"{db}: not a study database nnc search can open ({first}); give another --out, "
+                       "or move it away") from None
 
 
 def _sampler(cfg: Config, offset: int):

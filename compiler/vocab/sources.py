@@ -89,14 +89,70 @@ def _missing(path: str, what: str) -> NncError:
     return NncError(f"{what} '{path}' does not exist")
 
 
+def npy_claim(f, path: str, what: str, size: int) -> None:
+    """Read an .npy header from `f` (positioned at its start, `size` bytes long) and refuse, before
+    numpy allocates it, an array the file cannot hold: a header may claim any shape."""
+    import numpy as np
+
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(f)
+        read = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+        if read is None:
+            return  # (a newer format: numpy's own checks apply)
+        shape, _, dtype = read(f)
+    except (ValueError, OSError, EOFError):
+        return  # not an .npy header: numpy says so when it loads the file
+    n = 1
+    for d in shape:
+        n *= d
+    need, have = n * dtype.itemsize, size - f.tell()
+    if dtype.hasobject or need <= have:
+        return
+    raise NncError(f"{path}: the header of {what} says shape {tuple(shape)} of {dtype} ({need:,} bytes), but the "
+                   f"file holds {max(have, 0):,} bytes of data: it is truncated or damaged")
+
+
+def _claims(path: str, kind: str) -> None:
+    """Every array in the .npy or .npz fits in its file (see npy_claim)."""
+    import zipfile
+
+    try:
+        if kind == "npy":
+            with open(path, "rb") as f:
+                npy_claim(f, path, "the array", Path(path).stat().st_size)
+            return
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if info.filename.endswith(".npy"):
+                    with z.open(info) as f:
+                        npy_claim(f, path, f"array {info.filename[:-4]!r}", info.file_size)
+    except (OSError, zipfile.BadZipFile, EOFError):
+        return  # numpy names the problem when it loads the file
+
+
+def numbers(a: np.ndarray, path: str, name: str) -> np.ndarray:
+    """`a` as float32, or a user error naming the file when it holds text or other non-numbers."""
+    import numpy as np
+
+    if a.dtype.kind not in "biuf":
+        kind = "text" if a.dtype.kind in "SU" else str(a.dtype)
+        raise NncError(f"{path}: {name} holds {kind} values, not numbers")
+    return a.astype(np.float32)
+
+
 def _np_load(path: str, kind: str):
     """np.load of a file the user named as `kind` ("npz" or "npy"), with numpy's failures
-    (a truncated file, pickled data, the other format) said in the user's terms."""
+    (a truncated file, pickled data, the other format, a header claiming more than the file
+    holds) said in the user's terms."""
     import numpy as np
     if not Path(path).is_file():
         raise _missing(path, f"{kind} file")
+    _claims(path, kind)
     try:
         got = np.load(path, allow_pickle=False)
+    except MemoryError as e:
+        raise NncError(f"{path}: too large to load into memory ({e})") from None
     except EOFError:
         raise NncError(f"{path}: empty file; expected a .{kind} written by numpy.{'savez' if kind == 'npz' else 'save'}") from None
     except (ValueError, OSError) as e:
@@ -141,8 +197,10 @@ def _npz(p: Npz, dims, outputs) -> Arrays:
             x, y = f[p.x], f[p.y]
         except (ValueError, OSError) as e:
             raise NncError(f"{p.path}: cannot read as .npz ({e})") from None
+        except MemoryError as e:
+            raise NncError(f"{p.path}: too large to load into memory ({e})") from None
     y, names = _labels(y)
-    return Arrays(x.astype(np.float32), y, names)
+    return Arrays(numbers(x, p.path, f"array {p.x!r}"), y, names)
 
 
 def _npy(p: Npy, dims, outputs) -> Arrays:
@@ -151,7 +209,7 @@ def _npy(p: Npy, dims, outputs) -> Arrays:
     for path in (p.x, p.y):
         arrays.append(_np_load(path, "npy"))
     y, names = _labels(arrays[1])
-    return Arrays(arrays[0].astype(np.float32), y, names)
+    return Arrays(numbers(arrays[0], p.x, "the array"), y, names)
 
 
 def _csv(p: Csv, dims, outputs) -> Arrays:
@@ -167,6 +225,8 @@ def _csv(p: Csv, dims, outputs) -> Arrays:
             numbered = [(reader.line_num, r) for r in reader if r]
     except UnicodeDecodeError:
         raise NncError(f"{p.path}: not a text file; a csv source reads comma-separated numbers") from None
+    except csv.Error as e:  # e.g. a field over csv's limit of 131,072 characters
+        raise NncError(f"{p.path}: line {reader.line_num}: {e}; a csv source reads comma-separated numbers") from None
     if not numbered:
         raise NncError(f"{p.path}: empty csv file")
     header = numbered.pop(0)[1] if p.header else None
@@ -203,7 +263,6 @@ def _csv(p: Csv, dims, outputs) -> Arrays:
 
 def _imagefolder(p: ImageFolder, dims, outputs) -> Arrays:
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
 
     root = Path(p.path)
     if not root.is_dir():
@@ -218,17 +277,28 @@ def _imagefolder(p: ImageFolder, dims, outputs) -> Arrays:
         for f in sorted((root / name).iterdir()):
             if not f.is_file() or f.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            try:
-                with Image.open(f) as im:
-                    xs.append(load_image(im, c, h, w))
-            except (UnidentifiedImageError, OSError):
-                raise NncError(f"{f}: not an image Pillow can read") from None
+            xs.append(read_image(f, c, h, w))
             ys.append(label)
     empty = [n for n in classes if n not in {classes[y] for y in ys}]
     if empty:
         raise NncError(f"{p.path}: no images in {', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''} "
                        f"(read: {', '.join(sorted(IMAGE_SUFFIXES))})")
     return Arrays(np.stack(xs), np.array(ys, np.int64), classes)
+
+
+def read_image(path: Path, c: int, h: int, w: int) -> np.ndarray:
+    """An image file -> (C, H, W) float32 in [0, 255] (load_image), or a user error naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return load_image(im, c, h, w)
+    except Image.DecompressionBombError as e:  # Pillow refuses before decoding: a header may claim any size
+        raise NncError(f"{path}: too large an image to read ({str(e).rstrip('.')}); resize it first") from None
+    except (UnidentifiedImageError, OSError):
+        raise NncError(f"{path}: not an image Pillow can read") from None
+    except MemoryError as e:
+        raise NncError(f"{path}: too large an image to read ({e})") from None
 
 
 def load_image(im, c: int, h: int, w: int) -> np.ndarray:
