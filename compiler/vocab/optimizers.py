@@ -1,7 +1,9 @@
 """The optimizer registry: the word, its parameters, and the torch optimizer it builds.
 
 Update rules are the notes' (vanilla, momentum, Nesterov, Adagrad, RMSProp, Adam); the
-torch implementations are checked against those formulas in tests/test_optimizers.py.
+implementations are checked against those formulas in tests/test_optim_sched.py. `sgd` with
+momentum is torch's SGD, whose velocity is in gradient units (compiler/optim.py says how the two
+forms differ when the rate changes).
 """
 
 from __future__ import annotations
@@ -74,9 +76,9 @@ def _sgd(p, groups):
 
 
 def _momentum(nesterov: bool):
-    def build(p, groups):
-        import torch
-        return torch.optim.SGD(groups, lr=p.lr, momentum=p.mu, nesterov=nesterov)
+    def build(p, groups):  # the notes' form, not torch's SGD: they differ when the rate changes (compiler/optim.py)
+        from nnc.compiler.optim import NotesMomentum
+        return NotesMomentum(groups, lr=p.lr, mu=p.mu, nesterov=nesterov)
     return build
 
 
@@ -106,7 +108,7 @@ def _lbfgs(p, groups):
 
 
 OPTIMIZERS = Registry("optimizer", (
-    OptimizerDef("sgd", SGD, _sgd, "x += -lr * dx (momentum/nesterov optional)"),
+    OptimizerDef("sgd", SGD, _sgd, "x += -lr * dx; with momentum torch's form: b = momentum*b + dx; x += -lr*b"),
     OptimizerDef("momentum", Momentum, _momentum(False), "v = mu*v - lr*dx; x += v"),
     OptimizerDef("nesterov", Momentum, _momentum(True), "x += -mu*v_prev + (1 + mu)*v"),
     OptimizerDef("adagrad", Adagrad, _adagrad, "cache += dx^2; x += -lr*dx/(sqrt(cache) + eps)"),
