@@ -159,7 +159,7 @@ def metric_exists(graph: Graph, out: Collector) -> None:
         if spec.data.val == 0:
             out.error(span, f"{who} watches {metric}, but data val is 0: there is no validation split",
                       "give the data section a validation fraction, e.g. val 0.1")
-        elif metric == "val_accuracy" and not LOSSES[spec.loss.kind].classification:
+        elif metric == "val_accuracy" and LOSSES[spec.loss.kind].predicts == "values":
             out.error(span, f"{who} watches val_accuracy, but {spec.loss.kind} is a regression loss",
                       "watch val_loss")
 

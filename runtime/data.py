@@ -45,7 +45,7 @@ def load_arrays(graph: Graph):
     inp = spec.model.input
     d = SOURCES[src.kind]
     params = src.params.model_copy(update={k: spec.locate(getattr(src.params, k)) for k in d.paths})
-    arrays = d.load(params, inp.dims, graph.output.features)
+    arrays = d.load(params, inp, graph.output.features)
     x, y = arrays.x, arrays.y
     if len(x) != len(y):
         raise _error(graph, f"{src.kind}: {len(x)} inputs but {len(y)} labels")

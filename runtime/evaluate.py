@@ -31,8 +31,9 @@ class Evaluation:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, classes: int | None,
-             batch: int = 1024, autocast: bool = False) -> Evaluation:
-    """Eval mode (dropout off, batchnorm running stats); restores the previous mode."""
+             batch: int = 1024, autocast: bool = False, labels: bool = False) -> Evaluation:
+    """Eval mode (dropout off, batchnorm running stats); restores the previous mode. `classes`:
+    the accuracy of the argmax; `labels` (bce): the accuracy of each output's sign against targets > 0.5."""
     was = model.training
     model.eval()
     total, outs = 0.0, []
@@ -45,12 +46,18 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, 
     model.train(was)
     n = max(len(x), 1)
     if classes is None:
-        return Evaluation(total / n, None, None, None, len(x))
+        acc = label_accuracy(torch.cat(outs), y) if labels and outs else None
+        return Evaluation(total / n, acc, None, None, len(x))
     pred = torch.cat(outs).argmax(1) if outs else torch.zeros(0, dtype=torch.long)
     conf = torch.zeros(classes, classes, dtype=torch.long)
     conf.index_put_((y.cpu(), pred.cpu()), torch.ones_like(pred.cpu()), accumulate=True)
     return Evaluation(total / n, float((pred == y).float().mean()) if len(x) else 0.0, pred.cpu().numpy(), conf.numpy(),
                       len(x))
+
+
+def label_accuracy(scores: torch.Tensor, y: torch.Tensor) -> float:
+    """bce's accuracy: the fraction of outputs whose sign (logit > 0) matches its target (> 0.5)."""
+    return float(((scores > 0) == (y.reshape(scores.shape) > 0.5)).float().mean())
 
 
 def evaluate_checkpoint(path: str, split: str = "test", device: str = "auto", allow_read: tuple[str, ...] = ()) -> dict:
@@ -66,5 +73,6 @@ def evaluate_checkpoint(path: str, split: str = "test", device: str = "auto", al
         raise NncError(f"{path}: this run has no {split} split (its spec says data {split} 0); "
                        f"it has {', '.join(have)}: e.g. --split {have[0]}")
     loss_def = LOSSES[art.graph.spec.loss.kind]
-    res = evaluate(model, *tensors(part, art.stats, dev), loss_def.build(art.graph.spec.loss.params), art.graph.output.features if loss_def.classification else None)
+    res = evaluate(model, *tensors(part, art.stats, dev), loss_def.build(art.graph.spec.loss.params),
+                   art.graph.output.features if loss_def.classification else None, labels=loss_def.predicts == "labels")
     return {**res.as_dict(), "split": split, "classes": art.classes, "checkpoint": str(path)}

@@ -35,6 +35,7 @@ class Session:
     pixel_max: float | None = None  # image files are rescaled from 0..255 to 0..pixel_max (None: unknown)
     data_source: str | None = None  # the training data's source word (nnc's metadata)
     vocab: int | None = None  # token inputs: ids must be below this
+    predicts: str = "class"  # class (softmax over scores), labels (bce: a sigmoid per output) or values
 
 
 def providers(choice: str) -> list[str]:
@@ -79,7 +80,8 @@ def open_model(path: str, provider: str = "auto") -> Session:
     pixel_max, vocab = _number(meta.get("pixel_max")), _number(meta.get("vocab"))
     return Session(sess, path, inp.name, shape, np.dtype(dtype), classes if isinstance(classes, list) else None,
                    sess.get_outputs()[0].name, sess.get_providers()[0], pixel_max, meta.get("data_source"),
-                   int(vocab) if vocab else None)
+                   int(vocab) if vocab else None,
+                   meta.get("predicts") if meta.get("predicts") in ("class", "labels", "values") else "class")
 
 
 def _json(text: str | None):
@@ -253,14 +255,19 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 
 def predict(s: Session, x: np.ndarray, names: list[str], top: int = 1, batch: int = 64) -> list[dict]:
-    """One record per input: predicted class, its probability and the top-k list."""
+    """One record per input: predicted class, its probability and the top-k list; for a regression
+    model (metadata `predicts` values) the predicted values; for bce (labels) each output's
+    probability of being on, independently (a sigmoid, not a softmax)."""
     out = run(s, x, batch)
+    if not np.isfinite(out).all():
+        i = int(np.argwhere(~np.isfinite(out.reshape(len(out), -1)))[0][0])
+        raise NncError(f"{s.path}: the model's output for {names[i]} is not finite (NaN or infinite values)")
+    if s.predicts == "values":
+        return [{"input": name, "values": v.tolist()} for name, v in zip(names, out.astype(np.float64))]
     if out.ndim != 2:
         raise NncError(f"{s.path}: the model's output {out.shape[1:]} is not a vector of class scores")
-    if not np.isfinite(out).all():
-        i = int(np.argwhere(~np.isfinite(out))[0][0])
-        raise NncError(f"{s.path}: the model's output for {names[i]} is not finite (NaN or infinite scores)")
-    probs = out if s.output == "probabilities" else softmax(out.astype(np.float64))
+    probs = (out if s.output == "probabilities" else 1 / (1 + np.exp(-out.astype(np.float64))) if s.predicts == "labels"
+             else softmax(out.astype(np.float64)))
     k = max(1, min(top, probs.shape[1]))
     records = []
     for name, p in zip(names, probs):

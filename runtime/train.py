@@ -151,7 +151,7 @@ def _train(graph: Graph, out: Path, device: str, resume: str | None, quiet: bool
     try:
         for epoch in range(st.epoch, st.epoch if stopped_early(st.saved(), cfg) else cfg.epochs):
             run.epoch = epoch
-            meter = EpochMeter(s.n_classes, s.dev)
+            meter = EpochMeter(s.n_classes, s.dev, labels=LOSSES[spec.loss.kind].predicts == "labels")
             bar = progress.start(epoch, cfg.epochs, s.steps_per_epoch)
             for i, (xb, yb) in enumerate(batches(s)):
                 # --- set the rate (epoch-unit schedules change it at epoch boundaries only)
@@ -181,7 +181,8 @@ def _train(graph: Graph, out: Path, device: str, resume: str | None, quiet: bool
             if exploded(after, st.start_loss, s.chance):
                 raise _diverged(s, st, after, f"the end of epoch {epoch + 1}")
             with ema_weights(s):
-                val = evaluate(s.model, *s.val, s.loss_fn, s.n_classes, autocast=s.amp) if len(s.val[0]) else None
+                val = evaluate(s.model, *s.val, s.loss_fn, s.n_classes, autocast=s.amp, labels=meter.labels) \
+                    if len(s.val[0]) else None
             if val and not math.isfinite(val.loss):
                 raise _diverged(s, st, val.loss, f"validation after epoch {epoch + 1}")
             rec = {"epoch": epoch + 1, "step": st.step, "lr": st.lr, **meter.result(),
@@ -397,9 +398,9 @@ class EpochMeter:
     """The epoch's running loss (from the loss.item() each step reads anyway) and train accuracy,
     from predictions taken in blocks of steps and compared on the device."""
 
-    def __init__(self, n_classes: int | None, dev: torch.device):
-        self.classify = n_classes is not None
-        self.seen, self.loss_sum = 0, 0.0
+    def __init__(self, n_classes: int | None, dev: torch.device, labels: bool = False):
+        self.classify, self.labels = n_classes is not None, labels  # labels: bce, scored output by output
+        self.seen, self.loss_sum, self.compared = 0, 0.0, 0
         self.correct = torch.zeros((), dtype=torch.long, device=dev)
         self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.t0 = time.perf_counter()
@@ -407,15 +408,20 @@ class EpochMeter:
     def add(self, loss: float, scores: torch.Tensor, y: torch.Tensor) -> None:
         self.seen += len(y)
         self.loss_sum += loss * len(y)
-        if self.classify:
+        if self.classify or self.labels:
             self.pending.append((scores.detach(), y))
             if len(self.pending) == ACCURACY_BLOCK:
                 self._compare()
 
     def _compare(self) -> None:
         if self.pending:
-            scores, ys = zip(*self.pending)
-            self.correct += (torch.cat(scores).argmax(1) == torch.cat(ys)).sum()
+            scores, ys = (torch.cat(t) for t in zip(*self.pending))
+            if self.labels:
+                self.correct += ((scores > 0) == (ys.reshape(scores.shape) > 0.5)).sum()
+                self.compared += scores.numel()
+            else:
+                self.correct += (scores.argmax(1) == ys).sum()
+                self.compared += len(ys)
             self.pending.clear()
 
     def elapsed(self) -> float:
@@ -424,7 +430,7 @@ class EpochMeter:
     def result(self) -> dict:
         self._compare()
         return {"train_loss": self.loss_sum / self.seen,
-                "train_accuracy": float(self.correct) / self.seen if self.classify else None}
+                "train_accuracy": float(self.correct) / self.compared if self.compared else None}
 
 
 @contextlib.contextmanager
@@ -484,7 +490,8 @@ def finish(s: Setup, st: RunState, run: Run, callbacks: list, log: MetricsLog, t
 
     best = checkpoint.load(s.out / "best.safetensors")
     s.model.load_state_dict(best.model)
-    test = evaluate(s.model, *s.test, s.loss_fn, s.n_classes, autocast=s.amp) if len(s.test[0]) else None
+    labels = LOSSES[s.spec.loss.kind].predicts == "labels"
+    test = evaluate(s.model, *s.test, s.loss_fn, s.n_classes, autocast=s.amp, labels=labels) if len(s.test[0]) else None
     final = {"test_loss": test.loss if test else None, "test_accuracy": test.accuracy if test else None,
              "best_epoch": st.best_epoch, "epochs": st.epoch, "best_checkpoint": str(s.out / "best.safetensors"),
              "time": time.perf_counter() - t_start, "params": s.graph.n_params}

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Callable
 
 from pydantic import Field, field_validator
 
+from nnc.compiler.layers.base import Shape
 from nnc.compiler.vocab.registry import NoParams, Params, Registry
 from nnc.diagnostics import NncError
 
@@ -71,7 +72,7 @@ class TorchvisionSet(Params):
 class SourceDef:
     kind: str
     params: type[Params]
-    load: Callable[[Params, tuple[int, ...], int], Arrays]  # (params, input dims, outputs) -> arrays
+    load: Callable[[Params, Shape, int], Arrays]  # (params, the model's input, outputs) -> arrays
     doc: str
     # the largest pixel value of its images (digits 16, image files 255): `nnc infer` rescales image
     # files to it. None where the source holds whatever the user gave (arrays, csv, synthetic)
@@ -168,7 +169,7 @@ def _np_load(path: str, kind: str):
     return got
 
 
-def _digits(p, dims, outputs) -> Arrays:
+def _digits(p, inp, outputs) -> Arrays:
     import numpy as np
     from sklearn.datasets import load_digits
 
@@ -187,7 +188,7 @@ def _labels(y: np.ndarray) -> tuple[np.ndarray, list[str] | None]:
     return y.astype(np.float32), None
 
 
-def _npz(p: Npz, dims, outputs) -> Arrays:
+def _npz(p: Npz, inp, outputs) -> Arrays:
     import numpy as np
     with _np_load(p.path, "npz") as f:
         missing = [k for k in (p.x, p.y) if k not in f.files]
@@ -203,7 +204,7 @@ def _npz(p: Npz, dims, outputs) -> Arrays:
     return Arrays(numbers(x, p.path, f"array {p.x!r}"), y, names)
 
 
-def _npy(p: Npy, dims, outputs) -> Arrays:
+def _npy(p: Npy, inp, outputs) -> Arrays:
     import numpy as np
     arrays = []
     for path in (p.x, p.y):
@@ -212,7 +213,7 @@ def _npy(p: Npy, dims, outputs) -> Arrays:
     return Arrays(numbers(arrays[0], p.x, "the array"), y, names)
 
 
-def _csv(p: Csv, dims, outputs) -> Arrays:
+def _csv(p: Csv, inp, outputs) -> Arrays:
     import csv
 
     import numpy as np
@@ -261,7 +262,7 @@ def _csv(p: Csv, dims, outputs) -> Arrays:
     return Arrays(x, y, names)
 
 
-def _imagefolder(p: ImageFolder, dims, outputs) -> Arrays:
+def _imagefolder(p: ImageFolder, inp: Shape, outputs) -> Arrays:
     import numpy as np
 
     root = Path(p.path)
@@ -270,7 +271,7 @@ def _imagefolder(p: ImageFolder, dims, outputs) -> Arrays:
     classes = sorted(d.name for d in root.iterdir() if d.is_dir())
     if not classes:
         raise NncError(f"{p.path}: no class folders inside (expected {p.path}/<class>/<image>)")
-    c, h, w = dims
+    c, h, w = inp.dims
     xs, ys = [], []
     for label, name in enumerate(classes):
         # images by their suffix: a README.txt or .DS_Store beside them is not a broken image
@@ -315,17 +316,20 @@ def load_image(im, c: int, h: int, w: int) -> np.ndarray:
     return a[None] if c == 1 else a.transpose(2, 0, 1)
 
 
-def _synthetic(p: Synthetic, dims, outputs) -> Arrays:
+def _synthetic(p: Synthetic, inp: Shape, outputs) -> Arrays:
+    """Random inputs of the model's input (normal values, or token ids below the vocabulary) and
+    random labels."""
     import numpy as np
 
     rng = np.random.default_rng(p.seed)
     classes = p.classes or outputs
-    return Arrays(rng.standard_normal((p.n, *dims), dtype=np.float32), rng.integers(0, classes, p.n, dtype=np.int64),
-                  [str(i) for i in range(classes)])
+    x = (rng.integers(0, inp.vocab, (p.n, *inp.dims), dtype=np.int64) if inp.kind == "tokens"
+         else rng.standard_normal((p.n, *inp.dims), dtype=np.float32))
+    return Arrays(x, rng.integers(0, classes, p.n, dtype=np.int64), [str(i) for i in range(classes)])
 
 
 def _torchvision(name: str):
-    def load(p: TorchvisionSet, dims, outputs) -> Arrays:
+    def load(p: TorchvisionSet, inp, outputs) -> Arrays:
         import numpy as np
 
         try:

@@ -1,0 +1,82 @@
+"""Wrong results found while checking the notes' maths: what each should have been, checked
+against an independent computation."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from export_cases import nnc_main
+
+from nnc.compiler.checks import check
+from nnc.compiler.load import load_spec, load_text
+from nnc.runtime import checkpoint
+from nnc.runtime.data import load_splits
+from nnc.runtime.train import train
+
+
+def write(tmp_path, text, name="s.nnspec"):
+    (tmp_path / name).write_text(text)
+    return tmp_path / name
+
+
+def test_synthetic_data_for_tokens_is_token_ids(tmp_path):
+    graph = check(load_text("model M {\n input tokens(6, 50)\n embedding 8\n lstm 8\n dense 3\n}\n"
+                            "data synthetic(n=40), val 0.2, test 0.2\ntrain batch 8, epochs 1\n"))
+    x = load_splits(graph).train.x
+    assert x.dtype == np.int64 and x.min() >= 0 and x.max() < 50 and len(np.unique(x)) > 10
+    final = train(graph, tmp_path / "run", device="cpu", quiet=True, callbacks=[])
+    assert np.isfinite(final["test_loss"])
+
+
+def test_infer_prints_what_a_regression_model_predicts(tmp_path):
+    """Values, not class indices and softmax 'probabilities'."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, 3)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.stack([x.sum(1), x[:, 0] * 3], 1).astype(np.float32))
+    spec = write(tmp_path, 'model R {\n input vector(3)\n dense 2\n}\nloss mse\ndata npz("d.npz"), val 0.2\n'
+                           "train batch 8, epochs 2\n")
+    assert nnc_main("train", spec, "--out", tmp_path / "run", "-q").returncode == 0
+    assert nnc_main("export", tmp_path / "run" / "best.safetensors", "-o", tmp_path / "r.onnx").returncode == 0
+    np.save(tmp_path / "x.npy", x[:2])
+    want = ort.InferenceSession(str(tmp_path / "r.onnx")).run(None, {"input": x[:2]})[0]
+    r = nnc_main("infer", tmp_path / "r.onnx", tmp_path / "x.npy")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    for i, line in enumerate(lines):
+        name, values = line.split(": ")
+        assert name == f"{tmp_path / 'x.npy'}[{i}]"
+        np.testing.assert_allclose([float(v) for v in values.split(", ")], want[i], rtol=1e-5)
+    r = nnc_main("infer", tmp_path / "r.onnx", tmp_path / "x.npy", "--json")
+    got = json.loads(r.stdout)["predictions"]
+    np.testing.assert_allclose([p["values"] for p in got], want, rtol=1e-6)
+
+
+def test_bce_runs_report_the_accuracy_of_each_outputs_sign(tmp_path):
+    """Multi-label targets: train, val and test accuracy are the fraction of outputs whose logit's
+    sign matches the target, recomputed here from the best checkpoint."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((200, 4)).astype(np.float32)
+    y = np.stack([x[:, 0] > 0, x[:, 1] + x[:, 2] > 0], 1).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    spec = write(tmp_path, 'model B {\n input vector(4)\n dense 16\n relu\n dense 2\n}\nloss bce\n'
+                           'optimizer adam(lr=1e-2)\ndata npz("d.npz"), val 0.2, test 0.2\n'
+                           "train batch 16, epochs 4, early_stop(patience=3, metric=val_accuracy)\n")
+    graph = check(load_spec(str(spec)))
+    final = train(graph, tmp_path / "run", device="cpu", quiet=True, callbacks=[])
+    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if "train_loss" in l]
+    assert all(0 <= r["train_accuracy"] <= 1 and 0 <= r["val_accuracy"] <= 1 for r in rows)
+    best = checkpoint.load(final["best_checkpoint"])
+    from nnc.compiler.torch_module import build_model
+    from nnc.runtime import preprocess
+
+    model = build_model(graph).eval()
+    model.load_state_dict(best.model)
+    test = load_splits(graph).test
+    with torch.no_grad():
+        scores = model(torch.as_tensor(preprocess.apply(best.preprocess, test.x) if best.preprocess else test.x))
+    want = float(((scores.numpy() > 0) == (test.y > 0.5)).mean())
+    assert final["test_accuracy"] == pytest.approx(want, abs=1e-6) and want > 0.75
+    r = nnc_main("eval", final["best_checkpoint"], "--json")
+    assert json.loads(r.stdout)["accuracy"] == pytest.approx(want, abs=1e-6)
