@@ -82,6 +82,21 @@ def _span(meta_or_token) -> Span:
     return Span(m.line, m.column, m.end_line, m.end_column)
 
 
+MAX_INT = 2**63 - 1  # sizes, counts and seeds are 64-bit integers in torch and ONNX
+
+
+def _too_large(tree) -> list[Diagnostic]:
+    """Whole numbers past 64 bits, found before they are converted (past 4,300 digits Python
+    refuses to, and past 309 they overflow a float)."""
+    out = []
+    for tok in tree.scan_values(lambda t: isinstance(t, Token) and t.type in ("NUMBER", "SIZE")):
+        digits = tok.split("x") if tok.type == "SIZE" else [tok.lstrip("+-")]
+        if any(d.isdigit() and (len(d.lstrip("0")) > 19 or int(d.lstrip("0") or "0") > MAX_INT) for d in digits):
+            out.append(Diagnostic("this whole number is too large", _span(tok),
+                                  help=f"whole numbers go up to 2**63 - 1 ({MAX_INT:,})"))
+    return out
+
+
 def _number(text: str) -> int | float:
     """`1e3` is the whole number 1000 (a size may be written so); `1.0` and `5e-4` are floats."""
     try:
@@ -117,7 +132,7 @@ class _ToData(Transformer):
 
     def size(self, tok):
         (t,) = tok
-        return Value("size", tuple(int(p) for p in t.split("x")), _span(t))
+        return Value("size", tuple(int(p.lstrip("0") or "0") for p in t.split("x")), _span(t))  # int() refuses 4,300+ digits, zeros too
 
     def string(self, tok):
         (t,) = tok
@@ -288,7 +303,7 @@ def parse(text: str, name: str = "<spec>") -> tuple[Statement, ...]:
         text = _blank_line(text, errors)
         if text is None:
             break
-    if errors:
+    if errors or (errors := _too_large(tree)):
         raise NncError(errors).with_source(source) from None
     return _ToData().transform(tree)
 

@@ -1,0 +1,58 @@
+"""What the fuzzer (bench/fuzz.py) found in the front end, one regression test per crash class:
+each input is a user error (an NncError at a line:col, exit 1), never a Python exception, a
+hang or a runaway allocation."""
+
+import pytest
+from conftest import run_nnc
+
+import nnc
+from nnc.diagnostics import render_all
+
+M = "model M {\n    input vector(4)\n    dense 2\n}\n"  # a valid model, for section-level cases
+HUGE = "1" + "0" * 400  # 10**400: more digits than a float holds
+
+
+def errors(text: str, overrides: tuple[str, ...] = ()) -> list:
+    """The diagnostics of `nnc check` on `text` (which must fail as a user error); they render."""
+    with pytest.raises(nnc.NncError) as e:
+        nnc.check(nnc.load_text(text, "t.nnspec", overrides))
+    render_all(e.value.diagnostics)
+    return e.value.diagnostics
+
+
+def at(d) -> tuple[int, int]:
+    return d.span.line, d.span.column
+
+
+# ---------------------------------------------------------------- whole numbers past 64 bits
+
+
+@pytest.mark.parametrize("text, where", [
+    ("model M {\n    input vector(4)\n    dense fc1 " + HUGE + "\n}\n", (3, 15)),
+    ("model M {\n    input vector(" + HUGE + ")\n    dense 2\n}\n", (2, 18)),
+    ("model M {\n    input image(1, 8, 8)\n    conv 4 kernel 3x" + "9" * 5000 + "\n    dense 2\n}\n", (3, 19)),
+    ("model M {\n    input vector(4)\n    repeat " + HUGE + " {\n        relu\n    }\n}\n", (3, 12)),
+    (M + "init bias constant(" + HUGE + ")\n", (5, 20)),
+    (M + "train seed " + str(2**70) + "\n", (5, 12)),
+], ids=["dense", "input", "size", "repeat", "call", "seed"])
+def test_whole_numbers_past_64_bits_are_an_error_at_the_number(text, where):
+    """10**400 raised OverflowError (int too large to convert to float), a 5,000-digit size a
+    ValueError out of the parser, and `train seed 2**70` passed check to fail in torch."""
+    (d,) = errors(text)
+    assert at(d) == where
+    assert "this whole number is too large" in d.message
+    assert "2**63" in d.help
+
+
+def test_whole_numbers_up_to_64_bits_still_read():
+    spec = nnc.load_text(M + f"train seed {2**63 - 1}\n", "t.nnspec")
+    assert spec.train.seed == 2**63 - 1
+    zeros = "0" * 5000  # leading zeros do not count (Python refuses to convert over 4,300 digits)
+    spec = nnc.load_text(f"model M {{\n    input image(1, 8, 8)\n    conv 2 kernel 3x{zeros}3\n    dense 2\n}}\n"
+                         f"train seed {zeros}7\n", "t.nnspec")
+    assert spec.model.body[0].params.kernel == (3, 3) and spec.train.seed == 7
+
+
+def test_a_huge_number_in_a_set_is_an_error_naming_the_set():
+    (d,) = errors(M, (f"train.batch={HUGE}",))
+    assert "this whole number is too large" in d.message and d.span.origin == f"--set train.batch={HUGE}"
