@@ -210,7 +210,7 @@ def _syntax_error(err: UnexpectedInput, text: str) -> Diagnostic:
     return Diagnostic(f"unexpected {found}", Span(line, col, line, col + width), help=hint)
 
 
-MAX_DEPTH = 64  # nested blocks; the Transformer recurses once per level
+MAX_DEPTH = 64  # nested blocks, and nested values; the Transformer recurses once per level
 
 
 def _open_braces(text: str):
@@ -243,10 +243,28 @@ def _unclosed_brace(text: str) -> tuple[int, int] | None:
 
 
 def _too_deep(text: str) -> Diagnostic | None:
-    for stack in _open_braces(text):
+    for stack in _open_braces(text) if text.count("{") > MAX_DEPTH else ():
         if len(stack) > MAX_DEPTH:
             line, col = stack[-1]
             return Diagnostic(f"blocks are nested more than {MAX_DEPTH} deep", Span(line, col, line, col + 1))
+    depth = 0  # calls and tuples: the Transformer and the compiler recurse once per level too
+    for n, line in enumerate(lines(text) if text.count("(") > MAX_DEPTH else (), 1):
+        quote = None
+        for c, ch in enumerate(line, 1):
+            if quote:
+                quote = None if ch == quote else quote
+            elif ch in "\"'":
+                quote = ch
+            elif ch == "#":
+                break
+            elif ch == "(":
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return Diagnostic(f"values are nested more than {MAX_DEPTH} deep", Span(n, c, n, c + 1))
+            elif ch == ")" and depth:
+                depth -= 1
+        if not line.rstrip().endswith("\\"):  # a statement ends with its line
+            depth = 0
     return None
 
 
@@ -291,7 +309,7 @@ def parse(text: str, name: str = "<spec>") -> tuple[Statement, ...]:
     source = Source(name, text)
     if not text.endswith("\n"):
         text += "\n"
-    if "{" in text and (deep := _too_deep(text)):
+    if deep := _too_deep(text):
         raise NncError(deep).with_source(source)
     errors: list[Diagnostic] = []
     while True:

@@ -56,3 +56,32 @@ def test_whole_numbers_up_to_64_bits_still_read():
 def test_a_huge_number_in_a_set_is_an_error_naming_the_set():
     (d,) = errors(M, (f"train.batch={HUGE}",))
     assert "this whole number is too large" in d.message and d.span.origin == f"--set train.batch={HUGE}"
+
+
+# ---------------------------------------------------------------- nesting
+
+
+@pytest.mark.parametrize("value", ["f(" * 490 + ")" * 490, "(" * 500 + "1" + ", 1)" * 500, "f(x=" * 400 + "1" + ")" * 400],
+                         ids=["calls", "tuples", "keywords"])
+def test_values_nested_past_the_limit_are_an_error(value):
+    """490 calls or 500 tuples deep raised RecursionError (in the Transformer, the converter
+    or format_value); the 65th level is the error, as for blocks."""
+    (d,) = errors(M + "optimizer sgd(lr=" + value + ")\n")
+    opened = [i for i, ch in enumerate(value) if ch == "("]  # sgd( is the first level
+    assert at(d) == (5, len("optimizer sgd(lr=") + opened[63] + 1)
+    assert d.message == "values are nested more than 64 deep"
+    (d,) = errors(M, (f"optimizer.lr={value}",))
+    assert "values are nested more than 64 deep" in d.message and d.span.origin == f"--set optimizer.lr={value}"
+
+
+def test_nesting_up_to_the_limits_is_read():
+    """64 blocks, and 64 levels of values inside the innermost: a user error, not a RecursionError."""
+    value = "f(" * 63 + "(1, 2)" + ")" * 63
+    text = "model M {\n    input vector(4)\n" + "repeat 1 {\n" * 63 + f"dense 2 units {value}\n" + "}\n" * 63 + "}\n"
+    (d,) = errors(text)
+    assert "units is given twice" in d.message
+    pair = "(1, 2)"
+    for _ in range(40):
+        pair = f"({pair}, 3)"
+    diags = errors(M + f"loss {pair} \\\n    {pair}\ntrain freeze {pair}\n")  # depth: within one value
+    assert diags and not any("nested" in d.message for d in diags)
