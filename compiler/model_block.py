@@ -98,10 +98,13 @@ def _body(stmts: tuple[Statement, ...], ctx: Ctx, depth: int = 0) -> list[_Draft
             if s.block is None:
                 ctx.out.add(Diagnostic("repeat needs a { ... } block of layers", s.span))
                 continue
+            errors = len(ctx.out.errors)
             once = _body(s.block, ctx, depth)
             n = items[1].value
             if not s.block:
                 ctx.out.add(Diagnostic("repeat of an empty block", s.span, help="put layers inside { ... }"))
+            elif len(ctx.out.errors) > errors:  # reported once; what is left of the block is not expanded
+                continue
             elif _count(out) + n * _count(once) > MAX_LAYERS:
                 ctx.out.add(Diagnostic(f"repeat {n:,} makes the model over {MAX_LAYERS:,} layers, "
                                              f"more than nnc builds", items[1].span))

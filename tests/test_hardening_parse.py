@@ -85,3 +85,38 @@ def test_nesting_up_to_the_limits_is_read():
         pair = f"({pair}, 3)"
     diags = errors(M + f"loss {pair} \\\n    {pair}\ntrain freeze {pair}\n")  # depth: within one value
     assert diags and not any("nested" in d.message for d in diags)
+
+
+# ---------------------------------------------------------------- repeats of nothing
+
+
+def check_bounded(tmp_path, text: str, seconds: float = 30, mb: int = 1024):
+    """`nnc check` on `text` in a child process held to `mb` MB of address space (a runaway
+    allocation is then a MemoryError, not the machine's memory) and `seconds`."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (mb * 2**20, resource.getrlimit(resource.RLIMIT_AS)[1]))
+
+    (tmp_path / "t.nnspec").write_text(text)
+    try:
+        return subprocess.run([sys.executable, "-m", "nnc.cli", "check", "t.nnspec"], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=seconds, preexec_fn=limit)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"nnc check ran over {seconds} s")
+
+
+@pytest.mark.parametrize("body, message", [
+    ("repeat 1000000000 {\n        relu6\n    }", "unknown layer 'relu6'"),
+    ("repeat 100000000 {\n        residual {\n            relu6\n        }\n    }", "unknown layer 'relu6'"),
+    ("repeat 2 {\n        repeat 1000000000 {\n            repeat -1 {\n                relu\n            }\n        }\n    }",
+     "repeat needs a count >= 1"),
+], ids=["invalid_layers", "invalid_residual", "invalid_inner_repeat"])
+def test_a_repeat_whose_block_failed_is_not_expanded(tmp_path, body, message):
+    """A repeat whose layers all failed counted 0 layers and expanded its nothing a billion
+    times (minutes), or its empty residual blocks (gigabytes): its errors are reported once."""
+    r = check_bounded(tmp_path, "model M {\n    input vector(4)\n    " + body + "\n    dense 2\n}\n")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.stderr.count(": error: ") == 1 and message in r.stderr
