@@ -22,8 +22,9 @@ from nnc.grammar.parse import Statement, decode, parse
 
 
 def _version(stmts: list[Statement], ctx: Ctx) -> int:
+    first = None
     if stmts and stmts[0].head.kind == "word" and stmts[0].head.value == "nnspec":
-        s = stmts.pop(0)
+        s = first = stmts.pop(0)
         items = s.entries[0].items
         if len(items) != 2 or items[1].kind != "number" or items[1].value != VERSION:
             got = " ".join(v.text for v in items[1:]) or "nothing"
@@ -31,10 +32,10 @@ def _version(stmts: list[Statement], ctx: Ctx) -> int:
             ctx.out.add(Diagnostic(f"this nnc reads nnspec {VERSION}, the file says {got}", s.span,
                                          help="the file is for a newer nnc" if newer else
                                          f"the first line reads `nnspec {VERSION}` (or leave it out)"))
-        return VERSION
     for s in stmts:
         if s.head.kind == "word" and s.head.value == "nnspec":
-            ctx.out.add(Diagnostic("the version line must come first", s.span))
+            ctx.out.add(Diagnostic(f"nnspec is given twice (first on line {first.span.line})" if first
+                                   else "the version line must come first", s.span))
     return VERSION
 
 

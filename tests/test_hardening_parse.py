@@ -120,3 +120,16 @@ def test_a_repeat_whose_block_failed_is_not_expanded(tmp_path, body, message):
     r = check_bounded(tmp_path, "model M {\n    input vector(4)\n    " + body + "\n    dense 2\n}\n")
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert r.stderr.count(": error: ") == 1 and message in r.stderr
+
+
+# ---------------------------------------------------------------- the version line
+
+
+@pytest.mark.parametrize("text, line", [("nnspec 1\n" + M + "nnspec 1\n", 6),
+                                        ("nnspec 1\nnnspec M {\n    input vector(4)\n    dense 2\n}\n", 2)],
+                         ids=["line", "block"])
+def test_a_second_version_line_is_an_error(text, line):
+    """After `nnspec 1`, a second version line was skipped silently, and `nnspec M { ... }` left
+    a spec with no model and no error (AttributeError: 'NoneType' object has no attribute 'body')."""
+    (d,) = errors(text)
+    assert (at(d), d.message) == ((line, 1), "nnspec is given twice (first on line 1)")
