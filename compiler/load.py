@@ -84,13 +84,23 @@ def load_text(text: str, name: str = "<spec>", overrides: tuple[str, ...] = ()) 
     return build_spec(parse(text, name), Source(name, text), tuple(overrides))
 
 
+MAX_BYTES = 10_000_000  # a spec is a page or two: /dev/zero or a wrong file is read no further
+
+
+def _read_at_most(f, name: str) -> bytes:
+    data = f.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise NncError(f"{name}: over 10 MB, too large for a spec")
+    return data
+
+
 def read_source(path: str) -> str:
     """The spec file's text, or a user error naming the problem."""
     import sys
     from pathlib import Path
 
     if path == "-":  # `nnc check -`: the spec on standard input
-        return decode(sys.stdin.buffer.read(), "<stdin>")
+        return decode(_read_at_most(sys.stdin.buffer, "<stdin>"), "<stdin>")
     if not path:
         raise NncError("the spec path is empty")
     p = Path(path)
@@ -99,7 +109,8 @@ def read_source(path: str) -> str:
     if p.is_dir():
         raise NncError(f"{path}: is a directory, not a .nnspec file")
     try:
-        data = p.read_bytes()
+        with p.open("rb") as f:
+            data = _read_at_most(f, path)
     except OSError as e:
         raise NncError(f"{path}: cannot read ({e.strerror})") from None
     return decode(data, path)

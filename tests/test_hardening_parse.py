@@ -133,3 +133,32 @@ def test_a_second_version_line_is_an_error(text, line):
     a spec with no model and no error (AttributeError: 'NoneType' object has no attribute 'body')."""
     (d,) = errors(text)
     assert (at(d), d.message) == ((line, 1), "nnspec is given twice (first on line 1)")
+
+
+# ---------------------------------------------------------------- what is read
+
+
+def test_a_spec_over_10_mb_is_an_error(tmp_path):
+    """read_source read a file whole, however large; it reads at most 10 MB + 1 byte."""
+    from nnc.compiler.load import MAX_BYTES, read_source
+
+    assert MAX_BYTES == 10_000_000
+    (tmp_path / "big.nnspec").write_bytes(b"#" * (MAX_BYTES + 1))
+    with pytest.raises(nnc.NncError) as e:
+        read_source(str(tmp_path / "big.nnspec"))
+    assert "over 10 MB" in str(e.value)
+    (tmp_path / "ok.nnspec").write_bytes(b"#" * MAX_BYTES)
+    assert len(read_source(str(tmp_path / "ok.nnspec"))) == MAX_BYTES
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
+def test_endless_devices_are_read_no_further_than_the_limit(device):
+    """`nnc check /dev/zero` read without end (and grew without end); /dev/urandom likewise."""
+    r = run_nnc("check", device, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr == f"nnc: error: {device}: over 10 MB, too large for a spec\n"
+
+
+def test_standard_input_over_10_mb_is_an_error():
+    r = run_nnc("check", "-", input="#" * 10_000_001, timeout=120)
+    assert r.returncode == 1 and "<stdin>" in r.stderr and "over 10 MB" in r.stderr
