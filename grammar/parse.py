@@ -47,6 +47,10 @@ class Value:
 
     @property
     def text(self) -> str:
+        if self.kind == "tuple":  # as written, not the reprs of its Values
+            return "(" + ", ".join(v.text + ("(...)" if v.kind == "call" else "") for v in self.value) + ")"
+        if self.kind == "size":
+            return "x".join(map(str, self.value))
         return self.value.name if self.kind == "call" else str(self.value)
 
 

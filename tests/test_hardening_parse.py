@@ -162,3 +162,28 @@ def test_endless_devices_are_read_no_further_than_the_limit(device):
 def test_standard_input_over_10_mb_is_an_error():
     r = run_nnc("check", "-", input="#" * 10_000_001, timeout=120)
     assert r.returncode == 1 and "<stdin>" in r.stderr and "over 10 MB" in r.stderr
+
+
+# ---------------------------------------------------------------- messages in the spec's words
+
+
+@pytest.mark.parametrize("text, expected", [
+    (M + "train epochs x early_stop(patience=3)\n", [(5, 7, "train epochs must be a whole number, got (x, early_stop(...))")]),
+    (M + "regularize l2 .5 d()\n", [(5, 12, "regularize l2 must be a number, got (0.5, d(...))")]),
+    (M + "optimizer sgd(lr=0.1), lr_mult(fc1=f(2), fc2=true)\n",
+     [(5, 32, "lr_mult for fc1 must be a number >= 0, got f(...)"), (5, 42, "lr_mult for fc2 must be a number >= 0, got true")]),
+    (M + 'data csv(path="x.csv", label=f(1))\n',
+     [(5, 30, "csv: label must be a column name (a string) or a column index (a whole number), got f(...)")]),
+    ("model M {\n    input image(1, 8, 8)\n    conv 4 3x3 kernel 3\n    dense 2 (1, (2, f(3)))\n}\n",
+     [(3, 12, "conv: unexpected value '3x3'"), (4, 13, "dense: unexpected value '(1, (2, f(...)))'")]),
+    (M + "schedule warmup(epochs=1), (1, 2)\n", [(5, 28, "expected schedule, got '(1, 2)'")]),
+    # a value already reported (infinity) is not reported again inside the tuple that holds it
+    (M + "regularize l2 1e999 5\noptimizer sgd(lr=0.1), lr_mult(fc1=1e999)\n",
+     [(5, 15, "this number is too large for a float"), (6, 36, "this number is too large for a float")]),
+], ids=["call_in_tuple", "call_after_number", "lr_mult", "csv_label", "size_and_tuple", "tuple_for_a_word", "reported"])
+def test_messages_show_values_as_written(text, expected):
+    """Messages showed Python internals: a call as {'kind': 'early_stop', 'args': [], ...}, a
+    tuple as the reprs of its parse nodes, a size as (3, 3), true as True, and <reported>."""
+    diags = errors(text)
+    assert [(*at(d), d.message[:len(m)]) for d, (_, _, m) in zip(diags, expected)] == expected
+    assert len(diags) == len(expected)

@@ -49,7 +49,10 @@ class Csv(Params):
     @classmethod
     def _name_or_index(cls, v):  # one message, not one per member of the union
         if isinstance(v, bool) or not isinstance(v, (str, int)):
-            raise ValueError(f"label must be a column name (a string) or a column index (a whole number), got {v!r}")
+            from nnc.compiler.values import format_value
+
+            raise ValueError(f"label must be a column name (a string) or a column index (a whole number), "
+                             f"got {format_value(v)}")
         return v
 
 
