@@ -361,4 +361,7 @@ def parse_values(text: str, name: str = "--set") -> tuple[Value, ...]:
     if len(stmts) != 1 or len(stmts[0].entries) != 1 or stmts[0].block:
         raise NncError(Diagnostic(f"cannot read {text!r} as the value of one entry", Span(0, 0, 0, 0, name),
                                   help="write several values as a tuple, e.g. (30, 60)"))
+    if len(stmts[0].entries[0].items) < 3:  # `--set train.epochs=`, or only a comment
+        raise NncError(Diagnostic("no value after '='", Span(0, 0, 0, 0, name),
+                                  help="write the value, e.g. --set train.epochs=5, or off to drop the entry"))
     return stmts[0].entries[0].items[2:]

@@ -187,3 +187,14 @@ def test_messages_show_values_as_written(text, expected):
     diags = errors(text)
     assert [(*at(d), d.message[:len(m)]) for d, (_, _, m) in zip(diags, expected)] == expected
     assert len(diags) == len(expected)
+
+
+# ---------------------------------------------------------------- --set
+
+
+@pytest.mark.parametrize("setting", ["train.epochs=", "optimizer.lr= ", "schedule.every=# five", "train.early_stop="])
+def test_a_set_without_a_value_is_an_error_naming_it(setting):
+    """`--set train.epochs=` (or a value that is only a comment) raised IndexError."""
+    (d,) = errors(M, (setting,))
+    assert d.span.origin == f"--set {setting}"
+    assert d.message == "no value after '='" and "off" in d.help
