@@ -290,7 +290,7 @@ def decode(data: bytes, name: str) -> str:
         end = data.find(b"\n", bad) if b"\n" in data[bad:] else len(data)
         head = data[start:bad].decode("utf-8")  # valid text up to the first bad byte
         col = len(head) + 1  # in characters, as the caret is drawn
-        shown = printable(head + data[bad:end].decode("utf-8", "replace"))[:120]
+        shown = printable(head + data[bad:end].decode("utf-8", "replace"))[:max(120, col + 40)]  # through the byte
         source = Source(name, "\n" * (line - 1) + shown)
         raise NncError(Diagnostic("this is not a text file (binary data: byte 0x%02x)" % data[bad],
                                   Span(line, col, line, col + 1), source,

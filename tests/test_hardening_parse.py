@@ -198,3 +198,19 @@ def test_a_set_without_a_value_is_an_error_naming_it(setting):
     (d,) = errors(M, (setting,))
     assert d.span.origin == f"--set {setting}"
     assert d.message == "no value after '='" and "off" in d.help
+
+
+# ---------------------------------------------------------------- bytes that are not text
+
+
+def test_a_bad_byte_far_along_a_line_is_echoed_with_its_line():
+    """The line echoed for a byte that is not UTF-8 was cut at 120 characters, so a bad byte
+    past them had its caret beyond the echoed text."""
+    from nnc.grammar.parse import decode
+
+    with pytest.raises(nnc.NncError) as e:
+        decode(b"model M {\n# " + b"9" * 200 + b"\xc3 and more\n}\n", "t.nnspec")
+    (d,) = e.value.diagnostics
+    assert at(d) == (2, 203) and "byte 0xc3" in d.message
+    source, caret = render_all([d]).split("\n")[1:3]
+    assert caret.index("^") == 4 + 202 and source[4 + 202] == "\ufffd"
