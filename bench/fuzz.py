@@ -322,6 +322,9 @@ def verify(err, text_lines: list[str] | None) -> Outcome | None:
     from nnc.diagnostics import lines, render_all
 
     for d in err.diagnostics:
+        for t in (d.message, d.help or ""):
+            if m := INTERNALS.search(t):
+                return Outcome("internals", t[:300], f"internals:{m.group(0)}:{re.sub(r'[0-9]+', 'N', d.message[:40])}")
         s = d.span
         if s is None or s.origin:
             continue
@@ -337,9 +340,6 @@ def verify(err, text_lines: list[str] | None) -> Outcome | None:
         if not 1 <= s.column <= len(rows[s.line - 1]) + 1:
             return Outcome("position", f"column {s.column} of line {s.line} ({len(rows[s.line - 1])} characters): "
                                        f"{d.message[:200]}", "position:column")
-        for t in (d.message, d.help or ""):
-            if m := INTERNALS.search(t):
-                return Outcome("internals", t[:300], f"internals:{m.group(0)}:{re.sub(r'[0-9]+', 'N', d.message[:40])}")
     try:
         render_all(err.diagnostics)
         render_all(err.diagnostics, color=True)
@@ -425,7 +425,7 @@ def run_cli(case: Case, timeout: float) -> Outcome:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "case.nnspec"
         path.write_bytes(case.data)
-        cmd = [sys.executable, "-m", "nnc.cli", "check", str(path)] + [a for o in case.overrides for a in ("--set", o)]
+        cmd = [sys.executable, "-m", "nnc.cli", "check", str(path)] + [f"--set={o}" for o in case.overrides]
         env = dict(os.environ, NO_COLOR="1")
         t0 = time.perf_counter()
         try:
