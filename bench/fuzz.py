@@ -14,6 +14,9 @@ Each case mutates one seed with one family of mutations, one to three times:
          a line of another seed;
 - set:   a seed with one to three `--set KEY=VALUE` overrides made of the same material.
 
+A mutation that would grow a case past 64 KB is not applied (what a large file costs is a
+matter of the parser's throughput, measured on its own in docs/benchmarks.md).
+
 and then runs in this process as `nnc check` does: decode the bytes, `load_text`, `check`.
 Outcomes:
 
@@ -62,6 +65,9 @@ ROOT = Path(__file__).resolve().parents[1]
 NAME = "fuzz.nnspec"  # the file name the in-process cases are read under
 FAILURES = ("crash", "hang", "memory", "position", "render", "internals", "cli")
 FAMILIES = ("byte", "token", "line", "set")
+# The seeds are 0.1-2.4 KB. Past this size a case measures the parser's throughput (~100 KB/s,
+# linear), not a blow-up: a mutation that would grow a case further is not applied.
+MAX_CASE = 64 * 1024
 
 # ---------------------------------------------------------------- material
 
@@ -275,8 +281,10 @@ def make_case(seed: int, index: int, m: Material) -> Case:
         ops = [f"--set {o[:60]}" for o in overrides]
     else:
         for _ in range(rng.choice([1, 1, 1, 2, 3])):
-            data, op = MUTATORS[family](rng, data, m)
-            ops.append(op)
+            new, op = MUTATORS[family](rng, data, m)
+            if len(new) <= MAX_CASE:  # (two 100-fold duplications of a line would make a megabyte)
+                data = new
+                ops.append(op)
     return Case(index, name, family, ops, data, overrides)
 
 
