@@ -184,18 +184,19 @@ def _name_all(drafts: list[_Draft], ctx: Ctx) -> None:
     auto(drafts)
 
 
-def _validate_nodes(drafts: list[_Draft], ctx: Ctx) -> tuple[Node, ...]:
+def _validate_nodes(drafts: list[_Draft], ctx: Ctx, unnamed: dict[Span, list[int]]) -> tuple[Node, ...]:
+    """`unnamed`: where each range of a layer is written -> its index in ctx.conv.ranges, until
+    the first layer written there names it."""
     out: list[Node] = []
     for d in drafts:
         if d.kind == "residual":
-            out.append(ResidualNode(d.name, d.project, _validate_nodes(d.body, ctx), d.span))
+            out.append(ResidualNode(d.name, d.project, _validate_nodes(d.body, ctx, unnamed), d.span))
             continue
         for k, s in d.spans.items():
             ctx.spans[f"model.{d.name}.{k}"] = s
         ranges = ctx.conv.ranges  # a layer's ranges were recorded before auto-naming: fill in its name
-        for i, r in enumerate(ranges):
-            if r.path.startswith("model.{name}.") and r.span in d.spans.values():
-                ranges[i] = replace(r, path=r.path.replace("{name}", d.name or d.kind))
+        for i in [i for s in d.spans.values() for i in unnamed.pop(s, ())]:
+            ranges[i] = replace(ranges[i], path=ranges[i].path.replace("{name}", d.name or d.kind))
         params = validate(LAYERS[d.kind].params, d.raw, d.name if d.name else d.kind, d.span, d.spans, ctx.out.errors)
         if params is not None:
             out.append(LayerNode(d.kind, d.name, params, d.span, d.spans))
@@ -246,5 +247,9 @@ def model(stmt: Statement, ctx: Ctx) -> ModelSpec | None:
     elif len(block) < 2 and inp:  # (layers that failed to read are reported as such)
         ctx.out.add(Diagnostic("the model has no layers", stmt.span))
     _name_all(drafts, ctx)
-    nodes = _validate_nodes(drafts, ctx)
+    unnamed: dict[Span, list[int]] = {}
+    for i, r in enumerate(ctx.conv.ranges):
+        if r.path.startswith("model.{name}."):
+            unnamed.setdefault(r.span, []).append(i)
+    nodes = _validate_nodes(drafts, ctx, unnamed)
     return ModelSpec(name, inp[0], inp[1], nodes) if inp else None

@@ -214,3 +214,31 @@ def test_a_bad_byte_far_along_a_line_is_echoed_with_its_line():
     assert at(d) == (2, 203) and "byte 0xc3" in d.message
     source, caret = render_all([d]).split("\n")[1:3]
     assert caret.index("^") == 4 + 202 and source[4 + 202] == "\ufffd"
+
+
+# ---------------------------------------------------------------- search ranges
+
+
+def test_range_values_are_checked_without_reparsing(monkeypatch):
+    """check re-read the whole text for each bound and choice of each range: 105 ranges took
+    7 s (a statement per layer: each re-read also renamed the ranges layer by layer, so the
+    work grew with the cube of their number). The text is parsed once and each value put in
+    place of its range in the statements; the ranges still report what they reach."""
+    import nnc.grammar.parse as parse_module
+
+    text = ("model M {\n    input image(1, 8, 8)\n    conv 4 kernel choice(3, 11)\n" + "    dropout uniform(0.1, 0.6)\n" * 50
+            + "    dense fc1 intuniform(0, 8)\n    dense 10\n}\n"
+            + "schedule multistep(at=(choice(10, 20), 30), factor=loguniform(0.01, 2))\n")
+    spec = nnc.load_text(text, "t.nnspec")
+    assert len(spec.search) == 54
+    lark, calls = parse_module._parser(), []
+    real = lark.parse
+    monkeypatch.setattr(lark, "parse", lambda *a, **k: calls.append(a) or real(*a, **k))
+    with pytest.raises(nnc.NncError) as e:
+        nnc.check(spec)
+    assert len(calls) == 1
+    assert [(at(d), d.message) for d in e.value.diagnostics] == [
+        ((3, 19), "this range reaches values the spec refuses: at its choice 11, conv1: a 11x11 kernel does not fit "
+                  "the 8x8 input"),
+        ((54, 15), "this range reaches values the spec refuses: at its lower bound 0, fc1 units must be > 0, got 0"),
+        ((57, 52), "this range reaches values the spec refuses: at its upper bound 2, multistep factor must be <= 1, got 2")]
