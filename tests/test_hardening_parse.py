@@ -200,6 +200,19 @@ def test_a_set_without_a_value_is_an_error_naming_it(setting):
     assert d.message == "no value after '='" and "off" in d.help
 
 
+
+@pytest.mark.parametrize("text, overrides, expected", [
+    (M + "schedule 0.6\n", ("schedule.factor=0.5",), "expected schedule, got '0.6'"),
+    (M, ("optimizer=0.6", "optimizer.lr=1"), "unknown optimizer setting '0.6'"),
+    (M, ("loss=1x1", "loss.label_smoothing=0.1"), "loss takes one loss"),
+], ids=["schedule", "optimizer", "loss"])
+def test_a_set_argument_after_a_main_entry_that_is_a_number(text, overrides, expected):
+    """--set schedule.KEY=V on a section whose only entry is a number made a call named by the
+    number: TypeError ('float' object is not iterable) in the "did you mean"."""
+    diags = errors(text, overrides)
+    assert expected in [d.message for d in diags]
+
+
 # ---------------------------------------------------------------- bytes that are not text
 
 
