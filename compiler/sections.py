@@ -216,7 +216,7 @@ def _optimizer(stmt: Statement | None, ctx: Ctx) -> OptimizerSpec | None:
     mults = {}
     for key in ("lr_mult", "decay_mult"):
         value = raw.get(key, {})
-        if value and (not isinstance(value, dict) or value.get("__args__")):
+        if not isinstance(value, dict) or value.get("__args__"):  # (`lr_mult 0` too)
             ctx.out.add(Diagnostic(f"{key} reads {key}(LAYER=FACTOR, ...)", ctx.spans.get(f"optimizer.{key}")))
             value = {}
         for layer, f in value.items():

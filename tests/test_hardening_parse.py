@@ -213,6 +213,16 @@ def test_a_set_argument_after_a_main_entry_that_is_a_number(text, overrides, exp
     assert expected in [d.message for d in diags]
 
 
+@pytest.mark.parametrize("text, overrides", [(M + "optimizer sgd(lr=0.1), lr_mult 0\n", ()),
+                                             (M, ("optimizer.lr_mult=-0",)), (M, ('optimizer.lr_mult=""',))],
+                         ids=["file", "set", "empty_string"])
+def test_a_multiplier_table_that_is_a_falsy_value(text, overrides):
+    """`lr_mult 0` (or --set optimizer.lr_mult=-0) raised AttributeError: 'int' object has no
+    attribute 'items': a value that is false slipped past the form check."""
+    (d,) = errors(text, overrides)
+    assert d.message == "lr_mult reads lr_mult(LAYER=FACTOR, ...)"
+
+
 # ---------------------------------------------------------------- bytes that are not text
 
 
