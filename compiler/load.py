@@ -104,9 +104,13 @@ def read_source(path: str) -> str:
     if not path:
         raise NncError("the spec path is empty")
     p = Path(path)
-    if not p.exists():
+    try:
+        exists, is_dir = p.exists(), p.is_dir()  # (a name too long for the system raises)
+    except OSError as e:
+        raise NncError(f"{path}: cannot read ({e.strerror})") from None
+    if not exists:
         raise NncError(f"{path}: no such file")
-    if p.is_dir():
+    if is_dir:
         raise NncError(f"{path}: is a directory, not a .nnspec file")
     try:
         with p.open("rb") as f:

@@ -159,6 +159,14 @@ def test_endless_devices_are_read_no_further_than_the_limit(device):
     assert r.stderr == f"nnc: error: {device}: over 10 MB, too large for a spec\n"
 
 
+def test_a_path_too_long_for_the_system_is_an_error():
+    """Path.exists() raised OSError (File name too long) out of read_source."""
+    from nnc.compiler.load import read_source
+
+    with pytest.raises(nnc.NncError) as e:
+        read_source("a" * 5000 + ".nnspec")
+    assert str(e.value).endswith(".nnspec: cannot read (File name too long)")
+
 def test_standard_input_over_10_mb_is_an_error():
     r = run_nnc("check", "-", input="#" * 10_000_001, timeout=120)
     assert r.returncode == 1 and "<stdin>" in r.stderr and "over 10 MB" in r.stderr
