@@ -1,6 +1,6 @@
 """Mutation fuzzing of nnc's front end: each case goes the way of `nnc check FILE`.
 
-    python bench/fuzz.py N SEED [--cli K] [--save DIR] [--json] [--start I] [--budget 2] [--mem-mb 1024]
+    python bench/fuzz.py N SEED [--cli K] [--save DIR] [--json] [--start I] [--only FAMILY] [--budget 2] [--mem-mb 1024]
 
 The seeds are every spec in specs/ and docs/ and the ```nnspec blocks of docs/*.md that parse.
 Each case mutates one seed with one family of mutations, one to three times:
@@ -38,8 +38,9 @@ and the failures:
 `python -m nnc.cli check FILE [--set ...]`, in a subprocess: the exit code must be 0 or 1
 and stderr must not hold a traceback. `--save DIR` writes each failing input there (a few
 per distinct failure), with its minimized reproducer and a note. `--start I` numbers the
-cases from I: case I of a seed is the same input in every run, so
-`python bench/fuzz.py 1 SEED --start I` replays it. Exits 1 when a case failed.
+cases from I: case I of a seed is the same input in every run (with the same --only), so
+`python bench/fuzz.py 1 SEED --start I` replays it. `--only set` (say) draws every case
+from one family. Exits 1 when a case failed.
 """
 
 from __future__ import annotations
@@ -114,6 +115,23 @@ def vocabulary() -> list[str]:
     return sorted(words)
 
 
+def set_keys() -> dict[str, list[str]]:
+    """The keys each section takes in `--set SECTION.KEY=VALUE`."""
+    from nnc.compiler import spec as s
+    from nnc.compiler.vocab.losses import LOSSES
+    from nnc.compiler.vocab.optimizers import OPTIMIZERS
+    from nnc.compiler.vocab.schedules import SCHEDULES
+
+    def names(*models) -> list[str]:
+        return sorted({f.alias or n for m in models for n, f in m.model_fields.items()})
+
+    return {"train": names(s.Train), "data": names(s.DataOptions) + ["preprocess", "augment"],
+            "regularize": names(s.Regularize), "init": ["weights", "bias"],
+            "optimizer": names(*(d.params for d in OPTIMIZERS.values())) + ["lr_mult", "decay_mult"],
+            "schedule": names(*(d.params for d in SCHEDULES.values())) + ["warmup"],
+            "loss": names(*(d.params for d in LOSSES.values()))}
+
+
 NUMBERS = ["0", "-1", "1", "-0", "0.0", "2", "3", ".5", "1.", "1e309", "-1e309", "1e-400", "1e999999999",
            "1" + "0" * 400, "-1" + "0" * 400, str(2**70), str(2**63), str(2**63 - 1), str(2**64), "9" * 5000,
            "2147483648", "65536", "1e18", "1e300", "3x" + "0" * 400, "0x0", "1x1x1", "65536x65536", "3x3", "0.999999"]
@@ -152,6 +170,7 @@ class Material:
     words: list[str]
     tokens: list[str]  # every non-blank token of the corpus
     lines: list[bytes]  # every line of the corpus
+    keys: dict[str, list[str]]  # section -> its --set keys
 
     @classmethod
     def load(cls) -> "Material":
@@ -161,7 +180,7 @@ class Material:
             text = data.decode()
             tokens |= {t for t in TOKEN.findall(text) if t.strip()}
             lines |= set(data.splitlines(keepends=True))
-        return cls(seeds, vocabulary(), sorted(tokens), sorted(lines))
+        return cls(seeds, vocabulary(), sorted(tokens), sorted(lines), set_keys())
 
     def token(self, rng: random.Random) -> str:
         r = rng.random()
@@ -249,9 +268,12 @@ def mutate_lines(rng: random.Random, data: bytes, m: Material) -> tuple[bytes, s
 def make_override(rng: random.Random, m: Material) -> str:
     from nnc.compiler.spec import SECTIONS
 
-    section = rng.choice(list(SECTIONS) + ["bogus", ""])
-    key = rng.choice(m.words + ["", "lr", "batch", "seed", "early_stop", "lr_mult", "warmup", "weights"])
+    section = rng.choice(list(m.keys)) if rng.random() < 0.85 else rng.choice(list(SECTIONS) + ["bogus", ""])
+    keys = m.keys.get(section, [])
+    key = rng.choice(keys) if keys and rng.random() < 0.7 else rng.choice(m.words + [""])
     value = m.token(rng) if rng.random() < 0.8 else " ".join(m.token(rng) for _ in range(3))
+    if rng.random() < 0.15:  # a value in a call's parentheses, as lr_mult and early_stop take them
+        value = "(" + value + ")"
     if rng.random() < 0.2:
         return f"{section}={value}"
     return f"{section}.{key}={value}"
@@ -270,10 +292,13 @@ class Case:
     overrides: tuple[str, ...] = ()
 
 
-def make_case(seed: int, index: int, m: Material) -> Case:
+WEIGHTS = {"byte": 30, "token": 40, "line": 22, "set": 8}
+
+
+def make_case(seed: int, index: int, m: Material, families: tuple[str, ...] = FAMILIES) -> Case:
     rng = random.Random(seed * 1_000_003 + index)  # case `index` of `seed` is the same in every run
     name, data = rng.choice(m.seeds)
-    family = rng.choices(FAMILIES, weights=(30, 40, 22, 8))[0]
+    family = rng.choices(families, weights=[WEIGHTS[f] for f in families])[0]
     ops: list[str] = []
     overrides: tuple[str, ...] = ()
     if family == "set":
@@ -462,7 +487,7 @@ class Report:
 
 
 def fuzz(n: int, seed: int, start: int = 0, budget: float = 2.0, growth_mb: float = 100.0, save: Path | None = None,
-         cli: int = 0, minimize_tries: int = 400, progress: bool = False) -> Report:
+         cli: int = 0, minimize_tries: int = 400, progress: bool = False, families: tuple[str, ...] = FAMILIES) -> Report:
     m = Material.load()
     for name, data in m.seeds:  # warm-up (lazy imports, pydantic schemas), and the seeds themselves
         out = run_case(data, budget=30.0)
@@ -472,7 +497,7 @@ def fuzz(n: int, seed: int, start: int = 0, budget: float = 2.0, growth_mb: floa
     t0 = time.perf_counter()
     failing: list[Case] = []
     for i in range(start, start + n):
-        case = make_case(seed, i, m)
+        case = make_case(seed, i, m, families)
         out = run_case(case.data, case.overrides, budget, growth_mb)
         rep.cases += 1
         rep.counts[case.family][out.kind] += 1
@@ -494,7 +519,7 @@ def fuzz(n: int, seed: int, start: int = 0, budget: float = 2.0, growth_mb: floa
     rep.seconds = time.perf_counter() - t0
     if cli:
         rng = random.Random(seed)
-        others = [make_case(seed, i, m) for i in rng.sample(range(start, start + n), min(n, cli))]
+        others = [make_case(seed, i, m, families) for i in rng.sample(range(start, start + n), min(n, cli))]
         picked = (failing[: cli // 2] + others)[:cli]
         for case in picked:
             out = run_cli(case, timeout=max(30.0, budget * 5))
@@ -544,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=2.0, help="seconds a case may take (default 2)")
     ap.add_argument("--mem-mb", type=int, default=1024, help="address space allowed beyond the start's (default 1024)")
     ap.add_argument("--growth-mb", type=float, default=100.0, help="peak RSS growth in one case flagged (default 100)")
+    ap.add_argument("--only", choices=FAMILIES, action="append", help="only this family of mutations (repeatable)")
     ap.add_argument("--json", action="store_true", help="print the report as one JSON object")
     a = ap.parse_args(argv)
     sys.set_int_max_str_digits(4300)  # Python's default, whatever the environment says
@@ -552,7 +578,8 @@ def main(argv: list[str] | None = None) -> int:
     if vm:
         limit = vm + a.mem_mb * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
-    rep = fuzz(a.n, a.seed, a.start, a.budget, a.growth_mb, a.save, a.cli, progress=not a.json)
+    families = tuple(f for f in FAMILIES if f in a.only) if a.only else FAMILIES
+    rep = fuzz(a.n, a.seed, a.start, a.budget, a.growth_mb, a.save, a.cli, progress=not a.json, families=families)
     failed = sum(f["count"] for f in rep.failures.values())
     if a.json:
         print(json.dumps({"cases": rep.cases, "seconds": round(rep.seconds, 2), "failed": failed,
