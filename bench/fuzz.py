@@ -343,11 +343,17 @@ def _maxrss_mb() -> float:
 
 def _nnc_frame(tb) -> str:
     """The innermost frame in nnc's own code: file:line function."""
-    frames = [f for f in traceback.extract_tb(tb) if str(ROOT) in f.filename and "/.venv/" not in f.filename
-              and not f.filename.endswith("bench/fuzz.py")]
-    f = frames[-1] if frames else (traceback.extract_tb(tb) or [None])[-1]
-    return f"{Path(f.filename).relative_to(ROOT) if str(ROOT) in f.filename else Path(f.filename).name}:{f.lineno} {f.name}" \
-        if f else "?"
+    def ours(f) -> bool:
+        parts = Path(f.filename).parts
+        return (Path(f.filename).is_relative_to(ROOT) or "nnc" in parts) and ".venv" not in parts \
+            and "site-packages" not in parts and Path(f.filename) != Path(__file__).resolve()
+
+    frames = traceback.extract_tb(tb)
+    f = ([f for f in frames if ours(f)] or frames or [None])[-1]
+    if f is None:
+        return "?"
+    p = Path(f.filename)
+    return f"{p.relative_to(ROOT) if p.is_relative_to(ROOT) else p.name}:{f.lineno} {f.name}"
 
 
 def verify(err, text_lines: list[str] | None) -> Outcome | None:
