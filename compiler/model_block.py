@@ -140,7 +140,12 @@ def _body(stmts: tuple[Statement, ...], ctx: Ctx, depth: int = 0) -> list[_Draft
 
 
 def _count(drafts: list[_Draft]) -> int:
-    return sum(_count(d.body) if d.body is not None else 1 for d in drafts)
+    """Layers after expansion: a recurrent layer with `layers N` is N of them."""
+    def one(d: _Draft) -> int:
+        n = d.raw.get("layers", 1)
+        return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+
+    return sum(_count(d.body) if d.body is not None else one(d) for d in drafts)
 
 
 def _copy(d: _Draft, k: int | None) -> _Draft:

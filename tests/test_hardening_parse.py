@@ -273,3 +273,19 @@ def test_range_values_are_checked_without_reparsing(monkeypatch):
                   "the 8x8 input"),
         ((54, 15), "this range reaches values the spec refuses: at its lower bound 0, fc1 units must be > 0, got 0"),
         ((57, 52), "this range reaches values the spec refuses: at its upper bound 2, multistep factor must be <= 1, got 2")]
+
+
+# ---------------------------------------------------------------- work in proportion to the numbers written
+
+
+def test_a_recurrent_stack_counts_its_layers_toward_the_limit(tmp_path):
+    """`lstm 3 layers 10000000` passed the 10,000-layer limit as one layer, then shape inference
+    made 80 million tensor records (MemoryError after 24 GB). Each of its layers counts."""
+    r = check_bounded(tmp_path, "model M {\n    input sequence(8, 8)\n    lstm 3 layers 10000000\n    dense 2\n}\n")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "the model has 10,000,001 layers, more than nnc builds (10,000)" in r.stderr
+    (d,) = errors("model M {\n    input sequence(8, 8)\n    repeat 100 {\n        gru 3 layers 101 return sequence\n"
+                  "    }\n    dense 2\n}\n")
+    assert (at(d), d.message) == ((3, 12), "repeat 100 makes the model over 10,000 layers, more than nnc builds")
+    nnc.check(nnc.load_text("model M {\n    input sequence(8, 8)\n    rnn 3 layers 9999\n}\nloss mse\n", "t.nnspec"))
+
