@@ -289,3 +289,16 @@ def test_a_recurrent_stack_counts_its_layers_toward_the_limit(tmp_path):
     assert (at(d), d.message) == ((3, 12), "repeat 100 makes the model over 10,000 layers, more than nnc builds")
     nnc.check(nnc.load_text("model M {\n    input sequence(8, 8)\n    rnn 3 layers 9999\n}\nloss mse\n", "t.nnspec"))
 
+
+def test_the_projection_stride_is_computed_not_searched(tmp_path):
+    """The stride of a residual block's projection was searched for among 1..H: a block that
+    grows a 10**9-pixel-high image ran through a billion strides per axis before its error."""
+    r = check_bounded(tmp_path, "model M {\n    input image(1, 1000000000, 1000000000)\n    residual project {\n"
+                                "        conv 2 kernel 1 pad 1\n    }\n    global_avgpool\n    dense 2\n}\n", seconds=20)
+    assert r.returncode == 1 and "no 1x1 stride maps 1000000000x1000000000 to 1000000002x1000000002" in r.stderr
+    from nnc.compiler.shapes import _shortcut_stride
+
+    def searched(size, out):  # the former definition
+        return next((s for s in range(1, size + 1) if (size - 1) // s + 1 == out), None)
+
+    assert all(_shortcut_stride(size, out) == searched(size, out) for size in range(1, 130) for out in range(-1, 135))
