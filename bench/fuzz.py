@@ -9,7 +9,7 @@ Each case mutates one seed with one family of mutations, one to three times:
          a line continuation, 400 or 5,000 digits), delete, duplicate or truncate;
 - token: delete, duplicate, swap, replace or insert tokens: other tokens of the corpus, words
          of nnc's registries, numbers like 0, -1, 1e309, 10**400, 2**70, calls, tuples and
-         blocks nested up to 1,000 deep;
+         blocks nested up to 1,000 deep; or turn a number of the spec into such a number;
 - line:  delete, duplicate, swap or move lines, add or remove braces, join lines, splice in
          a line of another seed;
 - set:   a seed with one to three `--set KEY=VALUE` overrides made of the same material.
@@ -225,9 +225,13 @@ def mutate_tokens(rng: random.Random, data: bytes, m: Material) -> tuple[bytes, 
     solid = [i for i, t in enumerate(toks) if t.strip()] or [0]
     if not toks:
         toks = [""]
-    op = rng.choice(["delete", "duplicate", "swap", "replace", "replace", "insert", "insert"])
+    op = rng.choice(["delete", "duplicate", "swap", "replace", "replace", "insert", "insert", "renumber"])
     i = rng.choice(solid)
-    if op == "delete":
+    numbers = [j for j in solid if toks[j][:1].isdigit() or toks[j][:1] in "+-."]
+    if op == "renumber" and numbers:  # a number written in the spec becomes an extreme one
+        i = rng.choice(numbers)
+        toks[i] = rng.choice(NUMBERS)
+    elif op == "delete":
         toks[i] = ""
     elif op == "duplicate":
         toks[i] = toks[i] + " " + toks[i]
