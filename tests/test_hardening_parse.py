@@ -302,3 +302,17 @@ def test_the_projection_stride_is_computed_not_searched(tmp_path):
         return next((s for s in range(1, size + 1) if (size - 1) // s + 1 == out), None)
 
     assert all(_shortcut_stride(size, out) == searched(size, out) for size in range(1, 130) for out in range(-1, 135))
+
+
+# ---------------------------------------------------------------- what check passes, train can run
+
+
+@pytest.mark.parametrize("data, expected", [("data digits, seed -1", (5, 19, "data seed must be >= 0, got -1")),
+                                            ("data synthetic(seed=-1)", (5, 21, "synthetic seed must be >= 0, got -1"))],
+                         ids=["split", "synthetic"])
+def test_a_negative_data_seed_is_an_error(data, expected):
+    """`data seed -1` passed check, and nnc train then died in numpy (ValueError: expected
+    non-negative integer) with a traceback; the train seed may stay negative (torch takes it)."""
+    (d,) = errors("model M {\n    input vector(64)\n    dense 10\n}\n" + data + "\n")
+    assert (*at(d), d.message) == expected
+    nnc.check(nnc.load_text("model M {\n    input vector(64)\n    dense 10\n}\ndata digits\ntrain seed -5\n", "t.nnspec"))

@@ -63,7 +63,7 @@ class ImageFolder(Params):
 class Synthetic(Params):
     n: int = Field(512, ge=2)
     classes: int | None = Field(None, ge=2)  # default: the model's output width
-    seed: int = 0
+    seed: int = Field(0, ge=0)  # numpy's generators take no negative seed
 
 
 class TorchvisionSet(Params):
