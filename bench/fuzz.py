@@ -209,7 +209,8 @@ def mutate_bytes(rng: random.Random, data: bytes, m: Material) -> tuple[bytes, s
         i = min(i, len(b) - 1)
         b[i] = rng.choice([rng.randrange(256), 0, 0x7F, 0x80, 0xFF, 0x0A, 0x0D, 0x7B, 0x7D, 0x28, 0x29])
     elif op == "insert":
-        b[i:i] = rng.choice(SPECIAL_BYTES) if rng.random() < 0.7 else bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+        noise = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+        b[i:i] = rng.choice(SPECIAL_BYTES) if rng.random() < 0.7 else noise
     elif op == "delete":
         del b[i:i + rng.randint(1, 8)]
     elif op == "duplicate" and b:
@@ -376,7 +377,8 @@ def verify(err, text_lines: list[str] | None) -> Outcome | None:
         if s.line == 0:
             continue
         if d.source is None:
-            return Outcome("position", f"a position {s.line}:{s.column} without a file: {d.message[:200]}", "position:nosource")
+            return Outcome("position", f"a position {s.line}:{s.column} without a file: {d.message[:200]}",
+                           "position:nosource")
         rows = lines(d.source.text) if d.source.name != NAME or text_lines is None else text_lines
         if not 1 <= s.line <= len(rows):
             return Outcome("position", f"line {s.line} of a {len(rows)}-line file: {d.message[:200]}", "position:line")
@@ -387,8 +389,8 @@ def verify(err, text_lines: list[str] | None) -> Outcome | None:
         render_all(err.diagnostics)
         render_all(err.diagnostics, color=True)
     except Exception as e:  # noqa: BLE001
-        return Outcome("render", f"{type(e).__name__}: {e}"[:300], f"render:{type(e).__name__}:{_nnc_frame(e.__traceback__)}",
-                       trace=traceback.format_exc())
+        return Outcome("render", f"{type(e).__name__}: {e}"[:300],
+                       f"render:{type(e).__name__}:{_nnc_frame(e.__traceback__)}", trace=traceback.format_exc())
     return None
 
 
@@ -595,7 +597,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"cases": rep.cases, "seconds": round(rep.seconds, 2), "failed": failed,
                           "outcomes": {f: dict(c) for f, c in rep.counts.items()}, "cli": dict(rep.cli),
                           "slowest": {"seconds": round(rep.slowest[0], 3), "case": rep.slowest[1]},
-                          "failures": [{"signature": s, **{k: v for k, v in f.items() if k not in ("input", "minimized", "trace")},
+                          "failures": [{"signature": s,
+                                        **{k: v for k, v in f.items() if k not in ("input", "minimized", "trace")},
                                         "input": _shown(f["input"]), "minimized": _shown(f.get("minimized", b""))}
                                        for s, f in rep.failures.items()]}))
         return 1 if failed else 0
@@ -603,7 +606,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{rep.cases / max(rep.seconds, 1e-9):,.0f} cases/s; slowest case {rep.slowest[1]}: {rep.slowest[0]:.2f} s")
     print(table(rep))
     if a.cli:
-        print(f"through the CLI: {sum(rep.cli.values())} cases, " + ", ".join(f"{k} {v}" for k, v in sorted(rep.cli.items())))
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(rep.cli.items()))
+        print(f"through the CLI: {sum(rep.cli.values())} cases, {shown}")
     for s, f in sorted(rep.failures.items(), key=lambda kv: -kv[1]["count"]):
         print(f"\n{f['kind'].upper()} x{f['count']}: {s}\n  {f['detail']}\n  first: case {f['case']} ({f['seed']}, "
               f"{f['family']}: {' '.join(f['ops'])})")

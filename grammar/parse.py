@@ -136,7 +136,8 @@ class _ToData(Transformer):
 
     def size(self, tok):
         (t,) = tok
-        return Value("size", tuple(int(p.lstrip("0") or "0") for p in t.split("x")), _span(t))  # int() refuses 4,300+ digits, zeros too
+        # (leading zeros dropped: int() refuses 4,300 digits or more, zeros included)
+        return Value("size", tuple(int(p.lstrip("0") or "0") for p in t.split("x")), _span(t))
 
     def string(self, tok):
         (t,) = tok

@@ -111,8 +111,8 @@ def check_bounded(tmp_path, text: str, seconds: float = 30, mb: int = 1024):
 @pytest.mark.parametrize("body, message", [
     ("repeat 1000000000 {\n        relu6\n    }", "unknown layer 'relu6'"),
     ("repeat 100000000 {\n        residual {\n            relu6\n        }\n    }", "unknown layer 'relu6'"),
-    ("repeat 2 {\n        repeat 1000000000 {\n            repeat -1 {\n                relu\n            }\n        }\n    }",
-     "repeat needs a count >= 1"),
+    ("repeat 2 {\n        repeat 1000000000 {\n            repeat -1 {\n                relu\n"
+     "            }\n        }\n    }", "repeat needs a count >= 1"),
 ], ids=["invalid_layers", "invalid_residual", "invalid_inner_repeat"])
 def test_a_repeat_whose_block_failed_is_not_expanded(tmp_path, body, message):
     """A repeat whose layers all failed counted 0 layers and expanded its nothing a billion
@@ -176,10 +176,12 @@ def test_standard_input_over_10_mb_is_an_error():
 
 
 @pytest.mark.parametrize("text, expected", [
-    (M + "train epochs x early_stop(patience=3)\n", [(5, 7, "train epochs must be a whole number, got (x, early_stop(...))")]),
+    (M + "train epochs x early_stop(patience=3)\n",
+     [(5, 7, "train epochs must be a whole number, got (x, early_stop(...))")]),
     (M + "regularize l2 .5 d()\n", [(5, 12, "regularize l2 must be a number, got (0.5, d(...))")]),
     (M + "optimizer sgd(lr=0.1), lr_mult(fc1=f(2), fc2=true)\n",
-     [(5, 32, "lr_mult for fc1 must be a number >= 0, got f(...)"), (5, 42, "lr_mult for fc2 must be a number >= 0, got true")]),
+     [(5, 32, "lr_mult for fc1 must be a number >= 0, got f(...)"),
+      (5, 42, "lr_mult for fc2 must be a number >= 0, got true")]),
     (M + 'data csv(path="x.csv", label=f(1))\n',
      [(5, 30, "csv: label must be a column name (a string) or a column index (a whole number), got f(...)")]),
     ("model M {\n    input image(1, 8, 8)\n    conv 4 3x3 kernel 3\n    dense 2 (1, (2, f(3)))\n}\n",
