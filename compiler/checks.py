@@ -5,15 +5,17 @@ whole front half of the pipeline: inference, then every pass, then the search ra
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from nnc.compiler.graph import Graph, ResidualInfo, residuals
 from nnc.compiler.shapes import infer
 from nnc.compiler.spec import LayerNode, Spec
-from nnc.compiler.values import SearchRange, format_value, resolve_text
+from nnc.compiler.values import SearchRange, format_value
 from nnc.compiler.vocab.losses import LOSSES
 from nnc.compiler.vocab.preprocess import PREPROCESS
 from nnc.compiler.vocab.sources import SOURCES
-from nnc.diagnostics import Collector, Diagnostic, NncError, unknown
+from nnc.diagnostics import Collector, Diagnostic, NncError, Span, unknown
+from nnc.grammar.parse import Entry, Statement, parse
 
 
 def data_fits_input(graph: Graph, out: Collector) -> None:
@@ -196,25 +198,49 @@ def check(spec: Spec) -> Graph:
     except NncError as e:
         raise e.with_document(spec.document) from None
     if spec.search:
-        errors = [d for r in spec.search if (d := _range_error(spec, r))]
+        stmts = parse(spec.text, spec.document.name)  # once: each value is put in place of its range there
+        errors = [d for r in spec.search if (d := _range_error(spec, r, stmts))]
         if errors:
             raise NncError(errors).with_document(spec.document)
     return graph
 
 
-def _range_error(spec: Spec, r: SearchRange) -> Diagnostic | None:
+def _range_error(spec: Spec, r: SearchRange, stmts: tuple) -> Diagnostic | None:
     """The first value that range `r` can take (a bound or a choice) which the spec refuses,
     as an error at the range: the spec was validated at the range's representative only."""
-    from nnc.compiler.load import load_text
+    from nnc.compiler.load import build_spec
 
     if r.span.origin:  # written by --set: no place in the text to put a value
         return None
     values = [("choice", v) for v in r.args] if r.dist == "choice" else [("lower bound", r.args[0]), ("upper bound", r.args[1])]
-    for which, v in values:
+    for i, (which, v) in enumerate(values):
         try:
-            analyze(load_text(resolve_text(spec.text, {r: v}), spec.document.name, spec.overrides))
+            analyze(build_spec(_put(stmts, r.span, i), spec.document, spec.overrides))
         except NncError as e:
             d = e.diagnostics[0]
             return Diagnostic(f"this range reaches values the spec refuses: at its {which} {format_value(v)}, {d.message}",
                               r.span, help=d.help)
     return None
+
+
+def _put(node, span: Span, i: int):
+    """Statements (or a part of one) with the range call written at `span` replaced by its i-th
+    argument, as if that value were written there (re-parsing the text per value cost 4 times
+    as much). Only the nodes around `span` are rebuilt."""
+    if isinstance(node, tuple):
+        return tuple(_put(n, span, i) for n in node)
+    if isinstance(node, Statement):
+        return replace(node, entries=_put(node.entries, span, i), block=node.block and _put(node.block, span, i))
+    inside = (node.span.line, node.span.column) <= (span.line, span.column) \
+        and (span.end_line, span.end_column) <= (node.span.end_line, node.span.end_column)
+    if not inside:
+        return node
+    if isinstance(node, Entry):
+        return replace(node, items=_put(node.items, span, i))
+    if node.kind == "call" and node.span == span:
+        return node.value.args[i]
+    if node.kind == "call":
+        call = node.value
+        return replace(node, value=replace(call, args=_put(call.args, span, i),
+                                           kwargs=tuple((k, _put(v, span, i)) for k, v in call.kwargs)))
+    return replace(node, value=_put(node.value, span, i)) if node.kind == "tuple" else node

@@ -22,8 +22,9 @@ from nnc.grammar.parse import Statement, decode, parse
 
 
 def _version(stmts: list[Statement], ctx: Ctx) -> int:
+    first = None
     if stmts and stmts[0].head.kind == "word" and stmts[0].head.value == "nnspec":
-        s = stmts.pop(0)
+        s = first = stmts.pop(0)
         items = s.entries[0].items
         if len(items) != 2 or items[1].kind != "number" or items[1].value != VERSION:
             got = " ".join(v.text for v in items[1:]) or "nothing"
@@ -31,10 +32,10 @@ def _version(stmts: list[Statement], ctx: Ctx) -> int:
             ctx.out.add(Diagnostic(f"this nnc reads nnspec {VERSION}, the file says {got}", s.span,
                                          help="the file is for a newer nnc" if newer else
                                          f"the first line reads `nnspec {VERSION}` (or leave it out)"))
-        return VERSION
     for s in stmts:
         if s.head.kind == "word" and s.head.value == "nnspec":
-            ctx.out.add(Diagnostic("the version line must come first", s.span))
+            ctx.out.add(Diagnostic(f"nnspec is given twice (first on line {first.span.line})" if first
+                                   else "the version line must come first", s.span))
     return VERSION
 
 
@@ -83,22 +84,37 @@ def load_text(text: str, name: str = "<spec>", overrides: tuple[str, ...] = ()) 
     return build_spec(parse(text, name), Document(name, text), tuple(overrides))
 
 
+MAX_BYTES = 10_000_000  # a spec is a page or two: /dev/zero or a wrong file is read no further
+
+
+def _read_at_most(f, name: str) -> bytes:
+    data = f.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise NncError(f"{name}: over 10 MB, too large for a spec")
+    return data
+
+
 def read_spec_text(path: str) -> str:
     """The spec file's text, or a user error naming the problem."""
     import sys
     from pathlib import Path
 
     if path == "-":  # `nnc check -`: the spec on standard input
-        return decode(sys.stdin.buffer.read(), "<stdin>")
+        return decode(_read_at_most(sys.stdin.buffer, "<stdin>"), "<stdin>")
     if not path:
         raise NncError("the spec path is empty")
     p = Path(path)
-    if not p.exists():
+    try:
+        exists, is_dir = p.exists(), p.is_dir()  # (a name too long for the system raises)
+    except OSError as e:
+        raise NncError(f"{path}: cannot read ({e.strerror})") from None
+    if not exists:
         raise NncError(f"{path}: no such file")
-    if p.is_dir():
+    if is_dir:
         raise NncError(f"{path}: is a directory, not a .nnspec file")
     try:
-        data = p.read_bytes()
+        with p.open("rb") as f:
+            data = _read_at_most(f, path)
     except OSError as e:
         raise NncError(f"{path}: cannot read ({e.strerror})") from None
     return decode(data, path)

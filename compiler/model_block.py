@@ -98,10 +98,13 @@ def _body(stmts: tuple[Statement, ...], ctx: Ctx, depth: int = 0) -> list[_Draft
             if s.block is None:
                 ctx.out.add(Diagnostic("repeat needs a { ... } block of layers", s.span))
                 continue
+            errors = len(ctx.out.errors)
             once = _body(s.block, ctx, depth)
             n = items[1].value
             if not s.block:
                 ctx.out.add(Diagnostic("repeat of an empty block", s.span, help="put layers inside { ... }"))
+            elif len(ctx.out.errors) > errors:  # reported once; what is left of the block is not expanded
+                continue
             elif _count(out) + n * _count(once) > MAX_LAYERS:
                 ctx.out.add(Diagnostic(f"repeat {n:,} makes the model over {MAX_LAYERS:,} layers, "
                                              f"more than nnc builds", items[1].span))
@@ -137,7 +140,12 @@ def _body(stmts: tuple[Statement, ...], ctx: Ctx, depth: int = 0) -> list[_Draft
 
 
 def _count(drafts: list[_Draft]) -> int:
-    return sum(_count(d.body) if d.body is not None else 1 for d in drafts)
+    """Layers after expansion: a recurrent layer with `layers N` is N of them."""
+    def one(d: _Draft) -> int:
+        n = d.raw.get("layers", 1)
+        return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+
+    return sum(_count(d.body) if d.body is not None else one(d) for d in drafts)
 
 
 def _copy(d: _Draft, k: int | None) -> _Draft:
@@ -181,18 +189,19 @@ def _name_all(drafts: list[_Draft], ctx: Ctx) -> None:
     auto(drafts)
 
 
-def _validate_nodes(drafts: list[_Draft], ctx: Ctx) -> tuple[Node, ...]:
+def _validate_nodes(drafts: list[_Draft], ctx: Ctx, unnamed: dict[Span, list[int]]) -> tuple[Node, ...]:
+    """`unnamed`: where each range of a layer is written -> its index in ctx.conv.ranges, until
+    the first layer written there names it."""
     out: list[Node] = []
     for d in drafts:
         if d.kind == "residual":
-            out.append(ResidualNode(d.name, d.project, _validate_nodes(d.body, ctx), d.span))
+            out.append(ResidualNode(d.name, d.project, _validate_nodes(d.body, ctx, unnamed), d.span))
             continue
         for k, s in d.spans.items():
             ctx.spans[f"model.{d.name}.{k}"] = s
         ranges = ctx.conv.ranges  # a layer's ranges were recorded before auto-naming: fill in its name
-        for i, r in enumerate(ranges):
-            if r.path.startswith("model.{name}.") and r.span in d.spans.values():
-                ranges[i] = replace(r, path=r.path.replace("{name}", d.name or d.kind))
+        for i in [i for s in d.spans.values() for i in unnamed.pop(s, ())]:
+            ranges[i] = replace(ranges[i], path=ranges[i].path.replace("{name}", d.name or d.kind))
         params = validate(LAYERS[d.kind].params, d.raw, d.name if d.name else d.kind, d.span, d.spans, ctx.out.errors)
         if params is not None:
             out.append(LayerNode(d.kind, d.name, params, d.span, d.spans))
@@ -243,5 +252,9 @@ def model(stmt: Statement, ctx: Ctx) -> ModelSpec | None:
     elif len(block) < 2 and inp:  # (layers that failed to read are reported as such)
         ctx.out.add(Diagnostic("the model has no layers", stmt.span))
     _name_all(drafts, ctx)
-    nodes = _validate_nodes(drafts, ctx)
+    unnamed: dict[Span, list[int]] = {}
+    for i, r in enumerate(ctx.conv.ranges):
+        if r.path.startswith("model.{name}."):
+            unnamed.setdefault(r.span, []).append(i)
+    nodes = _validate_nodes(drafts, ctx, unnamed)
     return ModelSpec(name, inp[0], inp[1], nodes) if inp else None

@@ -93,7 +93,8 @@ def _set_call_arg(stmt: Statement | None, section: str, key: str, v: Value) -> S
     """--set optimizer.lr=... (or loss.KEY, schedule.KEY) rewrites the main call's keyword argument."""
     default = {"optimizer": "sgd", "loss": "cross_entropy", "schedule": "constant"}[section]
     given = list(entries(stmt)) if stmt else []
-    main = next((e for e in given if len(e.items) == 1 and e.items[0].text != "warmup"), None)
+    main = next((e for e in given if len(e.items) == 1 and e.items[0].kind in ("word", "call")
+                 and e.items[0].text != "warmup"), None)  # (not a number written there: its error is its own)
     head = main.items[0] if main else Value("word", default, v.span)
     if stmt is None and section == "optimizer":
         head = Value("call", Call("sgd", v.span, (), (("momentum", Value("number", 0.9, v.span)),)), v.span)

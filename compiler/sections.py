@@ -9,7 +9,7 @@ from typing import Any
 from nnc.compiler.layers import LAYERS
 from nnc.compiler.layers.base import Params
 from nnc.compiler.spec import DataOptions, DataSpec, InitRule, OptimizerSpec, Regularize, ScheduleSpec, Train
-from nnc.compiler.values import BARE, Choice, Converter, positional_to_fields, validate
+from nnc.compiler.values import BARE, REPORTED, Choice, Converter, format_value, positional_to_fields, validate
 from nnc.compiler.vocab.augment import AUGMENT
 from nnc.compiler.vocab.initializers import INITIALIZERS
 from nnc.compiler.vocab.losses import LOSSES
@@ -216,12 +216,12 @@ def _optimizer(stmt: Statement | None, ctx: Ctx) -> OptimizerSpec | None:
     mults = {}
     for key in ("lr_mult", "decay_mult"):
         value = raw.get(key, {})
-        if value and (not isinstance(value, dict) or value.get("__args__")):
+        if not isinstance(value, dict) or value.get("__args__"):  # (`lr_mult 0` too)
             ctx.out.add(Diagnostic(f"{key} reads {key}(LAYER=FACTOR, ...)", ctx.spans.get(f"optimizer.{key}")))
             value = {}
         for layer, f in value.items():
-            if not isinstance(f, (int, float)) or isinstance(f, bool) or f < 0:
-                ctx.out.add(Diagnostic(f"{key} for {layer} must be a number >= 0, got {f!r}",
+            if f is not REPORTED and (not isinstance(f, (int, float)) or isinstance(f, bool) or f < 0):
+                ctx.out.add(Diagnostic(f"{key} for {layer} must be a number >= 0, got {format_value(f)}",
                                              ctx.spans.get(f"optimizer.{key}.{layer}")))
         mults[key] = {k: float(v) for k, v in value.items() if isinstance(v, (int, float))}
     if choice and choice.kind == "lbfgs" and mults["lr_mult"]:

@@ -140,5 +140,10 @@ class _Inference:
 
 def _shortcut_stride(size: int, out: int) -> int | None:
     """The smallest stride s of a 1x1 convolution (no padding) that maps `size` to `out`:
-    floor((size - 1) / s) + 1 = out, so 7 -> 4 at stride 2, as the body's 3x3 stride-2 conv does."""
-    return next((s for s in range(1, size + 1) if (size - 1) // s + 1 == out), None)
+    floor((size - 1) / s) + 1 = out, so 7 -> 4 at stride 2, as the body's 3x3 stride-2 conv does.
+    Computed, not searched (sizes go up to 2**63): m // s <= k holds from s = m // (k + 1) + 1 on."""
+    m, k = size - 1, out - 1
+    if not 0 <= k <= m:
+        return None
+    s = m // (k + 1) + 1
+    return s if m // s == k else None

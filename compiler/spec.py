@@ -99,7 +99,7 @@ class Train(Params):
 class DataOptions(Params):
     val: float = Field(0.1, ge=0, lt=1)
     test: float = Field(0.2, ge=0, lt=1)
-    seed: int = 0  # the split's; `train seed` drives initialization and shuffling
+    seed: int = Field(0, ge=0)  # the split's (numpy's, never negative); `train seed` drives initialization and shuffling
 
 
 @dataclass(frozen=True)

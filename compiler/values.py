@@ -69,6 +69,8 @@ class Choice:
 
 
 def format_value(v: Any) -> str:
+    if isinstance(v, dict):  # a call, as Converter.call reads it
+        return f"{v['kind']}(...)" if "kind" in v else "(...)"
     if isinstance(v, float):
         return f"{v:g}"
     if isinstance(v, (tuple, list)):
@@ -87,6 +89,13 @@ class _Reported:
 
 
 REPORTED = _Reported()
+
+
+def _reported(v: Any) -> bool:
+    """`v` is, or holds, a value whose error is already reported."""
+    if isinstance(v, (tuple, list)):
+        return any(_reported(x) for x in v)
+    return any(_reported(x) for x in v.values()) if isinstance(v, dict) else v is REPORTED
 
 
 class _Bare:
@@ -305,7 +314,7 @@ def validate(params: type[Params], raw: dict, what: str, span: Span | None, span
         for e in errs:
             if merged and (e is extra[0] or e is missing[0]):
                 continue
-            if e.get("input") is REPORTED:
+            if _reported(e.get("input")):
                 continue
             loc = [str(x) for x in e["loc"] if not isinstance(x, int)]
             if e["type"] == "extra_forbidden":

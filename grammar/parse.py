@@ -47,6 +47,10 @@ class Value:
 
     @property
     def text(self) -> str:
+        if self.kind == "tuple":  # as written, not the reprs of its Values
+            return "(" + ", ".join(v.text + ("(...)" if v.kind == "call" else "") for v in self.value) + ")"
+        if self.kind == "size":
+            return "x".join(map(str, self.value))
         return self.value.name if self.kind == "call" else str(self.value)
 
 
@@ -80,6 +84,21 @@ def _parser() -> Lark:
 def _span(meta_or_token) -> Span:
     m = meta_or_token
     return Span(m.line, m.column, m.end_line, m.end_column)
+
+
+MAX_INT = 2**63 - 1  # sizes, counts and seeds are 64-bit integers in torch and ONNX
+
+
+def _too_large(tree) -> list[Diagnostic]:
+    """Whole numbers past 64 bits, found before they are converted (past 4,300 digits Python
+    refuses to, and past 309 they overflow a float)."""
+    out = []
+    for tok in tree.scan_values(lambda t: isinstance(t, Token) and t.type in ("NUMBER", "SIZE")):
+        digits = tok.split("x") if tok.type == "SIZE" else [tok.lstrip("+-")]
+        if any(d.isdigit() and (len(d.lstrip("0")) > 19 or int(d.lstrip("0") or "0") > MAX_INT) for d in digits):
+            out.append(Diagnostic("this whole number is too large", _span(tok),
+                                  help=f"whole numbers go up to 2**63 - 1 ({MAX_INT:,})"))
+    return out
 
 
 def _number(text: str) -> int | float:
@@ -117,7 +136,8 @@ class _ToData(Transformer):
 
     def size(self, tok):
         (t,) = tok
-        return Value("size", tuple(int(p) for p in t.split("x")), _span(t))
+        # (leading zeros dropped: int() refuses 4,300 digits or more, zeros included)
+        return Value("size", tuple(int(p.lstrip("0") or "0") for p in t.split("x")), _span(t))
 
     def string(self, tok):
         (t,) = tok
@@ -195,7 +215,7 @@ def _syntax_error(err: UnexpectedInput, text: str) -> Diagnostic:
     return Diagnostic(f"unexpected {found}", Span(line, col, line, col + width), help=hint)
 
 
-MAX_DEPTH = 64  # nested blocks; the Transformer recurses once per level
+MAX_DEPTH = 64  # nested blocks, and nested values; the Transformer recurses once per level
 
 
 def _open_braces(text: str):
@@ -228,10 +248,28 @@ def _unclosed_brace(text: str) -> tuple[int, int] | None:
 
 
 def _too_deep(text: str) -> Diagnostic | None:
-    for stack in _open_braces(text):
+    for stack in _open_braces(text) if text.count("{") > MAX_DEPTH else ():
         if len(stack) > MAX_DEPTH:
             line, col = stack[-1]
             return Diagnostic(f"blocks are nested more than {MAX_DEPTH} deep", Span(line, col, line, col + 1))
+    depth = 0  # calls and tuples: the Transformer and the compiler recurse once per level too
+    for n, line in enumerate(lines(text) if text.count("(") > MAX_DEPTH else (), 1):
+        quote = None
+        for c, ch in enumerate(line, 1):
+            if quote:
+                quote = None if ch == quote else quote
+            elif ch in "\"'":
+                quote = ch
+            elif ch == "#":
+                break
+            elif ch == "(":
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return Diagnostic(f"values are nested more than {MAX_DEPTH} deep", Span(n, c, n, c + 1))
+            elif ch == ")" and depth:
+                depth -= 1
+        if not line.rstrip().endswith("\\"):  # a statement ends with its line
+            depth = 0
     return None
 
 
@@ -253,7 +291,7 @@ def decode(data: bytes, name: str) -> str:
         end = data.find(b"\n", bad) if b"\n" in data[bad:] else len(data)
         head = data[start:bad].decode("utf-8")  # valid text up to the first bad byte
         col = len(head) + 1  # in characters, as the caret is drawn
-        shown = printable(head + data[bad:end].decode("utf-8", "replace"))[:120]
+        shown = printable(head + data[bad:end].decode("utf-8", "replace"))[:max(120, col + 40)]  # through the byte
         doc = Document(name, "\n" * (line - 1) + shown)
         raise NncError(Diagnostic("this is not a text file (binary data: byte 0x%02x)" % data[bad],
                                   Span(line, col, line, col + 1), doc,
@@ -276,7 +314,7 @@ def parse(text: str, name: str = "<spec>") -> tuple[Statement, ...]:
     doc = Document(name, text)
     if not text.endswith("\n"):
         text += "\n"
-    if "{" in text and (deep := _too_deep(text)):
+    if deep := _too_deep(text):
         raise NncError(deep).with_document(doc)
     errors: list[Diagnostic] = []
     while True:
@@ -288,7 +326,7 @@ def parse(text: str, name: str = "<spec>") -> tuple[Statement, ...]:
         text = _blank_line(text, errors)
         if text is None:
             break
-    if errors:
+    if errors or (errors := _too_large(tree)):
         raise NncError(errors).with_document(doc) from None
     return _ToData().transform(tree)
 
@@ -324,4 +362,7 @@ def parse_values(text: str, name: str = "--set") -> tuple[Value, ...]:
     if len(stmts) != 1 or len(stmts[0].entries) != 1 or stmts[0].block:
         raise NncError(Diagnostic(f"cannot read {text!r} as the value of one entry", Span(0, 0, 0, 0, name),
                                   help="write several values as a tuple, e.g. (30, 60)"))
+    if len(stmts[0].entries[0].items) < 3:  # `--set train.epochs=`, or only a comment
+        raise NncError(Diagnostic("no value after '='", Span(0, 0, 0, 0, name),
+                                  help="write the value, e.g. --set train.epochs=5, or off to drop the entry"))
     return stmts[0].entries[0].items[2:]

@@ -50,7 +50,10 @@ class Csv(Params):
     @classmethod
     def _name_or_index(cls, v):  # one message, not one per member of the union
         if isinstance(v, bool) or not isinstance(v, (str, int)):
-            raise ValueError(f"label must be a column name (a string) or a column index (a whole number), got {v!r}")
+            from nnc.compiler.values import format_value
+
+            raise ValueError(f"label must be a column name (a string) or a column index (a whole number), "
+                             f"got {format_value(v)}")
         return v
 
 
@@ -61,7 +64,7 @@ class ImageFolder(Params):
 class Synthetic(Params):
     n: int = Field(512, ge=2)
     classes: int | None = Field(None, ge=2)  # default: the model's output width
-    seed: int = 0
+    seed: int = Field(0, ge=0)  # numpy's generators take no negative seed
 
 
 class TorchvisionSet(Params):
