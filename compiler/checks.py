@@ -175,9 +175,66 @@ def no_double_squash(graph: Graph, out: Collector) -> None:
                  f"remove the final {last.kind}: `nnc export --probabilities` adds softmax for deployment")
 
 
+def loss_fits_data(graph: Graph, out: Collector) -> None:
+    """A fixed data set of class labels (one integer per example) cannot train a regression loss
+    over several outputs, nor bce (targets in [0, 1] per output): say so at check, not in training."""
+    spec = graph.spec
+    src, loss = SOURCES[spec.data.source.kind], LOSSES[spec.loss.kind]
+    if out.errors or not src.classes or loss.classification or (loss.predicts == "values" and graph.output.numel == 1):
+        return
+    message = (f"{src.kind} holds class labels (one integer in 0..{src.classes - 1} per example), but "
+               + (f"{spec.loss.kind} needs targets in [0, 1], one per output" if loss.predicts == "labels" else
+                  f"{spec.loss.kind} is a regression loss and the model ends in {graph.output.numel} outputs"))
+    fix = f"use loss cross_entropy or svm with a last layer of {src.classes} units"
+    if "data" in spec.spans:
+        out.error(spec.spans.get("loss") or spec.spans["data"], message, fix)
+    else:  # a spec without a data section may be an architecture only
+        out.warn(spec.spans.get("loss"), f"no data section: nnc train would read {src.kind}, and {message}",
+                 "write a data section for this loss")
+
+
+def no_symmetric_init(graph: Graph, out: Collector) -> None:
+    """The notes' first pitfall: hidden units that start with the same weights compute the same
+    output and get the same gradient, so they stay the same. (The last weighted layer may start at
+    zero: the loss gives each of its outputs its own gradient.)"""
+    weighted = [l for l in graph.layers() if any(t.role in ("weight", "embedding") for t in l.tensors)]
+    same = [l.path for l in weighted[:-1]
+            if any(t.role in ("weight", "embedding") and d.kind == "constant" and t.shape[0] > 1
+                   for t, (_, d, _) in zip(l.tensors, l.init))]
+    if same:
+        spec = graph.spec
+        rule = next((r for r in spec.init if r.target == "weights" and r.init.kind == "constant"), None)
+        out.warn(rule.span if rule else spec.spans.get("init"),
+                 f"constant weights give every unit of {', '.join(same[:5])}{' ...' if len(same) > 5 else ''} the same "
+                 "weights: they compute the same output and get the same gradient, so they never differ "
+                 "(the symmetry the notes warn about)",
+                 "initialize weights with small random numbers: weights auto (He or Xavier), or gaussian(std=0.01)")
+
+
+def lbfgs_without_noise(graph: Graph, out: Collector) -> None:
+    """The notes: L-BFGS needs a deterministic function, so turn off every source of noise."""
+    from nnc.compiler.layers import LAYERS
+    from nnc.compiler.vocab.optimizers import OPTIMIZERS
+
+    spec = graph.spec
+    if not OPTIMIZERS[spec.optimizer.kind].full_batch:
+        return
+    fix = "remove it while training with L-BFGS, or use a first-order optimizer (adam, sgd)"
+    for l in graph.layers():
+        noise = LAYERS[l.kind].noise
+        why = noise(l.params) if noise else None
+        if why:
+            out.warn(l.span, f"{spec.optimizer.kind} assumes the loss is the same function at every evaluation "
+                             f"(the notes: turn off all sources of noise), but {l.kind} {l.name} {why}", fix)
+    if spec.data.augment:
+        out.warn(spec.data.augment[0].span,
+                 f"{spec.optimizer.kind} assumes the loss is the same function at every evaluation (the notes: "
+                 "turn off all sources of noise), but augmentation draws new examples at every step", fix)
+
+
 # In order: a later pass may hold back while earlier ones found errors (loss_fits_output).
-PASSES = (data_fits_input, names_exist, reserved_names, something_to_train, loss_fits_output, metric_exists,
-          no_double_squash)
+PASSES = (data_fits_input, names_exist, reserved_names, something_to_train, loss_fits_output, loss_fits_data,
+          metric_exists, no_double_squash, no_symmetric_init, lbfgs_without_noise)
 
 
 def analyze(spec: Spec) -> Graph:

@@ -80,3 +80,47 @@ def test_bce_runs_report_the_accuracy_of_each_outputs_sign(tmp_path):
     assert final["test_accuracy"] == pytest.approx(want, abs=1e-6) and want > 0.75
     r = nnc_main("eval", final["best_checkpoint"], "--json")
     assert json.loads(r.stdout)["accuracy"] == pytest.approx(want, abs=1e-6)
+
+
+def _diagnostics(text, *overrides):
+    """(errors, warnings) of nnc check, as message strings."""
+    from nnc.diagnostics import NncError
+
+    try:
+        graph = check(load_text(text, "s.nnspec", overrides))
+    except NncError as e:
+        return [d.message for d in e.diagnostics], []
+    return [], [d.message for d in graph.warnings]
+
+
+DIGITS = "model M {\n input vector(64)\n dense fc1 32\n relu\n dense fc2 10\n}\ndata digits\n"
+
+
+def test_check_finds_what_training_would_trip_on(tmp_path):
+    """A regression loss on class labels; constant (symmetric) hidden weights; L-BFGS with noise."""
+    errors, _ = _diagnostics(DIGITS, "loss=mse")
+    assert errors == ["digits holds class labels (one integer in 0..9 per example), but mse is a regression loss "
+                      "and the model ends in 10 outputs"]
+    assert "bce needs targets in [0, 1]" in _diagnostics(DIGITS, "loss=bce")[0][0]
+    assert _diagnostics(DIGITS.replace("fc2 10", "fc2 1"), "loss=mse") == ([], [])  # one output: a regression on labels
+    _, warnings = _diagnostics(DIGITS, "init.weights=constant(0)")
+    assert warnings == ["constant weights give every unit of fc1 the same weights: they compute the same output and get "
+                        "the same gradient, so they never differ (the symmetry the notes warn about)"]
+    assert _diagnostics(DIGITS + "init fc2 weights constant(0)\n") == ([], [])  # the last layer may start at 0
+    noisy = DIGITS.replace("relu\n", "relu\n batchnorm\n dropout 0.5\n dropout 0\n")
+    _, warnings = _diagnostics(noisy, "optimizer=lbfgs")
+    assert [w.split(" but ")[1].split(" ")[:2] for w in warnings] == [["batchnorm", "bn1"], ["dropout", "drop1"]]
+    assert _diagnostics(noisy)[1] == []
+    image = "model M {\n input image(1, 8, 8)\n dense 10\n}\ndata digits, augment flip\noptimizer lbfgs\n"
+    assert "augmentation draws new examples at every step" in _diagnostics(image)[1][0]
+
+
+def test_the_doctor_overfits_with_the_specs_optimizer():
+    """The spec's own optimizer, at its own rate; Adam at 1e-3 only when that cannot, with a note."""
+    from nnc.runtime.doctor import run_doctor
+
+    [c] = run_doctor(check(load_text(DIGITS + "optimizer lbfgs(lr=1)\n")), checks=("overfit",))
+    assert c.passed is True and c.details["optimizer"] == "lbfgs lr 1" and "(lbfgs lr 1)" in c.summary
+    [c] = run_doctor(check(load_text(DIGITS + "optimizer sgd(lr=1e-6)\n")), checks=("overfit",))
+    assert c.passed is True and c.details["optimizer"] == "adam lr 0.001"
+    assert "the spec's sgd lr 1e-06 did not get there" in c.summary and "adam lr 0.001 did" in c.summary
