@@ -97,7 +97,7 @@ class Setup:
     total_steps: int
     shuffle: torch.Generator
     aug_gen: torch.Generator | None
-    ema: list[torch.Tensor] | None  # the averaged weights, parameter by parameter
+    ema: list[torch.Tensor] | None  # the averaged weights and normalization statistics (`averaged`), in order
     penalized: list  # (for the L1 / in-loss L2 penalty)
     max_norm: list
     watch: str  # the metric that picks `best`
@@ -180,6 +180,7 @@ def _train(graph: Graph, out: Path, device: str, resume: str | None, quiet: bool
                 after = s.loss_fn(s.model(xb).float(), yb).item()
             if exploded(after, st.start_loss, s.chance):
                 raise _diverged(s, st, after, f"the end of epoch {epoch + 1}")
+            ema_statistics(s)
             with ema_weights(s):
                 val = evaluate(s.model, *s.val, s.loss_fn, s.n_classes, autocast=s.amp, labels=meter.labels) \
                     if len(s.val[0]) else None
@@ -265,7 +266,7 @@ def prepare(graph: Graph, out: Path, device: str, resume: str | None) -> tuple[S
               batch, steps_per_epoch, steps_per_epoch * cfg.epochs,
               torch.Generator(device="cpu").manual_seed(cfg.seed),
               torch.Generator(device=dev).manual_seed(cfg.seed + 1) if spec.data.augment else None,
-              [p.detach().clone() for p in model.parameters()] if cfg.ema else None,
+              [t.detach().clone() for _, t in averaged(model)] if cfg.ema else None,
               P.decayed(model, graph), P.max_norm_targets(model, graph) if spec.regularize.max_norm else [],
               _watched_metric(graph, n_classes, len(splits.val)),
               loss_def.chance(spec.loss.params, n_classes) if loss_def.chance and n_classes else 0.0,
@@ -295,9 +296,10 @@ def _restore(s: Setup, st: RunState, ck: checkpoint.Checkpoint) -> None:
     s.model.load_state_dict(ck.model)
     if s.ema is not None:  # model/ holds the average; the raw weights the optimizer left are in state/raw/
         with torch.no_grad():
-            for (name, p), e in zip(s.model.named_parameters(), s.ema):
+            for (name, p), e in zip(averaged(s.model), s.ema):
                 e.copy_(p)
-                p.copy_(ck.state[f"raw/{name}"])
+                if f"raw/{name}" in ck.state:  # (a checkpoint of an older nnc averaged no statistics)
+                    p.copy_(ck.state[f"raw/{name}"])
     state.optimizer_from_tensors(s.optimizer, ck.state, ck.state_meta["optimizer"])
     state.rng_from_tensors(ck.state, s.shuffle)
     if s.aug_gen is not None and "rng/augment" in ck.state:
@@ -390,7 +392,8 @@ def step(s: Setup, xb: torch.Tensor, yb: torch.Tensor, full_batch: bool, callbac
     if s.max_norm:
         P.apply_max_norm(s.max_norm, reg.max_norm)
     if s.ema is not None:
-        torch._foreach_lerp_(s.ema, [p.detach() for p in s.model.parameters()], 1 - cfg.ema)
+        params = [p.detach() for p in s.model.parameters()]  # (the statistics: ema_statistics, once an epoch)
+        torch._foreach_lerp_(s.ema[:len(params)], params, 1 - cfg.ema)
     return out["loss"], out["scores"]
 
 
@@ -433,6 +436,42 @@ class EpochMeter:
                 "train_accuracy": float(self.correct) / self.compared if self.compared else None}
 
 
+def averaged(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """What `train ema` keeps for the averaged model: the parameters (averaged every step) and the
+    normalization layers' running statistics (float buffers, measured for the averaged weights by
+    `ema_statistics`)."""
+    return [*model.named_parameters(), *((n, b) for n, b in model.named_buffers() if b.is_floating_point())]
+
+
+def ema_statistics(s: Setup, limit: int = 4096) -> None:
+    """Batchnorm's running statistics for the averaged weights, measured on up to `limit` training
+    examples as torch.optim.swa_utils.update_bn does: the raw weights' statistics (or an average of
+    them, which holds the initial 0 and 1 for long) do not fit the averaged weights (a conv +
+    batchnorm net tested at 20% with them). Only batchnorm uses batch statistics here (dropout
+    is off, so no random number is drawn)."""
+    norms = [m for m in s.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+             and m.track_running_stats]
+    if s.ema is None or not norms:
+        return
+    x = s.train[0][:limit]
+    ends = [i for i in range(0, len(x), s.batch) if min(len(x), i + s.batch) - i > 1]  # batchnorm needs 2
+    was = s.model.training
+    kept = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    with ema_weights(s), torch.no_grad():
+        s.model.eval()
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the batches
+            m.train()
+        for i in ends:
+            with s.forward():
+                s.model(x[i:i + s.batch])
+        for m, (momentum, count) in zip(norms, kept):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(count)
+    s.model.train(was)
+
+
 @contextlib.contextmanager
 def ema_weights(s: Setup):
     """The averaged weights in the model for the block (evaluation), the raw ones after it."""
@@ -446,7 +485,7 @@ def ema_weights(s: Setup):
 def _swap_ema(s: Setup) -> None:
     if s.ema is not None:
         with torch.no_grad():
-            for p, e in zip(s.model.parameters(), s.ema):
+            for (_, p), e in zip(averaged(s.model), s.ema):
                 tmp = p.detach().clone()
                 p.copy_(e)
                 e.copy_(tmp)
@@ -469,7 +508,7 @@ def save(s: Setup, st: RunState, kind: str, info: dict) -> None:
     weights = s.model.state_dict()
     if s.ema is not None:  # checkpoints hold the averaged weights
         weights = dict(weights)
-        for (name, _), e in zip(s.model.named_parameters(), s.ema):
+        for (name, _), e in zip(averaged(s.model), s.ema):
             weights[name] = e
     spec = s.spec
     ck = checkpoint.Checkpoint(spec.text, s.spec_path, weights, s.stats, s.classes, spec.overrides, info)
@@ -479,7 +518,7 @@ def save(s: Setup, st: RunState, kind: str, info: dict) -> None:
         if s.aug_gen is not None:
             ck.state["rng/augment"] = s.aug_gen.get_state()
         if s.ema is not None:  # model/ holds the average, so resume needs the raw weights too
-            ck.state.update({f"raw/{name}": p for name, p in s.model.named_parameters()})
+            ck.state.update({f"raw/{name}": p for name, p in averaged(s.model)})
         ck.state_meta = {"optimizer": meta, "book": st.saved()}
     checkpoint.save(s.out / f"{kind}.safetensors", ck)
 

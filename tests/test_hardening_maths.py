@@ -124,3 +124,28 @@ def test_the_doctor_overfits_with_the_specs_optimizer():
     [c] = run_doctor(check(load_text(DIGITS + "optimizer sgd(lr=1e-6)\n")), checks=("overfit",))
     assert c.passed is True and c.details["optimizer"] == "adam lr 0.001"
     assert "the spec's sgd lr 1e-06 did not get there" in c.summary and "adam lr 0.001 did" in c.summary
+
+
+BN = ("model B {\n input vector(64)\n dense 64\n batchnorm\n relu\n dense 64\n batchnorm\n relu\n dense 10\n}\n"
+      "optimizer sgd(lr=0.05, momentum=0.9)\ndata digits, val 0.15, test 0.15\ntrain batch 16, epochs 3, monitor_every 0")
+
+
+def test_ema_with_batchnorm_measures_the_statistics_of_the_averaged_weights(tmp_path):
+    """The averaged weights come with batchnorm statistics measured for them (the raw weights'
+    do not fit them), as torch's own swa_utils.update_bn computes them; the averaged model
+    reaches the plain run's accuracy."""
+    plain = train(check(load_text(BN + "\n")), tmp_path / "plain", device="cpu", quiet=True, callbacks=[])
+    graph = check(load_text(BN + ", ema 0.99\n"))
+    final = train(graph, tmp_path / "ema", device="cpu", quiet=True, callbacks=[])
+    assert final["test_accuracy"] >= plain["test_accuracy"] - 0.005, (final["test_accuracy"], plain["test_accuracy"])
+    from nnc.compiler.torch_module import build_model
+    from nnc.runtime.data import tensors
+
+    last = checkpoint.load(tmp_path / "ema" / "last.safetensors")
+    model = build_model(graph)
+    model.load_state_dict(last.model)
+    x, _ = tensors(load_splits(graph).train, last.preprocess, "cpu")
+    torch.optim.swa_utils.update_bn([x[i:i + 16] for i in range(0, len(x), 16) if len(x[i:i + 16]) > 1], model)
+    for name, t in model.state_dict().items():
+        if "running" in name:
+            torch.testing.assert_close(last.model[name], t, rtol=1e-4, atol=1e-5)
