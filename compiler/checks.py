@@ -232,9 +232,23 @@ def lbfgs_without_noise(graph: Graph, out: Collector) -> None:
                  "turn off all sources of noise), but augmentation draws new examples at every step", fix)
 
 
+def fits_in_memory(graph: Graph, out: Collector) -> None:
+    """Training must fit in this machine's memory (compiler/footprint.py: `nnc show` prints the
+    estimate; train, doctor and export refuse past the device's memory before allocating)."""
+    from nnc.compiler.footprint import estimate, physical_memory, size
+
+    have = physical_memory()
+    fp = estimate(graph)
+    if have and fp.training > have:
+        out.warn(graph.spec.model.input_span,
+                 f"{graph.spec.model.name} needs about {size(fp.training)} to train ({fp.training_parts()}), more "
+                 f"than this machine's memory ({size(have)}); nnc train would refuse it here",
+                 "`nnc show` lists the memory per layer: shrink the model, the batch or the data")
+
+
 # In order: a later pass may hold back while earlier ones found errors (loss_fits_output).
 PASSES = (data_fits_input, names_exist, reserved_names, something_to_train, loss_fits_output, loss_fits_data,
-          metric_exists, no_double_squash, no_symmetric_init, lbfgs_without_noise)
+          metric_exists, no_double_squash, no_symmetric_init, lbfgs_without_noise, fits_in_memory)
 
 
 def analyze(spec: Spec) -> Graph:

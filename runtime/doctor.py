@@ -541,6 +541,9 @@ SHORT = {"init": "init_loss", "reg": "regularization", "overfit": "overfit", "gr
 def run_doctor(graph: Graph, device: str = "cpu", checks=CHECKS, budget: float = DEFAULT_BUDGET,
                on_check=None) -> list[Check]:
     """Run `checks` (method names, in order); `on_check(check)` is called as each completes."""
+    from nnc.runtime.device import refuse_if_too_big
+
+    refuse_if_too_big(graph, torch.device(device), "train")  # the checks train: before the data is read
     doc = Doctor(graph, device, budget)
     out = []
     for c in checks:

@@ -26,7 +26,7 @@ from nnc.files import write_atomic
 from nnc.runtime import artifacts, preprocess
 from nnc.runtime.data import load_splits
 from nnc.runtime.reads import check_reads
-from nnc.runtime.export import check_out_path
+from nnc.runtime.export import check_out_path, fits_one_onnx_file
 
 
 @dataclass
@@ -224,6 +224,7 @@ def export_onnx(paths: list[str], out: str | Path, split: str = "test", allow_re
 
     check_out_path(out)
     members = load_members(paths)
+    fits_one_onnx_file(sum(m.graph.n_params for m in members), "the ensemble")
     try:
         model, how = _emit_members(members)
     except (ImportError, NotImplementedError, KeyError, AttributeError):

@@ -32,7 +32,7 @@ from nnc.files import make_dir
 from nnc.runtime import checkpoint, preprocess, state
 from nnc.runtime import param_groups as P
 from nnc.runtime.data import load_splits, tensors
-from nnc.runtime.device import pick_device
+from nnc.runtime.device import pick_device, refuse_if_too_big
 from nnc.runtime.divergence import diverged, exploded
 from nnc.runtime.evaluate import evaluate
 from nnc.runtime.run_dir import MetricsLog, claim, continue_outputs, write_spec_copy
@@ -234,6 +234,7 @@ def prepare(graph: Graph, out: Path, device: str, resume: str | None) -> tuple[S
                                   "run `nnc search` on it, or fix a value with --set"))
     torch.manual_seed(cfg.seed)
     dev = pick_device(cfg.device, "the spec's train device") if device == "auto" else pick_device(device)
+    refuse_if_too_big(graph, dev, "train")  # before the data and the model are allocated
     ck = checkpoint.load(Path(resume) / "last.safetensors", with_state=True) if resume else None
 
     # --- data: raw splits, preprocessing fitted on the training split only (or the run's own)

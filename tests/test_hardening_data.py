@@ -100,3 +100,57 @@ def test_an_out_folder_that_cannot_be_written(tmp_path):
     for cmd in (("train", tmp_path / "s.nnspec"), ("search", tmp_path / "r.nnspec", "--trials", "1")):
         r = nnc_main(*cmd, "--out", "/sys")
         assert r.returncode == 1 and "cannot write in /sys" in r.stderr, r.stderr
+
+
+def test_show_estimates_memory_per_example_and_in_total(tmp_path):
+    """nnc show's numbers, against the sums written out: float32 weights; per example every layer's
+    output and the input; training adds gradients, Adam's two moments, twice a batch's activations
+    and the data set twice."""
+    import json
+
+    (tmp_path / "s.nnspec").write_text("model M {\n input vector(64)\n dense 32\n relu\n dense 10\n}\n"
+                                       "optimizer adam\ndata digits, val 0.1, test 0.2\ntrain batch 16\n")
+    r = nnc_main("show", tmp_path / "s.nnspec", "--json")
+    memory = json.loads(r.stdout)["memory"]
+    weights = (64 * 32 + 32 + 32 * 10 + 10) * 4
+    per_example = (64 + 32 + 32 + 10) * 4
+    data = 2 * 1797 * 64 * 4
+    assert memory["weights"] == weights and memory["activations_per_example"] == per_example
+    assert memory["training"] == weights + 3 * weights + 16 * 2 * per_example + data
+    r = nnc_main("show", tmp_path / "s.nnspec")
+    assert "memory (float32, estimated): weights 9.4 KiB, activations 552 B per example (1.1 KiB when training)" in r.stdout
+    assert "training: about" in r.stdout and "the data set 898.5 KiB (1,797 examples, twice)" in r.stdout
+
+
+# each far past any machine's memory (the issue's `conv 1000000` on 8x8 needs ~68 GiB: a big machine may hold it)
+HUGE = {
+    "dense": "input vector(64)\n dense 1000000000000\n dense 10\n}\ndata digits",
+    "conv": "input image(1, 8, 8)\n conv 100000000 kernel 3 pad 1\n dense 10\n}\ndata digits",
+    "examples": "input vector(64)\n dense 10\n}\ndata synthetic(n=1000000000000)",
+    "input": "input image(3, 100000, 100000)\n dense 10\n}\ndata synthetic",
+}
+
+
+@pytest.mark.parametrize("case", sorted(HUGE))
+def test_what_cannot_fit_is_refused_before_anything_is_allocated(tmp_path, case):
+    import time
+
+    (tmp_path / "s.nnspec").write_text("model M {\n " + HUGE[case] + "\n")
+    r = nnc_main("check", tmp_path / "s.nnspec")
+    assert r.returncode == 0 and "M needs about" in r.stderr and "more than this machine's memory" in r.stderr
+    for cmd in (("train", tmp_path / "s.nnspec", "--out", tmp_path / "run"), ("doctor", tmp_path / "s.nnspec")):
+        t0 = time.perf_counter()
+        r = nnc_main(*cmd)
+        assert r.returncode == 1 and "M needs about" in r.stderr and "nothing was allocated" in r.stderr, r.stderr
+        assert time.perf_counter() - t0 < 10
+    assert not (tmp_path / "run").exists()
+
+
+def test_export_refuses_what_cannot_fit_or_exceeds_onnx(tmp_path):
+    (tmp_path / "a.nnspec").write_text("model M {\n input image(1, 64, 64)\n conv 100000000 kernel 1\n global_avgpool\n}\n")
+    r = nnc_main("export", tmp_path / "a.nnspec", "-o", tmp_path / "a.onnx")
+    assert r.returncode == 1 and "M needs about" in r.stderr and "to export (weights" in r.stderr, r.stderr
+    (tmp_path / "b.nnspec").write_text("model M {\n input vector(64)\n dense 10000000\n dense 10\n}\n")
+    r = nnc_main("export", tmp_path / "b.nnspec", "-o", tmp_path / "b.onnx")
+    assert r.returncode == 1 and "an ONNX file holds at most 2 GiB" in r.stderr
+    assert not list(tmp_path.glob("*.onnx"))

@@ -85,6 +85,8 @@ class SourceDef:
     # its examples' shape (C, H, W) and its class count
     example: tuple[int, ...] | None = None
     classes: int | None = None
+    # how many examples it holds, when known without reading anything (the memory estimate)
+    examples: Callable[[Params], int] | None = None
 
 
 def _missing(path: str, what: str) -> NncError:
@@ -359,19 +361,20 @@ def _torchvision(name: str):
 
 SOURCES = Registry("data source", (
     SourceDef("digits", NoParams, _digits, "scikit-learn's 8x8 handwritten digits (1797 images, 10 classes, values 0-16)", 16.0,
-              example=(1, 8, 8), classes=10),
+              example=(1, 8, 8), classes=10, examples=lambda p: 1797),
     SourceDef("npz", Npz, _npz, "arrays x and y from an .npz file", paths=("path",)),
     SourceDef("npy", Npy, _npy, "x and y from two .npy files", paths=("x", "y")),
     SourceDef("csv", Csv, _csv, "a table of numbers with one label column", paths=("path",)),
     SourceDef("imagefolder", ImageFolder, _imagefolder, "a folder of class folders of images (Pillow), resized to the input", 255.0,
               ("path",)),
-    SourceDef("synthetic", Synthetic, _synthetic, "random normal inputs and random labels of the spec's shapes"),
+    SourceDef("synthetic", Synthetic, _synthetic, "random normal inputs and random labels of the spec's shapes",
+              examples=lambda p: p.n),
     SourceDef("cifar10", TorchvisionSet, _torchvision("cifar10"), "CIFAR-10 from a local root (torchvision)",
-              255.0, ("root",), example=(3, 32, 32), classes=10),
+              255.0, ("root",), example=(3, 32, 32), classes=10, examples=lambda p: 60000),
     SourceDef("mnist", TorchvisionSet, _torchvision("mnist"), "MNIST from a local root (torchvision)",
              
-              255.0, ("root",), example=(1, 28, 28), classes=10),
+              255.0, ("root",), example=(1, 28, 28), classes=10, examples=lambda p: 70000),
     SourceDef("fashion_mnist", TorchvisionSet, _torchvision("fashion_mnist"), "Fashion-MNIST from a local root (torchvision)",
              
-              255.0, ("root",), example=(1, 28, 28), classes=10),
+              255.0, ("root",), example=(1, 28, 28), classes=10, examples=lambda p: 70000),
 ))
