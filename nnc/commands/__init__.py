@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 COMMANDS: tuple[str, ...] = ("check", "show", "train", "eval", "doctor", "search", "ensemble", "export", "infer",
-                             "compile")
+                             "compile", "fmt", "lsp", "specs", "new")
 
 
 def register_all(sub) -> None:
