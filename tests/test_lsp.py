@@ -182,3 +182,15 @@ def test_definition_outline_formatting_and_lens(tmp_path):
         return True
 
     assert run(session)
+
+
+def test_answers_within_100_ms_on_alexnet():
+    """bench/lsp_latency.py's round trips once started: each kind of request's median under 100 ms."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nnc_bench_lsp", ROOT / "bench" / "lsp_latency.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = asyncio.run(bench.measure(SPECS / "alexnet.nnspec", 8))
+    slow = {k: v for k, v in result.items() if isinstance(v, dict) and v["median_ms"] >= 100}
+    assert not slow, slow
