@@ -130,7 +130,11 @@ def read_spec_text(path: str) -> str:
 def load_spec(path: str, overrides: tuple[str, ...] = ()) -> Spec:
     """The spec in file `path` (`-`: standard input; a library name such as `alexnet` where no
     such file exists: the library's spec, compiler/library.py)."""
-    from nnc.compiler.library import resolve
+    import os
 
-    path = resolve(str(path))
+    path = str(path)
+    if path != "-" and not os.path.exists(path):  # perhaps the name of a library spec
+        from nnc.compiler.library import resolve
+
+        path = resolve(path)
     return load_text(read_spec_text(path), "<stdin>" if path == "-" else path, tuple(overrides))
