@@ -194,3 +194,27 @@ def test_answers_within_100_ms_on_alexnet():
     result = asyncio.run(bench.measure(SPECS / "alexnet.nnspec", 8))
     slow = {k: v for k, v in result.items() if isinstance(v, dict) and v["median_ms"] >= 100}
     assert not slow, slow
+
+
+def test_check_json_for_other_tools(tmp_path):
+    """`nnc check --json`: every diagnostic with its file, 1-based range, severity, message, help
+    and fix, and each spec's result."""
+    import json
+
+    from conftest import run_nnc
+
+    broken = tmp_path / "broken.nnspec"
+    broken.write_text(BROKEN)
+    r = run_nnc("check", "--json", broken, SPECS / "alexnet.nnspec")
+    assert r.returncode == 1
+    report = json.loads(r.stdout)
+    assert report["ok"] is False
+    assert [(s["file"], s["ok"]) for s in report["specs"]] == [(str(broken), False),
+                                                               (str(SPECS / "alexnet.nnspec"), True)]
+    first, second = report["diagnostics"]
+    assert first == {"file": str(broken), "range": {"start": {"line": 8, "column": 18}, "end": {"line": 8, "column": 24}},
+                     "origin": None, "severity": "error", "message": "unknown dense option 'kernal'",
+                     "help": "expected one of: bias, units", "fix": None, "related": []}
+    assert (second["message"], second["help"], second["fix"]) == ("unknown section 'los'", "did you mean 'loss'?", "loss")
+    ok = run_nnc("check", "--json", SPECS / "alexnet.nnspec")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["specs"][0]["params"] == 62_378_344
