@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from nnc.compiler.layers import LAYERS
 from nnc.compiler.model_block import names_layer
 from nnc.compiler.spec import SECTIONS
-from nnc.grammar.parse import _parser
+from nnc.grammar.parse import lex
 
 INDENT = " " * 4
 # section words line up in one column, as wide as the longest one ("regularize")
@@ -58,7 +58,7 @@ def _items(text: str) -> list:
     rows: list[list] = []
     row: list = []
     comment: str | None = None
-    for tok in _parser().lex(text if text.endswith("\n") else text + "\n", dont_ignore=True):
+    for tok in lex(text):
         if tok.type == "COMMENT":
             comment = tok.rstrip()
         elif tok.type == "_NL":  # the line's end, then the blank and comment lines after it
@@ -210,8 +210,8 @@ def _comments(lines: list[tuple[str, str | None, int | None]]) -> list[str]:
 
 def significant(text: str) -> list[str]:
     """The text's tokens that carry meaning (no spacing, comments or line breaks)."""
-    return [str(t) for t in _parser().lex(text if text.endswith("\n") else text + "\n", dont_ignore=True)
-            if not t.type.startswith("__") and t.type not in ("COMMENT", "_NL") and not t.startswith("\\")]
+    return [str(t) for t in lex(text) if not t.type.startswith("__") and t.type not in ("COMMENT", "_NL")
+            and not t.startswith("\\")]
 
 
 def format_text(text: str, name: str = "<spec>") -> str:

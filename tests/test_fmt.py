@@ -14,7 +14,7 @@ from nnc.compiler.format import format_text
 from nnc.compiler.listing import listing_json
 from nnc.compiler.load import load_text
 from nnc.diagnostics import NncError
-from nnc.grammar.parse import _parser
+from nnc.grammar.parse import lex
 
 FILES = sorted(SPECS.glob("*.nnspec")) + sorted((ROOT / "docs").glob("*.nnspec"))
 BLOCKS = [m.group(1) for md in sorted((ROOT / "docs").glob("*.md"))
@@ -24,7 +24,7 @@ BLOCKS = [m.group(1) for md in sorted((ROOT / "docs").glob("*.md"))
 def comments(text: str) -> list[str]:
     """Every comment, read by the grammar's own lexer (a trailing one, or those a line break holds)."""
     out = []
-    for tok in _parser().lex(text + "\n", dont_ignore=True):
+    for tok in lex(text):
         if tok.type == "COMMENT":
             out.append(tok.rstrip())
         elif tok.type == "_NL":
@@ -95,7 +95,7 @@ def respaced(text: str, rng, wild: bool) -> str:
     """The same tokens, with random spacing, indentation, tabs, form feeds and new comments between
     them; `wild`: line continuations and blank lines too (which end groups of aligned lines)."""
     out = []
-    for tok in _parser().lex(text + "\n", dont_ignore=True):
+    for tok in lex(text):
         if tok.type.startswith("__IGNORE") and not tok.startswith("\\"):
             out.append(rng.choice([" ", "  ", "\t", " \f ", "    "] + [" \\\n      "] * wild))
         elif tok.type == "_NL":
