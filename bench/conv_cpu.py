@@ -4,6 +4,7 @@ hand-written loop, and >= 60% of the matmul peak.
 
     python bench/conv_cpu.py [--rounds 5] [--n 1280] [--epochs 3] [--threads N]
     python bench/conv_cpu.py --variants [--rounds 3]      # candidate fixes, in the hand-written loop
+    python bench/conv_cpu.py --profile                     # torch.profiler of the channels_last loop
     python bench/conv_cpu.py --smoke                       # one tiny round (CI)
 
 The net: conv32-conv32-pool-conv64-conv64-pool-fc512-fc10 with ReLUs, 3x32x32 inputs, batch 128,
@@ -268,6 +269,20 @@ def variants(a) -> None:
           f"(median of {len(pairs)} pairs)")
 
 
+def profile(a) -> None:
+    """torch.profiler over a few steps of the channels_last loop (nnc's layout): time per op kind,
+    and each op's GFLOP/s where the profiler counts FLOPs."""
+    from torch.profiler import ProfilerActivity, profile as prof
+
+    h = Hand(a.n, True)
+    h.epoch()  # warm-up
+    with prof(activities=[ProfilerActivity.CPU], with_flops=True) as p:
+        h.epoch()
+    print(f"torch.profiler, channels_last hand-written loop, one epoch of {a.n} examples, "
+          f"{torch.get_num_threads()} threads")
+    print(p.key_averages().table(sort_by="self_cpu_time_total", row_limit=22, max_name_column_width=44))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
@@ -276,6 +291,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, help="torch threads here and OMP_NUM_THREADS for nnc")
     ap.add_argument("--no-monitors", action="store_true", help="also nnc with monitor_every 0")
     ap.add_argument("--variants", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="torch.profiler table of the channels_last loop")
     ap.add_argument("--smoke", action="store_true", help="one round, n=256, 2 epochs (CI)")
     a = ap.parse_args()
     if a.threads:
@@ -283,7 +299,10 @@ def main() -> None:
         os.environ["OMP_NUM_THREADS"] = str(a.threads)
     if a.smoke:
         a.rounds, a.n, a.epochs = 1, 256, 2
-    variants(a) if a.variants else compare(a)
+    if a.profile:
+        profile(a)
+    else:
+        variants(a) if a.variants else compare(a)
 
 
 if __name__ == "__main__":
