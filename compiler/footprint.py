@@ -48,7 +48,7 @@ class Footprint:
     def training_parts(self) -> str:
         """What `training` adds up, in words."""
         data = f"the data set {size(self.data)} ({self.examples:,} examples, twice)" if self.data is not None \
-            else "the data set (read from files: not counted)"
+            else "the data set (its size is not known before it is read: not counted)"
         return (f"weights {size(self.weights)}, gradients and {self.optimizer_name} state {size(self.optimizer)}, "
                 f"activations of a batch of {self.batch:,} {size(self.batch * self.training_per_example)}, {data}")
 

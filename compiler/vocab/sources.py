@@ -333,6 +333,12 @@ def _synthetic(p: Synthetic, inp: Shape, outputs) -> Arrays:
     return Arrays(x, rng.integers(0, classes, p.n, dtype=np.int64), [str(i) for i in range(classes)])
 
 
+def _memory(p: NoParams, inp, outputs) -> Arrays:
+    raise NncError("this spec's data is handed over in memory by the Python API (nnc.train(spec, data=(x, y))), "
+                   "so there is nothing here to read it from; write a data source in the spec's data section "
+                   "(npz, csv, imagefolder, ...) to use it from the command line")
+
+
 def _torchvision(name: str):
     def load(p: TorchvisionSet, inp, outputs) -> Arrays:
         import numpy as np
@@ -369,6 +375,7 @@ SOURCES = Registry("data source", (
               ("path",)),
     SourceDef("synthetic", Synthetic, _synthetic, "random normal inputs and random labels of the spec's shapes",
               examples=lambda p: p.n),
+    SourceDef("memory", NoParams, _memory, "arrays handed over by the Python API: nnc.train(spec, data=(x, y))"),
     SourceDef("cifar10", TorchvisionSet, _torchvision("cifar10"), "CIFAR-10 from a local root (torchvision)",
               255.0, ("root",), example=(3, 32, 32), classes=10, examples=lambda p: 60000),
     SourceDef("mnist", TorchvisionSet, _torchvision("mnist"), "MNIST from a local root (torchvision)",
