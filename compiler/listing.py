@@ -73,8 +73,8 @@ def memory_lines(graph: Graph) -> list[str]:
     fp = estimate(graph)
     have = physical_memory()
     over = f", more than this machine's {size(have)}" if have and fp.training > have else ""
-    return [f"memory (float32, estimated): weights {size(fp.weights)}, activations {size(fp.activations)} per example "
-            f"({size(fp.training_per_example)} when training)",
+    return [(f"memory (float32, estimated): weights {size(fp.weights)}, activations {size(fp.activations)} per example "
+             f"({size(fp.training_per_example)} when training)"),
             f"training: about {size(fp.training)}{over}: {fp.training_parts()}"]
 
 

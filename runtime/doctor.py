@@ -349,9 +349,10 @@ class Doctor:
         if run["ok"] is not True and (spec_opt.kind, spec_opt.params.lr) != ("adam", lr):
             # the spec's optimizer may be slow on 20 examples (sgd at lr 0.01) without the model being wrong
             fallback = self._fit(x, y, "adam", OPTIMIZERS["adam"].params(lr=lr), max_steps)
+            verdict = (f"adam lr {lr:g} did: the model can fit them, the spec's optimizer is slow on them (its lr?)"
+                       if fallback["ok"] else f"nor did adam lr {lr:g}")
             note = (f"; the spec's {how} did not get there (loss {run['first']:.3f} -> {run['loss']:.4f} in "
-                    f"{run['step']} steps), " + (f"adam lr {lr:g} did: the model can fit them, the spec's optimizer "
-                                                 "is slow on them (its lr?)" if fallback["ok"] else f"nor did adam lr {lr:g}"))
+                    f"{run['step']} steps), {verdict}")
             run, how = fallback, f"adam lr {lr:g}"
         ok, first, loss, acc, step = run["ok"], run["first"], run["loss"], run["acc"], run["step"]
         if run["timed_out"] and not ok:

@@ -25,8 +25,8 @@ from nnc.diagnostics import NncError
 from nnc.files import write_atomic
 from nnc.runtime import artifacts, preprocess
 from nnc.runtime.data import load_splits
-from nnc.runtime.reads import check_reads
 from nnc.runtime.export import check_out_path, fits_one_onnx_file
+from nnc.runtime.reads import check_reads
 
 
 @dataclass

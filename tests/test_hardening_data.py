@@ -96,7 +96,8 @@ def test_a_study_db_that_is_no_study_is_a_clear_error(tmp_path, study):
 def test_an_out_folder_that_cannot_be_written(tmp_path):
     """/sys refuses new files (even to root): a clear error before any training."""
     (tmp_path / "s.nnspec").write_text(VECTOR.format(data="synthetic(n=20)"))
-    (tmp_path / "r.nnspec").write_text(VECTOR.format(data="synthetic(n=20)").replace("dense 2", "dense 2\n    dropout uniform(0.1, 0.5)"))
+    ranged = VECTOR.format(data="synthetic(n=20)").replace("dense 2", "dense 2\n    dropout uniform(0.1, 0.5)")
+    (tmp_path / "r.nnspec").write_text(ranged)
     for cmd in (("train", tmp_path / "s.nnspec"), ("search", tmp_path / "r.nnspec", "--trials", "1")):
         r = nnc_main(*cmd, "--out", "/sys")
         assert r.returncode == 1 and "cannot write in /sys" in r.stderr, r.stderr

@@ -99,13 +99,13 @@ DIGITS = "model M {\n input vector(64)\n dense fc1 32\n relu\n dense fc2 10\n}\n
 def test_check_finds_what_training_would_trip_on(tmp_path):
     """A regression loss on class labels; constant (symmetric) hidden weights; L-BFGS with noise."""
     errors, _ = _diagnostics(DIGITS, "loss=mse")
-    assert errors == ["digits holds class labels (one integer in 0..9 per example), but mse is a regression loss "
-                      "and the model ends in 10 outputs"]
+    assert errors == [("digits holds class labels (one integer in 0..9 per example), but mse is a regression loss "
+                       "and the model ends in 10 outputs")]
     assert "bce needs targets in [0, 1]" in _diagnostics(DIGITS, "loss=bce")[0][0]
     assert _diagnostics(DIGITS.replace("fc2 10", "fc2 1"), "loss=mse") == ([], [])  # one output: a regression on labels
     _, warnings = _diagnostics(DIGITS, "init.weights=constant(0)")
-    assert warnings == ["constant weights give every unit of fc1 the same weights: they compute the same output and get "
-                        "the same gradient, so they never differ (the symmetry the notes warn about)"]
+    assert warnings == [("constant weights give every unit of fc1 the same weights: they compute the same output and get "
+                         "the same gradient, so they never differ (the symmetry the notes warn about)")]
     assert _diagnostics(DIGITS + "init fc2 weights constant(0)\n") == ([], [])  # the last layer may start at 0
     noisy = DIGITS.replace("relu\n", "relu\n batchnorm\n dropout 0.5\n dropout 0\n")
     _, warnings = _diagnostics(noisy, "optimizer=lbfgs")

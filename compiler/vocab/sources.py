@@ -194,7 +194,6 @@ def _labels(y: np.ndarray) -> tuple[np.ndarray, list[str] | None]:
 
 
 def _npz(p: Npz, inp, outputs) -> Arrays:
-    import numpy as np
     with _np_load(p.path, "npz") as f:
         missing = [k for k in (p.x, p.y) if k not in f.files]
         if missing:
@@ -210,7 +209,6 @@ def _npz(p: Npz, inp, outputs) -> Arrays:
 
 
 def _npy(p: Npy, inp, outputs) -> Arrays:
-    import numpy as np
     arrays = []
     for path in (p.x, p.y):
         arrays.append(_np_load(path, "npy"))
