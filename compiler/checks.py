@@ -161,7 +161,7 @@ def metric_exists(graph: Graph, out: Collector) -> None:
         if spec.data.val == 0:
             out.error(span, f"{who} watches {metric}, but data val is 0: there is no validation split",
                       "give the data section a validation fraction, e.g. val 0.1")
-        elif metric == "val_accuracy" and not LOSSES[spec.loss.kind].classification:
+        elif metric == "val_accuracy" and LOSSES[spec.loss.kind].predicts == "values":
             out.error(span, f"{who} watches val_accuracy, but {spec.loss.kind} is a regression loss",
                       "watch val_loss")
 
@@ -175,9 +175,80 @@ def no_double_squash(graph: Graph, out: Collector) -> None:
                  f"remove the final {last.kind}: `nnc export --probabilities` adds softmax for deployment")
 
 
+def loss_fits_data(graph: Graph, out: Collector) -> None:
+    """A fixed data set of class labels (one integer per example) cannot train a regression loss
+    over several outputs, nor bce (targets in [0, 1] per output): say so at check, not in training."""
+    spec = graph.spec
+    src, loss = SOURCES[spec.data.source.kind], LOSSES[spec.loss.kind]
+    if out.errors or not src.classes or loss.classification or (loss.predicts == "values" and graph.output.numel == 1):
+        return
+    message = (f"{src.kind} holds class labels (one integer in 0..{src.classes - 1} per example), but "
+               + (f"{spec.loss.kind} needs targets in [0, 1], one per output" if loss.predicts == "labels" else
+                  f"{spec.loss.kind} is a regression loss and the model ends in {graph.output.numel} outputs"))
+    fix = f"use loss cross_entropy or svm with a last layer of {src.classes} units"
+    if "data" in spec.spans:
+        out.error(spec.spans.get("loss") or spec.spans["data"], message, fix)
+    else:  # a spec without a data section may be an architecture only
+        out.warn(spec.spans.get("loss"), f"no data section: nnc train would read {src.kind}, and {message}",
+                 "write a data section for this loss")
+
+
+def no_symmetric_init(graph: Graph, out: Collector) -> None:
+    """The notes' first pitfall: hidden units that start with the same weights compute the same
+    output and get the same gradient, so they stay the same. (The last weighted layer may start at
+    zero: the loss gives each of its outputs its own gradient.)"""
+    weighted = [l for l in graph.layers() if any(t.role in ("weight", "embedding") for t in l.tensors)]
+    same = [l.path for l in weighted[:-1]
+            if any(t.role in ("weight", "embedding") and d.kind == "constant" and t.shape[0] > 1
+                   for t, (_, d, _) in zip(l.tensors, l.init))]
+    if same:
+        spec = graph.spec
+        rule = next((r for r in spec.init if r.target == "weights" and r.init.kind == "constant"), None)
+        out.warn(rule.span if rule else spec.spans.get("init"),
+                 f"constant weights give every unit of {', '.join(same[:5])}{' ...' if len(same) > 5 else ''} the same "
+                 "weights: they compute the same output and get the same gradient, so they never differ "
+                 "(the symmetry the notes warn about)",
+                 "initialize weights with small random numbers: weights auto (He or Xavier), or gaussian(std=0.01)")
+
+
+def lbfgs_without_noise(graph: Graph, out: Collector) -> None:
+    """The notes: L-BFGS needs a deterministic function, so turn off every source of noise."""
+    from nnc.compiler.layers import LAYERS
+    from nnc.compiler.vocab.optimizers import OPTIMIZERS
+
+    spec = graph.spec
+    if not OPTIMIZERS[spec.optimizer.kind].full_batch:
+        return
+    fix = "remove it while training with L-BFGS, or use a first-order optimizer (adam, sgd)"
+    for l in graph.layers():
+        noise = LAYERS[l.kind].noise
+        why = noise(l.params) if noise else None
+        if why:
+            out.warn(l.span, f"{spec.optimizer.kind} assumes the loss is the same function at every evaluation "
+                             f"(the notes: turn off all sources of noise), but {l.kind} {l.name} {why}", fix)
+    if spec.data.augment:
+        out.warn(spec.data.augment[0].span,
+                 f"{spec.optimizer.kind} assumes the loss is the same function at every evaluation (the notes: "
+                 "turn off all sources of noise), but augmentation draws new examples at every step", fix)
+
+
+def fits_in_memory(graph: Graph, out: Collector) -> None:
+    """Training must fit in this machine's memory (compiler/footprint.py: `nnc show` prints the
+    estimate; train, doctor and export refuse past the device's memory before allocating)."""
+    from nnc.compiler.footprint import estimate, physical_memory, size
+
+    have = physical_memory()
+    fp = estimate(graph)
+    if have and fp.training > have:
+        out.warn(graph.spec.model.input_span,
+                 f"{graph.spec.model.name} needs about {size(fp.training)} to train ({fp.training_parts()}), more "
+                 f"than this machine's memory ({size(have)}); nnc train would refuse it here",
+                 "`nnc show` lists the memory per layer: shrink the model, the batch or the data")
+
+
 # In order: a later pass may hold back while earlier ones found errors (loss_fits_output).
-PASSES = (data_fits_input, names_exist, reserved_names, something_to_train, loss_fits_output, metric_exists,
-          no_double_squash)
+PASSES = (data_fits_input, names_exist, reserved_names, something_to_train, loss_fits_output, loss_fits_data,
+          metric_exists, no_double_squash, no_symmetric_init, lbfgs_without_noise, fits_in_memory)
 
 
 def analyze(spec: Spec) -> Graph:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from nnc.compiler.footprint import estimate, physical_memory, size
 from nnc.compiler.graph import Graph, LayerInfo, ResidualInfo
 from nnc.compiler.layers import LAYERS
 from nnc.compiler.spec import DEFAULTS, SECTIONS
@@ -47,6 +48,8 @@ def print_listing(graph: Graph, resolved: bool = False) -> None:
     spec = graph.spec
     console.print(f"[bold]{spec.model.name}[/bold]: {graph.n_params:,} parameters, "
                   f"{flops(graph.flops)}FLOPs per example (a multiply-add counts 2)")
+    for line in memory_lines(graph):
+        console.print(line, markup=False, soft_wrap=True)
     for line in lecture_lines(graph):
         console.print(line, markup=False)
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
@@ -63,6 +66,16 @@ def print_listing(graph: Graph, resolved: bool = False) -> None:
         console.print()
         for section, text, origin in resolved_sections(graph):
             console.print(f"{section:<10} {text}  [dim]({origin})[/dim]")
+
+
+def memory_lines(graph: Graph) -> list[str]:
+    """The memory estimate (compiler/footprint.py), per example and in total."""
+    fp = estimate(graph)
+    have = physical_memory()
+    over = f", more than this machine's {size(have)}" if have and fp.training > have else ""
+    return [(f"memory (float32, estimated): weights {size(fp.weights)}, activations {size(fp.activations)} per example "
+             f"({size(fp.training_per_example)} when training)"),
+            f"training: about {size(fp.training)}{over}: {fp.training_parts()}"]
 
 
 def resolved_sections(graph: Graph) -> list[tuple[str, str, str]]:
@@ -108,6 +121,13 @@ def _fields(params) -> str:
     return ", ".join(out)
 
 
+def _memory_json(graph: Graph) -> dict:
+    fp = estimate(graph)
+    return {"weights": fp.weights, "activations_per_example": fp.activations,
+            "training_per_example": fp.training_per_example, "training": fp.training, "batch": fp.batch,
+            "optimizer_and_gradients": fp.optimizer, "data": fp.data, "machine": physical_memory()}
+
+
 def listing_json(graph: Graph, resolved: bool = False) -> dict:
     def layer(l: LayerInfo) -> dict:
         return {"name": l.name, "path": l.path, "kind": l.kind, "implicit": l.implicit,
@@ -121,6 +141,7 @@ def listing_json(graph: Graph, resolved: bool = False) -> dict:
         "params": graph.n_params,
         "flops": graph.flops,
         "listing": lecture_lines(graph),
+        "memory": _memory_json(graph),
         "layers": [layer(l) for l in graph.layers()],
         "warnings": [{"line": w.span.line if w.span else None, "message": w.message} for w in graph.warnings],
     } | ({"resolved": {s: {"text": text, "origin": origin} for s, text, origin in resolved_sections(graph)}}

@@ -21,6 +21,7 @@ import numpy as np
 from nnc.compiler.graph import Graph, Info, LayerInfo, ResidualInfo
 from nnc.compiler.layers import LAYERS
 from nnc.compiler.opsets import DEFAULT_OPSET, MIN_OPSET
+from nnc.compiler.vocab.losses import LOSSES
 from nnc.compiler.vocab.sources import SOURCES
 from nnc.diagnostics import NncError
 
@@ -151,7 +152,8 @@ def emit(graph: Graph, state: dict[str, Any], stats: dict[str, np.ndarray] | Non
     model.ir_version = min(model.ir_version, 10)  # readable by onnxruntime releases of the last two years
     meta = {"nnc_version": __version__, "spec_name": spec.model.name, "spec_sha256": spec.sha256,
             "classes": json.dumps(classes), "input_layout": str(raw), "output": out_name,
-            "preprocessing": _preprocessing_note(graph, stats), "data_source": spec.data.source.kind}
+            "preprocessing": _preprocessing_note(graph, stats), "data_source": spec.data.source.kind,
+            "predicts": LOSSES[spec.loss.kind].predicts}  # class, labels (bce) or values (regression): nnc infer
     if tokens:
         meta["vocab"] = str(raw.vocab)
     if raw.kind == "image":

@@ -1,8 +1,9 @@
 """Writing the files a user keeps (checkpoints, ONNX models, run folders): whole or not at all,
-and an OS error said as the user's error."""
+and an OS error said as the user's error; one process at a time in a folder (`folder_lock`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -48,3 +49,47 @@ def make_dir(path: Path, what: str) -> None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise NncError(f"cannot create the {what} {path}: {e.strerror or e}") from None
+
+
+LOCK = ".lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, who: str, instead: str):
+    """Hold FOLDER/.lock (an exclusive flock, which the kernel releases when the process dies,
+    however it dies) for the block; it records the holder's pid. A second holder is refused at
+    once: "another `who` is running in FOLDER (pid N); wait for it to end, or `instead`"."""
+    import fcntl
+
+    try:
+        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:  # a read-only file system, a folder without write permission
+        raise NncError(f"cannot write in {folder}: {e.strerror or e}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise NncError(f"another {who} is running in {folder} (pid {pid}); wait for it to end, or {instead}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def lock_holder(folder: Path) -> str | None:
+    """The pid recorded by a process that holds FOLDER/.lock now, else None."""
+    import fcntl
+
+    try:
+        fd = os.open(folder / LOCK, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+    finally:
+        os.close(fd)

@@ -5,11 +5,14 @@ Tensors:   model/<param or buffer>       the model's state_dict
            pre/mean, pre/std, pre/proj   preprocessing statistics (training split only)
            state/...                     optimizer, EMA and RNG state (in `last` checkpoints)
 Metadata:  format, nnc_version, spec_text, spec_name, overrides, classes, info (JSON:
-           epoch, step, metrics, ...), state_meta (JSON: the non-tensor optimizer state)
+           epoch, step, metrics, ...), state_meta (JSON: the non-tensor optimizer state),
+           checksum (JSON: sha256 of the model/ + pre/ tensors and of the state/ ones, their
+           names, dtypes, shapes and bytes; verified on load: flipped bits are a damaged file)
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +101,23 @@ def expected_preprocess_shapes(graph) -> dict[str, tuple[int, ...]]:
     return out
 
 
+def checksum(tensors: dict) -> str:
+    """sha256 over the tensors in name order: each one's name, dtype, shape and bytes."""
+    import torch
+
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")  # (the buffer, not a copy)
+    return h.hexdigest()
+
+
+def _checksums(tensors: dict) -> dict[str, str]:
+    state = {k: v for k, v in tensors.items() if k.startswith("state/")}
+    return {"weights": checksum({k: v for k, v in tensors.items() if k not in state}), "state": checksum(state)}
+
+
 def save(path: str | Path, ckpt: Checkpoint) -> None:
     """Write `ckpt` atomically: a temp file in the same folder, fsync, rename."""
     import torch
@@ -112,6 +132,7 @@ def save(path: str | Path, ckpt: Checkpoint) -> None:
         "format": FORMAT, "nnc_version": __version__, "spec_text": ckpt.spec_text, "spec_name": ckpt.spec_name,
         "overrides": json.dumps(list(ckpt.overrides)), "classes": json.dumps(ckpt.classes),
         "info": json.dumps(ckpt.info), "state_meta": json.dumps(ckpt.state_meta),
+        "checksum": json.dumps(_checksums(tensors)),
     }
     data = st_save(tensors, metadata=meta)
     write_atomic(Path(path), data, "checkpoint")
@@ -137,7 +158,8 @@ def load(path: str | Path, with_state: bool = False) -> Checkpoint:
         raise NncError(f"{path}: cannot read checkpoint ({e})") from None
     import torch
 
-    for k, t in tensors.items():  # flipped bytes, or weights saved by a run gone wrong
+    _verify(path, meta, tensors, with_state)
+    for k, t in tensors.items():  # weights saved by a run gone wrong
         if k.startswith(("model/", "pre/")) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise NncError(f"{path}: {k} holds NaN or infinite values; the checkpoint is damaged")
 
@@ -154,6 +176,21 @@ def load(path: str | Path, with_state: bool = False) -> Checkpoint:
         )
     except (KeyError, json.JSONDecodeError) as e:
         raise NncError(f"{path}: damaged checkpoint metadata ({e})") from None
+
+
+def _verify(path: Path, meta: dict, tensors: dict, with_state: bool) -> None:
+    """The tensors read are the tensors written (a checkpoint without a checksum predates it)."""
+    try:
+        stored = json.loads(meta["checksum"]) if "checksum" in meta else {}
+    except json.JSONDecodeError:
+        stored = {"weights": "unreadable"}
+    got = _checksums(tensors)
+    parts = [p for p in ("weights", "state") if p in stored and (with_state or p == "weights")]
+    bad = [p for p in parts if stored[p] != got[p]]
+    if bad:
+        what = "its weights" if bad == ["weights"] else "its optimizer state" if bad == ["state"] else "its tensors"
+        raise NncError(f"{path}: damaged checkpoint: {what} do not match the checksum stored with them (flipped "
+                       "bits on the disk or a copy gone wrong); use another copy, or the run's other checkpoint")
 
 
 def _not_a_checkpoint(path: Path) -> str | None:

@@ -48,7 +48,7 @@ def load_arrays(graph: Graph, given: Arrays | None = None):
     if given is None:
         d = SOURCES[src.kind]
         params = src.params.model_copy(update={k: spec.locate(getattr(src.params, k)) for k in d.paths})
-        arrays = d.load(params, inp.dims, graph.output.features)
+        arrays = d.load(params, inp, graph.output.features)
     else:
         arrays = given
     x, y = arrays.x, arrays.y

@@ -13,3 +13,32 @@ def pick_device(choice: str, asked_by: str = "--device") -> torch.device:
     if choice == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda")
+
+
+def memory_of(dev: torch.device) -> tuple[int | None, str]:
+    """Bytes the device can hold, and its name for messages."""
+    from nnc.compiler.footprint import physical_memory
+
+    if dev.type == "cuda":
+        props = torch.cuda.get_device_properties(dev)
+        return props.total_memory, f"{props.name}'s memory"
+    return physical_memory(), "this machine's memory"
+
+
+def refuse_if_too_big(graph, dev: torch.device, purpose: str) -> None:
+    """Before anything is allocated: an NncError with the estimate (compiler/footprint.py) when the
+    work cannot fit in the device's memory. `purpose`: "train" (the doctor trains too) or "export"."""
+    from nnc.compiler.footprint import estimate, size
+
+    fp = estimate(graph)
+    have, where = memory_of(dev)
+    # export: the weights three times (torch, the ONNX graph, the onnxruntime session) and a few examples
+    need = fp.training if purpose == "train" else 3 * fp.weights + 3 * fp.activations
+    if have is None or need <= have:
+        return
+    parts = fp.training_parts() if purpose == "train" else (
+        f"weights {size(fp.weights)} three times (PyTorch, the ONNX graph, onnxruntime's session), "
+        f"activations {size(fp.activations)} per example")
+    raise NncError(f"{graph.spec.model.name} needs about {size(need)} to {purpose} ({parts}), more than "
+                   f"{where} ({size(have)}); nothing was allocated. `nnc show` lists the memory per layer: shrink "
+                   "the model" + (", the batch or the data" if purpose == "train" else ""))

@@ -4,8 +4,9 @@
    know nothing about (ln C for softmax and (C-1)·margin for the SVM when the scores are ~0),
    and the scores are small (std <= SCORE_STD_MAX);
 2. turning regularization up raises the loss;
-3. the model overfits 20 examples (regularization and dropout off): 100% training accuracy
-   with the loss below half its start (a regression loss: below 1% of it);
+3. the model overfits 20 examples (regularization and dropout off) with the spec's optimizer at
+   its lr: 100% training accuracy with the loss below half its start (a regression loss: below 1%
+   of it); when the spec's optimizer does not get there, Adam at 1e-3 tries, with a note;
 4. gradient check: centered differences in float64 vs autograd, per parameter tensor (NaN is
    wrong; nothing comparable above the noise floor is inconclusive);
 5. a coarse learning-rate sweep in log space: where the loss (of the first batch, before and
@@ -342,17 +343,54 @@ class Doctor:
                 n = n_fit
         x, y = self.subset(n)
         n = len(x)  # the split may hold fewer
+        spec_opt = self.graph.spec.optimizer
+        run = self._fit(x, y, spec_opt.kind, spec_opt.params, max_steps)
+        how, note = f"{spec_opt.kind} lr {spec_opt.params.lr:g}", ""
+        if run["ok"] is not True and (spec_opt.kind, spec_opt.params.lr) != ("adam", lr):
+            # the spec's optimizer may be slow on 20 examples (sgd at lr 0.01) without the model being wrong
+            fallback = self._fit(x, y, "adam", OPTIMIZERS["adam"].params(lr=lr), max_steps)
+            verdict = (f"adam lr {lr:g} did: the model can fit them, the spec's optimizer is slow on them (its lr?)"
+                       if fallback["ok"] else f"nor did adam lr {lr:g}")
+            note = (f"; the spec's {how} did not get there (loss {run['first']:.3f} -> {run['loss']:.4f} in "
+                    f"{run['step']} steps), {verdict}")
+            run, how = fallback, f"adam lr {lr:g}"
+        ok, first, loss, acc, step = run["ok"], run["first"], run["loss"], run["acc"], run["step"]
+        if run["timed_out"] and not ok:
+            boxed += f"; stopped by the {self.budget:g} s budget before it got there (inconclusive)"
+        what = f"training accuracy {100 * acc:.0f}%, " if self.classes else ""
+        if self.classes and acc == 1.0 and not ok and not run["timed_out"]:
+            boxed += "; every example is right but the loss stalls: are the scores squashed (a softmax before the loss)?"
+        return Check(f"overfits {n} examples", ok,
+                     f"{what}loss {first:.3f} -> {loss:.4f} in {step} steps ({how}){boxed}{note}",
+                     {"accuracy": acc, "first_loss": first, "loss": loss, "steps": step, "examples": n,
+                      "optimizer": how})
+
+    def _fit(self, x: torch.Tensor, y: torch.Tensor, kind: str, params, max_steps: int) -> dict:
+        """Train a fresh model (dropout and regularization off) on (x, y) with optimizer `kind` at a
+        constant rate until it fits them: ok True (classes: 100% accuracy and the loss below half its
+        start; a regression loss: below 1% of it), False, or None when the time budget ran out first."""
+        opt_def = OPTIMIZERS[kind]
         model = self.model(dropout=False)
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        opt = opt_def.build(params, [{"params": list(model.parameters()), "lr_mult": 1.0}])
         first = loss = acc = None
-        t0, timed_out = time.perf_counter(), False
+        t0, timed_out, step = time.perf_counter(), False, 0
         for step in range(1, max_steps + 1):
-            opt.zero_grad(set_to_none=True)
-            scores = model(x).float()
-            l = self.loss_fn(scores, y)
-            l.backward()
-            opt.step()
-            loss = l.item()
+            seen = []
+
+            def closure():
+                opt.zero_grad(set_to_none=True)
+                scores = model(x).float()
+                l = self.loss_fn(scores, y)
+                l.backward()
+                seen.append((scores.detach(), l.item()))
+                return l
+
+            if opt_def.full_batch:  # L-BFGS evaluates the closure as often as its line search needs
+                opt.step(closure)
+            else:
+                closure()
+                opt.step()
+            scores, loss = seen[0]  # at the weights the step started from
             first = loss if first is None else first
             if self.classes:
                 acc = (scores.argmax(1) == y).float().mean().item()
@@ -366,14 +404,8 @@ class Doctor:
         # classes: 100% accuracy *and* the loss below half its start (a softmax before
         # cross_entropy gets every example right while its loss stalls at 1.46 of ln 10 = 2.30)
         ok = acc == 1.0 and loss < 0.5 * first if self.classes else loss < 1e-2 * first
-        if timed_out and not ok:
-            ok, boxed = None, boxed + f"; stopped by the {self.budget:g} s budget before it got there (inconclusive)"
-        what = f"training accuracy {100 * acc:.0f}%, " if self.classes else ""
-        if self.classes and acc == 1.0 and not ok and not timed_out:
-            boxed += "; every example is right but the loss stalls: are the scores squashed (a softmax before the loss)?"
-        return Check(f"overfits {n} examples", ok,
-                     f"{what}loss {first:.3f} -> {loss:.4f} in {step} steps (adam lr {lr:g}){boxed}",
-                     {"accuracy": acc, "first_loss": first, "loss": loss, "steps": step, "examples": n})
+        return {"ok": None if timed_out and not ok else ok, "first": first, "loss": loss, "acc": acc, "step": step,
+                "timed_out": timed_out}
 
     # --- 4. gradient check
     def gradients(self, n: int = 4, samples: int = 10) -> Check:
@@ -511,6 +543,9 @@ def run_doctor(graph: Graph, device: str = "cpu", checks=CHECKS, budget: float =
                on_check=None, data=None) -> list[Check]:
     """Run `checks` (method names, in order); `on_check(check)` is called as each completes.
     `data`: arrays handed over in memory (the Python API), in place of the spec's source."""
+    from nnc.runtime.device import refuse_if_too_big
+
+    refuse_if_too_big(graph, torch.device(device), "train")  # the checks train: before the data is read
     doc = Doctor(graph, device, budget, data)
     out = []
     for c in checks:

@@ -25,7 +25,8 @@ from nnc.diagnostics import NncError
 from nnc.files import write_atomic
 from nnc.runtime import artifacts, preprocess
 from nnc.runtime.data import load_splits
-from nnc.runtime.export import check_out_path
+from nnc.runtime.export import check_out_path, fits_one_onnx_file
+from nnc.runtime.reads import check_reads
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Member:
     model: torch.nn.Module
     stats: dict  # preprocessing statistics (numpy)
     classes: list[str] | None
+    checkpoint: object = None  # the Checkpoint (its recorded spec file: runtime/reads.py)
 
 
 def _split_key(graph: Graph) -> tuple:
@@ -56,7 +58,7 @@ def load_members(paths: list[str]) -> list[Member]:
         if not LOSSES[art.graph.spec.loss.kind].classification:
             raise NncError(f"{p}: {art.graph.spec.loss.kind} is not a classification loss; an ensemble averages "
                            "class probabilities")
-        members.append(Member(str(p), art.graph, art.model("cpu"), art.stats, art.classes))
+        members.append(Member(str(p), art.graph, art.model("cpu"), art.stats, art.classes, art.checkpoint))
     first = members[0]
     names = ("data source", "val fraction", "test fraction", "data seed (it fixes the split)", "input")
     for m in members[1:]:
@@ -81,9 +83,15 @@ def probabilities(m: Member, x: np.ndarray) -> torch.Tensor:
     return torch.cat([torch.softmax(m.model(t[i:i + 1024]).float(), 1) for i in range(0, len(t), 1024)])
 
 
-def evaluate_ensemble(paths: list[str], split: str = "test") -> dict:
+def _split(members: list[Member], split: str, allow_read: tuple[str, ...]):
+    """The members' shared data split (read as the first member's spec says, if the user named that data)."""
+    check_reads(members[0].checkpoint, members[0].graph.spec, allow_read)
+    return getattr(load_splits(members[0].graph), split)
+
+
+def evaluate_ensemble(paths: list[str], split: str = "test", allow_read: tuple[str, ...] = ()) -> dict:
     members = load_members(paths)
-    part = getattr(load_splits(members[0].graph), split)
+    part = _split(members, split, allow_read)
     if not len(part):
         raise NncError(f"the {split} split is empty")
     x = part.x.astype(np.float32) if part.x.dtype.kind == "f" else part.x
@@ -208,7 +216,7 @@ def _metadata(model, members: list[Member]) -> None:
     helper.set_model_props(model, meta)
 
 
-def export_onnx(paths: list[str], out: str | Path, split: str = "test") -> dict:
+def export_onnx(paths: list[str], out: str | Path, split: str = "test", allow_read: tuple[str, ...] = ()) -> dict:
     """Write one ONNX graph (raw input -> averaged probabilities) after checking it with
     onnxruntime against PyTorch on the split's inputs."""
     import onnx
@@ -216,13 +224,14 @@ def export_onnx(paths: list[str], out: str | Path, split: str = "test") -> dict:
 
     check_out_path(out)
     members = load_members(paths)
+    fits_one_onnx_file(sum(m.graph.n_params for m in members), "the ensemble")
     try:
         model, how = _emit_members(members)
     except (ImportError, NotImplementedError, KeyError, AttributeError):
         model, how = _torch_export(members)
     _metadata(model, members)
     onnx.checker.check_model(model)
-    part = getattr(load_splits(members[0].graph), split)
+    part = _split(members, split, allow_read)
     x = np.ascontiguousarray(part.x.astype(np.float32))[:256]
     want = sum(probabilities(m, x) for m in members).numpy() / len(members)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])

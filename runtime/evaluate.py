@@ -12,6 +12,7 @@ from nnc.compiler.vocab.losses import LOSSES
 from nnc.diagnostics import NncError
 from nnc.runtime import artifacts
 from nnc.runtime.data import load_splits, tensors
+from nnc.runtime.reads import check_reads
 
 
 @dataclass
@@ -30,8 +31,9 @@ class Evaluation:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, classes: int | None,
-             batch: int = 1024, autocast: bool = False) -> Evaluation:
-    """Eval mode (dropout off, batchnorm running stats); restores the previous mode."""
+             batch: int = 1024, autocast: bool = False, labels: bool = False) -> Evaluation:
+    """Eval mode (dropout off, batchnorm running stats); restores the previous mode. `classes`:
+    the accuracy of the argmax; `labels` (bce): the accuracy of each output's sign against targets > 0.5."""
     was = model.training
     model.eval()
     total, outs = 0.0, []
@@ -44,7 +46,8 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, 
     model.train(was)
     n = max(len(x), 1)
     if classes is None:
-        return Evaluation(total / n, None, None, None, len(x))
+        acc = label_accuracy(torch.cat(outs), y) if labels and outs else None
+        return Evaluation(total / n, acc, None, None, len(x))
     pred = torch.cat(outs).argmax(1) if outs else torch.zeros(0, dtype=torch.long)
     conf = torch.zeros(classes, classes, dtype=torch.long)
     conf.index_put_((y.cpu(), pred.cpu()), torch.ones_like(pred.cpu()), accumulate=True)
@@ -52,8 +55,15 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, 
                       len(x))
 
 
-def evaluate_checkpoint(path: str, split: str = "test", device: str = "auto") -> dict:
+def label_accuracy(scores: torch.Tensor, y: torch.Tensor) -> float:
+    """bce's accuracy: the fraction of outputs whose sign (logit > 0) matches its target (> 0.5)."""
+    return float(((scores > 0) == (y.reshape(scores.shape) > 0.5)).float().mean())
+
+
+def evaluate_checkpoint(path: str, split: str = "test", device: str = "auto", allow_read: tuple[str, ...] = ()) -> dict:
+    """`allow_read`: data paths the user names (runtime/reads.py: a checkpoint's own are not followed blindly)."""
     art = artifacts.load(path, accept=(artifacts.CHECKPOINT,))
+    check_reads(art.checkpoint, art.graph.spec, allow_read)
     model = art.model(device)
     dev = next(model.parameters()).device
     splits = load_splits(art.graph)
@@ -63,5 +73,6 @@ def evaluate_checkpoint(path: str, split: str = "test", device: str = "auto") ->
         raise NncError(f"{path}: this run has no {split} split (its spec says data {split} 0); "
                        f"it has {', '.join(have)}: e.g. --split {have[0]}")
     loss_def = LOSSES[art.graph.spec.loss.kind]
-    res = evaluate(model, *tensors(part, art.stats, dev), loss_def.build(art.graph.spec.loss.params), art.graph.output.features if loss_def.classification else None)
+    res = evaluate(model, *tensors(part, art.stats, dev), loss_def.build(art.graph.spec.loss.params),
+                   art.graph.output.features if loss_def.classification else None, labels=loss_def.predicts == "labels")
     return {**res.as_dict(), "split": split, "classes": art.classes, "checkpoint": str(path)}

@@ -140,6 +140,18 @@ def verify(model_proto, graph: Graph, torch_model, stats: dict, probabilities: b
     return report
 
 
+ONNX_LIMIT = 2 ** 31 - 2 ** 24  # protobuf's 2 GiB, less room for the graph itself
+
+
+def fits_one_onnx_file(n_params: int, name: str) -> None:
+    """An ONNX model is one protobuf message, at most 2 GiB (nnc writes no external data files)."""
+    from nnc.compiler.footprint import FLOAT, size
+
+    if n_params * FLOAT > ONNX_LIMIT:
+        raise NncError(f"{name}: its weights take {size(n_params * FLOAT)} in float32, and an ONNX file holds at most "
+                       "2 GiB (protobuf's limit; nnc writes no external data files); nothing was written")
+
+
 def export(graph: Graph, torch_model, stats: dict | None, classes: list[str] | None, out: str | Path | None,
            opset: int = DEFAULT_OPSET, probabilities: bool = False) -> Exported:
     """Emit, check (onnx.checker, then onnxruntime vs torch at batch 1 and 3), then write atomically."""
@@ -148,6 +160,7 @@ def export(graph: Graph, torch_model, stats: dict | None, classes: list[str] | N
     check_opset(opset)
     if out is not None:  # before the (for VGG16: long) emit and check
         check_out_path(out)
+    fits_one_onnx_file(graph.n_params, graph.spec.model.name)
     torch_model.eval()
     stats = {k: np.asarray(v) for k, v in (stats or {}).items()}
     model = emit(graph, torch_model.state_dict(), stats, classes, opset, probabilities)
@@ -167,6 +180,13 @@ def export_artifact(art: Artifact, out: str, opset: int, probabilities: bool) ->
     if art.kind == SPEC and art.graph.input != art.graph.spec.model.input:
         raise NncError(f"{art.path}: its preprocessing changes the input to {art.graph.input}, and a bare spec has "
                        "no fitted statistics; export a trained checkpoint instead")
+    fits_one_onnx_file(art.graph.n_params, art.graph.spec.model.name)  # before the model is built
+    if art.kind == SPEC:  # (a checkpoint's tensors are read already)
+        import torch
+
+        from nnc.runtime.device import refuse_if_too_big
+
+        refuse_if_too_big(art.graph, torch.device("cpu"), "export")
     return export(art.graph, art.model(), art.stats, art.classes, out, opset, probabilities)
 
 

@@ -35,6 +35,7 @@ class Session:
     pixel_max: float | None = None  # image files are rescaled from 0..255 to 0..pixel_max (None: unknown)
     data_source: str | None = None  # the training data's source word (nnc's metadata)
     vocab: int | None = None  # token inputs: ids must be below this
+    predicts: str = "class"  # class (softmax over scores), labels (bce: a sigmoid per output) or values
 
 
 def providers(choice: str) -> list[str]:
@@ -79,7 +80,8 @@ def open_model(path: str, provider: str = "auto") -> Session:
     pixel_max, vocab = _number(meta.get("pixel_max")), _number(meta.get("vocab"))
     return Session(sess, path, inp.name, shape, np.dtype(dtype), classes if isinstance(classes, list) else None,
                    sess.get_outputs()[0].name, sess.get_providers()[0], pixel_max, meta.get("data_source"),
-                   int(vocab) if vocab else None)
+                   int(vocab) if vocab else None,
+                   meta.get("predicts") if meta.get("predicts") in ("class", "labels", "values") else "class")
 
 
 def _json(text: str | None):
@@ -152,7 +154,7 @@ def load_inputs(paths: list[str], s: Session) -> Inputs:
             if a.size == 0:
                 raise NncError(f"{path}: no examples in this array (shape {a.shape})")
             if a.dtype.kind not in "biuf":
-                raise NncError(f"{path}: holds {a.dtype} values, not numbers")
+                raise NncError(f"{path}: holds {'text' if a.dtype.kind in 'SU' else a.dtype} values, not numbers")
             a = _as_batch(a, s.input_shape, path)
             xs.append(_checked(a, s, path))
             names += [f"{path}[{i}]" for i in range(len(a))]
@@ -184,36 +186,40 @@ def _checked(a: np.ndarray, s: Session, path: str) -> np.ndarray:
 
 
 def _array(p: Path) -> np.ndarray:
+    from nnc.compiler.vocab.sources import npy_claim
+
     try:
+        if p.suffix.lower() == ".npy":  # a header may claim more than the file holds: refuse before allocating
+            with open(p, "rb") as f:
+                npy_claim(f, str(p), "the array", p.stat().st_size)
         data = np.load(p, allow_pickle=False)
+        if isinstance(data, np.ndarray):
+            return data
+        with data:
+            keys = list(data.keys())
+            key = "x" if "x" in keys else keys[0] if len(keys) == 1 else None
+            if key is None:
+                raise NncError(f"{p}: an .npz with arrays {keys}; name the inputs `x`")
+            if f"{key}.npy" in data.zip.namelist():
+                with data.zip.open(f"{key}.npy") as f:
+                    npy_claim(f, str(p), f"array {key!r}", data.zip.getinfo(f"{key}.npy").file_size)
+            return data[key]
     except (ValueError, OSError, EOFError) as e:
         raise NncError(f"{p}: not a readable numpy file ({e})") from None
-    if isinstance(data, np.ndarray):
-        return data
-    with data:
-        keys = list(data.keys())
-        key = "x" if "x" in keys else keys[0] if len(keys) == 1 else None
-        if key is None:
-            raise NncError(f"{p}: an .npz with arrays {keys}; name the inputs `x`")
-        return data[key]
+    except MemoryError as e:
+        raise NncError(f"{p}: too large to load into memory ({e})") from None
 
 
 def _image(p: Path, s: Session) -> np.ndarray:
     """(C, H, W) float32 on the training data's scale: 0..255 from Pillow, times pixel_max / 255."""
-    from PIL import Image, UnidentifiedImageError
-
-    from nnc.compiler.vocab.sources import load_image
+    from nnc.compiler.vocab.sources import read_image
 
     shape = s.input_shape
     if len(shape) != 3 or s.input_dtype.kind == "i":
         raise NncError(f"{p}: the model reads {_show(shape)}, not images; give .npy or .npz arrays")
     if None in shape:
         raise NncError(f"{p}: the model's input {_show(shape)} has axes of unknown size; give .npy or .npz arrays")
-    try:
-        with Image.open(p) as im:
-            x = load_image(im, *shape)
-    except (UnidentifiedImageError, OSError):
-        raise NncError(f"{p}: not an image Pillow can read") from None
+    x = read_image(p, *shape)
     return x * np.float32(s.pixel_max / 255.0) if s.pixel_max else x
 
 
@@ -249,14 +255,19 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 
 def predict(s: Session, x: np.ndarray, names: list[str], top: int = 1, batch: int = 64) -> list[dict]:
-    """One record per input: predicted class, its probability and the top-k list."""
+    """One record per input: predicted class, its probability and the top-k list; for a regression
+    model (metadata `predicts` values) the predicted values; for bce (labels) each output's
+    probability of being on, independently (a sigmoid, not a softmax)."""
     out = run(s, x, batch)
+    if not np.isfinite(out).all():
+        i = int(np.argwhere(~np.isfinite(out.reshape(len(out), -1)))[0][0])
+        raise NncError(f"{s.path}: the model's output for {names[i]} is not finite (NaN or infinite values)")
+    if s.predicts == "values":
+        return [{"input": name, "values": v.tolist()} for name, v in zip(names, out.astype(np.float64))]
     if out.ndim != 2:
         raise NncError(f"{s.path}: the model's output {out.shape[1:]} is not a vector of class scores")
-    if not np.isfinite(out).all():
-        i = int(np.argwhere(~np.isfinite(out))[0][0])
-        raise NncError(f"{s.path}: the model's output for {names[i]} is not finite (NaN or infinite scores)")
-    probs = out if s.output == "probabilities" else softmax(out.astype(np.float64))
+    probs = (out if s.output == "probabilities" else 1 / (1 + np.exp(-out.astype(np.float64))) if s.predicts == "labels"
+             else softmax(out.astype(np.float64)))
     k = max(1, min(top, probs.shape[1]))
     records = []
     for name, p in zip(names, probs):

@@ -1,11 +1,66 @@
-"""A run directory's logs: metrics.jsonl (one JSON object per line), TensorBoard scalars, the
-spec copy, and what a resumed run keeps of an earlier one's."""
+"""A run directory: held by one run at a time (`claim`), its logs (metrics.jsonl, one JSON
+object per line, and TensorBoard scalars), the spec copy, and what a resumed run keeps of an
+earlier one's."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
+
+from nnc.diagnostics import EXIT_USAGE, NncError
+from nnc.files import folder_lock, make_dir
+
+
+def _records(path: Path) -> list[dict]:
+    """metrics.jsonl's records; a line a crash cut short (the last one) is not a record."""
+    out = []
+    for line in path.read_text(errors="replace").splitlines() if path.is_file() else ():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return [r for r in out if isinstance(r, dict)]
+
+
+def holds_run(path: Path) -> bool:
+    """A checkpoint, or a finished epoch in metrics.jsonl: a run another must not land on. A
+    folder a run left before its first checkpoint holds nothing worth keeping."""
+    if (path / "last.safetensors").exists() or (path / "best.safetensors").exists():
+        return True
+    return any("train_loss" in r for r in _records(path / "metrics.jsonl"))
+
+
+def fresh_error(out: Path) -> NncError:
+    return NncError(f"--out {out} holds a run already: continue it with `nnc train --resume {out}`, "
+                    "or choose another --out (nothing was written)", exit_code=EXIT_USAGE)
+
+
+@contextlib.contextmanager
+def claim(out: Path, continuing: bool):
+    """The run directory for the run's life: created, locked (a second `nnc train` into it is
+    refused, however close together they start), checked under the lock to hold no run unless
+    `continuing` one there, and cleared of the temp files of checkpoints a killed run was
+    writing. A run that fails before its first checkpoint leaves no folder it created behind."""
+    make_dir(out.parent, "run directory")
+    try:
+        out.mkdir()  # made here, by this process (of two that start together, only one makes it)
+        created = True
+    except OSError:
+        created = False
+    make_dir(out, "run directory")  # (says what is wrong, if something is)
+    with folder_lock(out, "nnc train", "give another --out"):
+        try:
+            if not continuing and holds_run(out):
+                raise fresh_error(out)
+            for tmp in out.glob(".*.tmp"):  # nnc.files.write_atomic's, left by a kill
+                tmp.unlink(missing_ok=True)
+            yield
+        except BaseException:
+            if created and not (out / "last.safetensors").exists():
+                shutil.rmtree(out, ignore_errors=True)
+            raise
 
 
 class MetricsLog:
@@ -50,9 +105,7 @@ def continue_outputs(src: Path, out: Path, epochs: int) -> None:
     """A resumed run's metrics.jsonl holds exactly the epochs its checkpoint has seen: records a
     killed run wrote after its last checkpoint (a partial epoch, a `final` line) are dropped, and
     a run continued into another directory takes the history and `best` along."""
-    records = src / "metrics.jsonl"
-    lines = records.read_text().splitlines() if records.is_file() else []
-    kept = [l for l in lines if l.strip() and (r := json.loads(l)).get("epoch", 0) <= epochs and "final" not in r]
-    (out / "metrics.jsonl").write_text("".join(l + "\n" for l in kept))
+    kept = [r for r in _records(src / "metrics.jsonl") if r.get("epoch", 0) <= epochs and "final" not in r]
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
     if src.resolve() != out.resolve() and (src / "best.safetensors").is_file():
         shutil.copyfile(src / "best.safetensors", out / "best.safetensors")

@@ -14,7 +14,6 @@ replaced by the sampled value; the best trial's text is written as `DIR/best.nns
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import sys
@@ -27,7 +26,7 @@ from nnc.compiler.load import load_text
 from nnc.compiler.spec import Spec
 from nnc.compiler.values import SearchRange, format_value, resolve_text
 from nnc.diagnostics import EXIT_DIVERGED, NncError
-from nnc.files import make_dir
+from nnc.files import folder_lock, make_dir
 from nnc.runtime.plots import search_scatter
 
 STUDY = "nnc-search"
@@ -247,11 +246,18 @@ def _study(cfg: Config, spec: Spec):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # not a traceback per exploded trial
-    storage = f"sqlite:///{Path(cfg.out).resolve() / 'study.db'}"
+    db = Path(cfg.out) / "study.db"
+    if db.exists() and not db.is_file():
+        raise NncError(f"{db}: a folder, not a study database; give another --out, or move it away")
+    storage = f"sqlite:///{db.resolve()}"
     direction = "maximize" if metric_of(spec) == "val_accuracy" else "minimize"
-    study = optuna.create_study(study_name=STUDY, storage=storage, load_if_exists=True, direction=direction,
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0))
-    return study
+    try:
+        return optuna.create_study(study_name=STUDY, storage=storage, load_if_exists=True, direction=direction,
+                                   pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0))
+    except Exception as e:  # sqlalchemy's DatabaseError ("file is not a database"), optuna's schema errors
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise NncError(f"{db}: not a study database nnc search can open ({first}); give another --out, "
+                       "or move it away") from None
 
 
 def _sampler(cfg: Config, offset: int):
@@ -261,29 +267,6 @@ def _sampler(cfg: Config, offset: int):
     if cfg.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, cfg.trials // 2)))
     return optuna.samplers.RandomSampler(seed=seed)
-
-
-@contextlib.contextmanager
-def run_lock(out: Path):
-    """Hold DIR/.lock (an exclusive flock, released by the kernel if the process dies) for the
-    whole search: a second search on the same study would mark the first one's running trial
-    failed and break it."""
-    import fcntl
-
-    path = out / ".lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise NncError(f"another nnc search is running in {out} (pid {pid}); wait for it to end, "
-                           "or give another --out") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _fail_stale(study) -> None:
@@ -335,7 +318,8 @@ def search(cfg: Config, on_trial: Callable[[dict], None] | None = None) -> Searc
     if cfg.trials == 0 and not (out / "study.db").is_file():
         raise NncError(f"{out} holds no study to report; give --trials N to start one")
     make_dir(out, "search directory")
-    with run_lock(out):
+    # a second search on the same study would mark the first one's running trial failed
+    with folder_lock(out, "nnc search", "give another --out"):
         study = _study(cfg, spec)
         known = study.user_attrs.get("spec_text")
         if known is None:

@@ -194,3 +194,41 @@ def test_the_compiled_module_is_initialized_as_the_spec_says(name, tmp_path):
                 continue
             checked += 1
     assert checked >= 2
+
+
+def test_nothing_from_a_spec_or_checkpoint_escapes_into_the_source(tmp_path):
+    """A file name (or a checkpoint's spec_name) is text inside the docstring, never code."""
+    spec = tmp_path / 'a""";print("INJECTED");""" \\ x.nnspec'
+    spec.write_text((ROOT / "specs" / "digits_mlp.nnspec").read_text())
+    out = tmp_path / "m.py"
+    r = nnc_main("compile", spec, "-o", out)
+    assert r.returncode == 0, r.stderr
+    graph = check(load_spec(str(spec)))
+    ckpt = tmp_path / "m.safetensors"
+    evil = '/x/b"""\nimport os; os.system("echo INJECTED")\n"""\\.nnspec'
+    stats = {"mean": np.zeros(64, np.float32), "std": np.ones(64, np.float32)}
+    checkpoint.save(ckpt, checkpoint.Checkpoint(spec.read_text(), evil, build_model(graph).state_dict(), stats))
+    r = nnc_main("compile", ckpt, "-o", tmp_path / "c.py")
+    assert r.returncode == 0, r.stderr
+    import subprocess
+
+    for path in (out, tmp_path / "c.py"):
+        tree = ast.parse(path.read_text())
+        assert isinstance(tree.body[0].value.value, str)  # the docstring, still one string
+        assert not any(isinstance(n, ast.Call) and getattr(n.func, "id", None) in ("print", "exec")
+                       for n in ast.walk(tree))
+        r = subprocess.run([sys.executable, path], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0 and "INJECTED" not in r.stdout + r.stderr, r.stderr
+    assert 'a\\"\\"\\";print(\\"INJECTED\\");\\"\\"\\" \\\\ x.nnspec' in out.read_text()
+
+
+@pytest.mark.parametrize("model", ["None", "True", "super", "print", "nn"])
+def test_keywords_and_builtins_as_names_give_working_source(tmp_path, model):
+    """Model, block and layer names that are Python keywords or builtins: valid source that
+    still loads nnc's weights and computes the same thing."""
+    text = (f"model {model} {{\n input vector(4)\n residual None {{\n  dense 4\n  relu\n }}\n"
+            f" residual super {{\n  dense print 4\n }}\n dense True 3\n}}\nloss mse\n")
+    graph = check(load_text(text))
+    source = compiled_matches(graph, randomize(build_model(graph)), tmp_path)
+    assert class_name(graph).isidentifier()
+    assert "class None(" not in source and "class super(" not in source

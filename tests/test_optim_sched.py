@@ -149,12 +149,56 @@ def test_constant():
 
 
 def test_on_plateau_reduces_after_patience():
+    """patience N: the rate is cut at the end of the N-th epoch in a row without improvement, the
+    epoch at which early_stop(patience=N) would stop."""
     pl = Plateau(OnPlateau(metric="val_loss", factor=0.5, patience=1), 0.1)
-    scales = [pl.update(v) for v in (1.0, 0.9, 0.95, 0.95, 0.95, 0.95)]
-    # better, better, bad 1, bad 2 -> cut, bad 1, bad 2 -> cut
-    assert scales == [1, 1, 1, 0.5, 0.5, 0.25]
+    scales = [pl.update(v) for v in (1.0, 0.9, 0.95, 0.95, 0.89, 0.95)]
+    # better, better, bad 1 -> cut, bad 1 -> cut, better, bad 1 -> cut
+    assert scales == [1, 1, 0.5, 0.25, 0.25, 0.125]
+    pl = Plateau(OnPlateau(metric="val_accuracy", factor=0.1, patience=3), 0.1)
+    assert [pl.update(v) for v in (0.5, 0.5, 0.4, 0.5, 0.6)] == [1, 1, 1, 0.1, 0.1]
+    with pytest.raises(ValueError):
+        OnPlateau(patience=0)
 
 
 def test_schedule_section_parses_warmup_plus_main():
     spec = load_text("model m {\n input vector(4)\n dense 2\n}\nschedule warmup(epochs=2), step(every=3)\n")
     assert spec.schedule.warmup.epochs == 2 and spec.schedule.main.kind == "step"
+
+
+def test_momentum_is_the_notes_form_when_the_rate_changes():
+    """`momentum` and `nesterov` keep the notes' velocity (parameter units): v = mu·v − lr·dx. torch's
+    SGD, which `sgd(momentum=...)` is, keeps b = mu·b + dx and steps −lr·b. Equal at a constant
+    rate; after a drop the notes' velocity still carries the steps taken at the old rate."""
+    lrs = (0.1, 0.1, 0.01, 0.01)  # a step schedule's drop after two steps
+    mu = 0.9
+
+    def run(kind, p, wd=0.0):
+        x = torch.tensor(X0, requires_grad=True)
+        opt = OPTIMIZERS[kind].build(OPTIMIZERS[kind].params(**p), [{"params": [x], "lr_mult": 1.0, "weight_decay": wd}])
+        for lr in lrs:
+            for g in opt.param_groups:  # as runtime/train.set_lr does
+                g["lr"] = lr
+            opt.zero_grad()
+            (0.5 * ((torch.tensor(A) @ x - torch.tensor(B)) ** 2).sum()).backward()
+            opt.step()
+        return x.detach().numpy()
+
+    def by_hand(nesterov, torch_form, wd=0.0):
+        x, v = X0.copy(), np.zeros(4)
+        for lr in lrs:
+            dx = grad(x) + wd * x  # regularize l2: the optimizer's coupled weight decay
+            if torch_form:
+                v = mu * v + dx
+                x -= lr * (dx + mu * v if nesterov else v)
+            else:
+                v_prev, v = v, mu * v - lr * dx
+                x += -mu * v_prev + (1 + mu) * v if nesterov else v
+        return x
+
+    np.testing.assert_allclose(run("momentum", {"lr": 0.1, "mu": mu}), by_hand(False, False), rtol=1e-9)
+    np.testing.assert_allclose(run("nesterov", {"lr": 0.1, "mu": mu}), by_hand(True, False), rtol=1e-9)
+    np.testing.assert_allclose(run("momentum", {"lr": 0.1, "mu": mu}, 0.3), by_hand(False, False, 0.3), rtol=1e-9)
+    np.testing.assert_allclose(run("sgd", {"lr": 0.1, "momentum": mu}), by_hand(False, True), rtol=1e-9)
+    np.testing.assert_allclose(run("sgd", {"lr": 0.1, "momentum": mu, "nesterov": True}), by_hand(True, True), rtol=1e-9)
+    assert np.abs(by_hand(False, False) - by_hand(False, True)).max() > 1e-2  # the two forms really differ here

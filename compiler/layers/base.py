@@ -136,6 +136,9 @@ class LayerDef:
     # standalone PyTorch source (compiler/python_source): (params, input shape) -> the constructor
     # expression, or (constructor, forward lines using {m} for the module and x for the value)
     python: Callable[[Any, Shape], "str | tuple[str, tuple[str, ...]]"] | None = None
+    # why the layer makes the training loss differ between two evaluations at the same weights
+    # (params -> reason, or None): L-BFGS, which assumes it does not, warns (compiler/checks.py)
+    noise: Callable[[Any], str | None] | None = None
 
 
 def upper_label(text: str) -> Callable[[str, Any], str]:

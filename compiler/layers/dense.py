@@ -83,7 +83,8 @@ DROPOUT = LayerDef("dropout", Dropout, dropout_infer, dropout_torch,
                    "inverted dropout: zeroes a fraction p while training and scales the rest by 1/(1-p); "
                    "the identity at evaluation", positional=("p",), prefix="drop", transparent=True,
                    onnx=lambda e, info, x: x,  # training only: never in an exported graph
-                   python=lambda p, x: f"nn.Dropout({p.p!r})")
+                   python=lambda p, x: f"nn.Dropout({p.p!r})",
+                   noise=lambda p: "draws a new mask at every evaluation" if p.p > 0 else None)
 
 
 class Embedding(Params):

@@ -90,7 +90,9 @@ BATCHNORM = LayerDef(
     "batch normalization per channel (image) or feature (vector), running statistics at eval",
     prefix="bn", label=lambda name, p: f"{name.upper()}: Batch normalization", transparent=True, watch=Watch(),
     onnx=batchnorm_onnx,
-    python=batchnorm_source)
+    python=batchnorm_source,
+    noise=lambda p: "updates its running statistics at every one of the line search's evaluations, so the model "
+                    "evaluated later is not the one L-BFGS minimized")
 
 
 class LayerNorm(Params):

@@ -31,6 +31,9 @@ class LossDef:
     classification: bool  # integer labels and an accuracy metric
     chance: Callable[[Params, int], float] | None  # expected loss of uniform scores over C classes
     doc: str
+    # what the outputs predict: "class" (the argmax of the scores), "labels" (each output on its own:
+    # positive when its logit is > 0, scored elementwise against targets > 0.5) or "values" (regression)
+    predicts: str = "values"
 
 
 def _cross_entropy(p: CrossEntropy):
@@ -66,10 +69,10 @@ def _bce(p):
 
 LOSSES = Registry("loss", (
     LossDef("cross_entropy", CrossEntropy, _cross_entropy, True, lambda p, c: math.log(c),
-            "softmax cross-entropy on the scores: -log(e^s_y / sum_j e^s_j)"),
+            "softmax cross-entropy on the scores: -log(e^s_y / sum_j e^s_j)", "class"),
     LossDef("svm", SVM, _svm, True, lambda p, c: (c - 1) * p.margin,
-            "multiclass hinge: sum over j != y of max(0, s_j - s_y + margin), batch mean"),
+            "multiclass hinge: sum over j != y of max(0, s_j - s_y + margin), batch mean", "class"),
     LossDef("mse", NoParams, _mse, False, None, "mean squared error (regression)"),
     LossDef("l1", NoParams, _l1, False, None, "mean absolute error (regression)"),
-    LossDef("bce", NoParams, _bce, False, None, "binary cross-entropy on logits, targets in [0, 1]"),
+    LossDef("bce", NoParams, _bce, False, None, "binary cross-entropy on logits, targets in [0, 1]", "labels"),
 ))

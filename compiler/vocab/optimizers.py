@@ -1,7 +1,9 @@
 """The optimizer registry: the word, its parameters, and the torch optimizer it builds.
 
 Update rules are the notes' (vanilla, momentum, Nesterov, Adagrad, RMSProp, Adam); the
-torch implementations are checked against those formulas in tests/test_optimizers.py.
+implementations are checked against those formulas in tests/test_optim_sched.py. `sgd` with
+momentum is torch's SGD, whose velocity is in gradient units (compiler/optim.py says how the two
+forms differ when the rate changes).
 """
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ class OptimizerDef:
     build: Callable[[Any, list[dict]], Any]  # (params, torch param groups) -> torch.optim.Optimizer
     doc: str
     full_batch: bool = False
+    # how many parameter-sized tensors it keeps (momentum, Adam's two moments, L-BFGS's history):
+    # the memory estimate (compiler/footprint.py)
+    state_copies: Callable[[Any], int] = lambda p: 0
 
 
 def _sgd(p, groups):
@@ -74,9 +79,9 @@ def _sgd(p, groups):
 
 
 def _momentum(nesterov: bool):
-    def build(p, groups):
-        import torch
-        return torch.optim.SGD(groups, lr=p.lr, momentum=p.mu, nesterov=nesterov)
+    def build(p, groups):  # the notes' form, not torch's SGD: they differ when the rate changes (compiler/optim.py)
+        from nnc.compiler.optim import NotesMomentum
+        return NotesMomentum(groups, lr=p.lr, mu=p.mu, nesterov=nesterov)
     return build
 
 
@@ -106,12 +111,17 @@ def _lbfgs(p, groups):
 
 
 OPTIMIZERS = Registry("optimizer", (
-    OptimizerDef("sgd", SGD, _sgd, "x += -lr * dx (momentum/nesterov optional)"),
-    OptimizerDef("momentum", Momentum, _momentum(False), "v = mu*v - lr*dx; x += v"),
-    OptimizerDef("nesterov", Momentum, _momentum(True), "x += -mu*v_prev + (1 + mu)*v"),
-    OptimizerDef("adagrad", Adagrad, _adagrad, "cache += dx^2; x += -lr*dx/(sqrt(cache) + eps)"),
-    OptimizerDef("rmsprop", RMSprop, _rmsprop, "cache = decay*cache + (1-decay)*dx^2; x += -lr*dx/(sqrt(cache) + eps)"),
-    OptimizerDef("adam", Adam, _adam, "Adam with bias correction (Kingma & Ba, Algorithm 1)"),
-    OptimizerDef("adamw", AdamW, _adamw, "Adam with decoupled weight decay"),
-    OptimizerDef("lbfgs", LBFGS, _lbfgs, "L-BFGS on the full training set (strong Wolfe line search)", full_batch=True),
+    OptimizerDef("sgd", SGD, _sgd, "x += -lr * dx; with momentum torch's form: b = momentum*b + dx; x += -lr*b",
+                 state_copies=lambda p: 1 if p.momentum else 0),
+    OptimizerDef("momentum", Momentum, _momentum(False), "v = mu*v - lr*dx; x += v", state_copies=lambda p: 1),
+    OptimizerDef("nesterov", Momentum, _momentum(True), "x += -mu*v_prev + (1 + mu)*v", state_copies=lambda p: 1),
+    OptimizerDef("adagrad", Adagrad, _adagrad, "cache += dx^2; x += -lr*dx/(sqrt(cache) + eps)",
+                 state_copies=lambda p: 1),
+    OptimizerDef("rmsprop", RMSprop, _rmsprop, "cache = decay*cache + (1-decay)*dx^2; x += -lr*dx/(sqrt(cache) + eps)",
+                 state_copies=lambda p: 1),
+    OptimizerDef("adam", Adam, _adam, "Adam with bias correction (Kingma & Ba, Algorithm 1)", state_copies=lambda p: 2),
+    OptimizerDef("adamw", AdamW, _adamw, "Adam with decoupled weight decay", state_copies=lambda p: 2),
+    # two vectors per remembered step, the direction, the previous gradient and the flat gradient
+    OptimizerDef("lbfgs", LBFGS, _lbfgs, "L-BFGS on the full training set (strong Wolfe line search)", full_batch=True,
+                 state_copies=lambda p: 2 * p.history + 3),
 ))

@@ -65,7 +65,7 @@ class Cosine(Params):
 class OnPlateau(Params):
     metric: Literal["val_loss", "val_accuracy"] = "val_loss"
     factor: float = Field(0.1, gt=0, lt=1)
-    patience: int = Field(5, ge=0)
+    patience: int = Field(5, ge=1)
     threshold: float = Field(1e-4, ge=0)
     min_lr: float = Field(0.0, ge=0)
 
@@ -127,7 +127,7 @@ class Plateau:
                 s.update(best=value, bad=0)
             else:
                 s["bad"] += 1
-                if s["bad"] > p.patience:
+                if s["bad"] >= p.patience:  # `patience` bad epochs in a row, as early_stop counts them
                     s.update(scale=max(s["scale"] * p.factor, p.min_lr / self.lr0), bad=0)
         return s["scale"]
 

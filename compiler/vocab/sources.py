@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Callable
 
 from pydantic import Field, field_validator
 
+from nnc.compiler.layers.base import Shape
 from nnc.compiler.vocab.registry import NoParams, Params, Registry
 from nnc.diagnostics import NncError
 
@@ -74,7 +75,7 @@ class TorchvisionSet(Params):
 class SourceDef:
     kind: str
     params: type[Params]
-    load: Callable[[Params, tuple[int, ...], int], Arrays]  # (params, input dims, outputs) -> arrays
+    load: Callable[[Params, Shape, int], Arrays]  # (params, the model's input, outputs) -> arrays
     doc: str
     # the largest pixel value of its images (digits 16, image files 255): `nnc infer` rescales image
     # files to it. None where the source holds whatever the user gave (arrays, csv, synthetic)
@@ -84,6 +85,8 @@ class SourceDef:
     # its examples' shape (C, H, W) and its class count
     example: tuple[int, ...] | None = None
     classes: int | None = None
+    # how many examples it holds, when known without reading anything (the memory estimate)
+    examples: Callable[[Params], int] | None = None
 
 
 def _missing(path: str, what: str) -> NncError:
@@ -92,14 +95,70 @@ def _missing(path: str, what: str) -> NncError:
     return NncError(f"{what} '{path}' does not exist")
 
 
+def npy_claim(f, path: str, what: str, size: int) -> None:
+    """Read an .npy header from `f` (positioned at its start, `size` bytes long) and refuse, before
+    numpy allocates it, an array the file cannot hold: a header may claim any shape."""
+    import numpy as np
+
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(f)
+        read = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+        if read is None:
+            return  # (a newer format: numpy's own checks apply)
+        shape, _, dtype = read(f)
+    except (ValueError, OSError, EOFError):
+        return  # not an .npy header: numpy says so when it loads the file
+    n = 1
+    for d in shape:
+        n *= d
+    need, have = n * dtype.itemsize, size - f.tell()
+    if dtype.hasobject or need <= have:
+        return
+    raise NncError(f"{path}: the header of {what} says shape {tuple(shape)} of {dtype} ({need:,} bytes), but the "
+                   f"file holds {max(have, 0):,} bytes of data: it is truncated or damaged")
+
+
+def _claims(path: str, kind: str) -> None:
+    """Every array in the .npy or .npz fits in its file (see npy_claim)."""
+    import zipfile
+
+    try:
+        if kind == "npy":
+            with open(path, "rb") as f:
+                npy_claim(f, path, "the array", Path(path).stat().st_size)
+            return
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if info.filename.endswith(".npy"):
+                    with z.open(info) as f:
+                        npy_claim(f, path, f"array {info.filename[:-4]!r}", info.file_size)
+    except (OSError, zipfile.BadZipFile, EOFError):
+        return  # numpy names the problem when it loads the file
+
+
+def numbers(a: np.ndarray, path: str, name: str) -> np.ndarray:
+    """`a` as float32, or a user error naming the file when it holds text or other non-numbers."""
+    import numpy as np
+
+    if a.dtype.kind not in "biuf":
+        kind = "text" if a.dtype.kind in "SU" else str(a.dtype)
+        raise NncError(f"{path}: {name} holds {kind} values, not numbers")
+    return a.astype(np.float32)
+
+
 def _np_load(path: str, kind: str):
     """np.load of a file the user named as `kind` ("npz" or "npy"), with numpy's failures
-    (a truncated file, pickled data, the other format) said in the user's terms."""
+    (a truncated file, pickled data, the other format, a header claiming more than the file
+    holds) said in the user's terms."""
     import numpy as np
     if not Path(path).is_file():
         raise _missing(path, f"{kind} file")
+    _claims(path, kind)
     try:
         got = np.load(path, allow_pickle=False)
+    except MemoryError as e:
+        raise NncError(f"{path}: too large to load into memory ({e})") from None
     except EOFError:
         raise NncError(f"{path}: empty file; expected a .{kind} written by numpy.{'savez' if kind == 'npz' else 'save'}") from None
     except (ValueError, OSError) as e:
@@ -115,7 +174,7 @@ def _np_load(path: str, kind: str):
     return got
 
 
-def _digits(p, dims, outputs) -> Arrays:
+def _digits(p, inp, outputs) -> Arrays:
     import numpy as np
     from sklearn.datasets import load_digits
 
@@ -134,8 +193,7 @@ def _labels(y: np.ndarray) -> tuple[np.ndarray, list[str] | None]:
     return y.astype(np.float32), None
 
 
-def _npz(p: Npz, dims, outputs) -> Arrays:
-    import numpy as np
+def _npz(p: Npz, inp, outputs) -> Arrays:
     with _np_load(p.path, "npz") as f:
         missing = [k for k in (p.x, p.y) if k not in f.files]
         if missing:
@@ -144,20 +202,21 @@ def _npz(p: Npz, dims, outputs) -> Arrays:
             x, y = f[p.x], f[p.y]
         except (ValueError, OSError) as e:
             raise NncError(f"{p.path}: cannot read as .npz ({e})") from None
+        except MemoryError as e:
+            raise NncError(f"{p.path}: too large to load into memory ({e})") from None
     y, names = _labels(y)
-    return Arrays(x.astype(np.float32), y, names)
+    return Arrays(numbers(x, p.path, f"array {p.x!r}"), y, names)
 
 
-def _npy(p: Npy, dims, outputs) -> Arrays:
-    import numpy as np
+def _npy(p: Npy, inp, outputs) -> Arrays:
     arrays = []
     for path in (p.x, p.y):
         arrays.append(_np_load(path, "npy"))
     y, names = _labels(arrays[1])
-    return Arrays(arrays[0].astype(np.float32), y, names)
+    return Arrays(numbers(arrays[0], p.x, "the array"), y, names)
 
 
-def _csv(p: Csv, dims, outputs) -> Arrays:
+def _csv(p: Csv, inp, outputs) -> Arrays:
     import csv
 
     import numpy as np
@@ -170,6 +229,8 @@ def _csv(p: Csv, dims, outputs) -> Arrays:
             numbered = [(reader.line_num, r) for r in reader if r]
     except UnicodeDecodeError:
         raise NncError(f"{p.path}: not a text file; a csv source reads comma-separated numbers") from None
+    except csv.Error as e:  # e.g. a field over csv's limit of 131,072 characters
+        raise NncError(f"{p.path}: line {reader.line_num}: {e}; a csv source reads comma-separated numbers") from None
     if not numbered:
         raise NncError(f"{p.path}: empty csv file")
     header = numbered.pop(0)[1] if p.header else None
@@ -204,9 +265,8 @@ def _csv(p: Csv, dims, outputs) -> Arrays:
     return Arrays(x, y, names)
 
 
-def _imagefolder(p: ImageFolder, dims, outputs) -> Arrays:
+def _imagefolder(p: ImageFolder, inp: Shape, outputs) -> Arrays:
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
 
     root = Path(p.path)
     if not root.is_dir():
@@ -214,24 +274,35 @@ def _imagefolder(p: ImageFolder, dims, outputs) -> Arrays:
     classes = sorted(d.name for d in root.iterdir() if d.is_dir())
     if not classes:
         raise NncError(f"{p.path}: no class folders inside (expected {p.path}/<class>/<image>)")
-    c, h, w = dims
+    c, h, w = inp.dims
     xs, ys = [], []
     for label, name in enumerate(classes):
         # images by their suffix: a README.txt or .DS_Store beside them is not a broken image
         for f in sorted((root / name).iterdir()):
             if not f.is_file() or f.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            try:
-                with Image.open(f) as im:
-                    xs.append(load_image(im, c, h, w))
-            except (UnidentifiedImageError, OSError):
-                raise NncError(f"{f}: not an image Pillow can read") from None
+            xs.append(read_image(f, c, h, w))
             ys.append(label)
     empty = [n for n in classes if n not in {classes[y] for y in ys}]
     if empty:
         raise NncError(f"{p.path}: no images in {', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''} "
                        f"(read: {', '.join(sorted(IMAGE_SUFFIXES))})")
     return Arrays(np.stack(xs), np.array(ys, np.int64), classes)
+
+
+def read_image(path: Path, c: int, h: int, w: int) -> np.ndarray:
+    """An image file -> (C, H, W) float32 in [0, 255] (load_image), or a user error naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return load_image(im, c, h, w)
+    except Image.DecompressionBombError as e:  # Pillow refuses before decoding: a header may claim any size
+        raise NncError(f"{path}: too large an image to read ({str(e).rstrip('.')}); resize it first") from None
+    except (UnidentifiedImageError, OSError):
+        raise NncError(f"{path}: not an image Pillow can read") from None
+    except MemoryError as e:
+        raise NncError(f"{path}: too large an image to read ({e})") from None
 
 
 def load_image(im, c: int, h: int, w: int) -> np.ndarray:
@@ -248,23 +319,26 @@ def load_image(im, c: int, h: int, w: int) -> np.ndarray:
     return a[None] if c == 1 else a.transpose(2, 0, 1)
 
 
-def _synthetic(p: Synthetic, dims, outputs) -> Arrays:
+def _synthetic(p: Synthetic, inp: Shape, outputs) -> Arrays:
+    """Random inputs of the model's input (normal values, or token ids below the vocabulary) and
+    random labels."""
     import numpy as np
 
     rng = np.random.default_rng(p.seed)
     classes = p.classes or outputs
-    return Arrays(rng.standard_normal((p.n, *dims), dtype=np.float32), rng.integers(0, classes, p.n, dtype=np.int64),
-                  [str(i) for i in range(classes)])
+    x = (rng.integers(0, inp.vocab, (p.n, *inp.dims), dtype=np.int64) if inp.kind == "tokens"
+         else rng.standard_normal((p.n, *inp.dims), dtype=np.float32))
+    return Arrays(x, rng.integers(0, classes, p.n, dtype=np.int64), [str(i) for i in range(classes)])
 
 
-def _memory(p: NoParams, dims, outputs) -> Arrays:
+def _memory(p: NoParams, inp, outputs) -> Arrays:
     raise NncError("this spec's data is handed over in memory by the Python API (nnc.train(spec, data=(x, y))), "
                    "so there is nothing here to read it from; write a data source in the spec's data section "
                    "(npz, csv, imagefolder, ...) to use it from the command line")
 
 
 def _torchvision(name: str):
-    def load(p: TorchvisionSet, dims, outputs) -> Arrays:
+    def load(p: TorchvisionSet, inp, outputs) -> Arrays:
         import numpy as np
 
         try:
@@ -291,20 +365,21 @@ def _torchvision(name: str):
 
 SOURCES = Registry("data source", (
     SourceDef("digits", NoParams, _digits, "scikit-learn's 8x8 handwritten digits (1797 images, 10 classes, values 0-16)", 16.0,
-              example=(1, 8, 8), classes=10),
+              example=(1, 8, 8), classes=10, examples=lambda p: 1797),
     SourceDef("npz", Npz, _npz, "arrays x and y from an .npz file", paths=("path",)),
     SourceDef("npy", Npy, _npy, "x and y from two .npy files", paths=("x", "y")),
     SourceDef("csv", Csv, _csv, "a table of numbers with one label column", paths=("path",)),
     SourceDef("imagefolder", ImageFolder, _imagefolder, "a folder of class folders of images (Pillow), resized to the input", 255.0,
               ("path",)),
-    SourceDef("synthetic", Synthetic, _synthetic, "random normal inputs and random labels of the spec's shapes"),
+    SourceDef("synthetic", Synthetic, _synthetic, "random normal inputs and random labels of the spec's shapes",
+              examples=lambda p: p.n),
     SourceDef("memory", NoParams, _memory, "arrays handed over by the Python API: nnc.train(spec, data=(x, y))"),
     SourceDef("cifar10", TorchvisionSet, _torchvision("cifar10"), "CIFAR-10 from a local root (torchvision)",
-              255.0, ("root",), example=(3, 32, 32), classes=10),
+              255.0, ("root",), example=(3, 32, 32), classes=10, examples=lambda p: 60000),
     SourceDef("mnist", TorchvisionSet, _torchvision("mnist"), "MNIST from a local root (torchvision)",
              
-              255.0, ("root",), example=(1, 28, 28), classes=10),
+              255.0, ("root",), example=(1, 28, 28), classes=10, examples=lambda p: 70000),
     SourceDef("fashion_mnist", TorchvisionSet, _torchvision("fashion_mnist"), "Fashion-MNIST from a local root (torchvision)",
              
-              255.0, ("root",), example=(1, 28, 28), classes=10),
+              255.0, ("root",), example=(1, 28, 28), classes=10, examples=lambda p: 70000),
 ))

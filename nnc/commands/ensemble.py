@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from nnc.commands.options import add_allow_read
+
 
 def run(args) -> int:
     from nnc.runtime.ensemble import evaluate_ensemble, export_onnx
@@ -11,9 +13,10 @@ def run(args) -> int:
 
     if args.output:
         check_out_path(args.output)  # before the evaluation, not after it
-    res = evaluate_ensemble(args.checkpoints, args.split)
+    allow = tuple(args.allow_read)
+    res = evaluate_ensemble(args.checkpoints, args.split, allow)
     if args.output:
-        res["onnx"] = export_onnx(args.checkpoints, args.output, args.split)
+        res["onnx"] = export_onnx(args.checkpoints, args.output, args.split, allow)
     if args.json:
         print(json.dumps(res))
         return 0
@@ -42,5 +45,6 @@ def register(sub) -> None:
     p.add_argument("checkpoints", nargs="+", metavar="CKPT")
     p.add_argument("-o", "--output", metavar="FILE.onnx", help="export the ensemble as one ONNX graph")
     p.add_argument("--split", choices=("test", "val", "train"), default="test")
+    add_allow_read(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)

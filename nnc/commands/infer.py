@@ -9,6 +9,9 @@ from nnc.commands.options import count
 
 
 def run(args) -> int:
+    import numpy as np
+
+    from nnc.diagnostics import printable
     from nnc.runtime.infer import image_scale, load_inputs, open_model, predict
 
     s = open_model(args.model, args.provider)
@@ -23,9 +26,12 @@ def run(args) -> int:
         return 0
     if scale:
         print(f"{'note' if scale['pixel_max'] else 'warning'}: {scale['note']}", file=sys.stderr)
-    for r in records:
-        tops = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in r["top"])
-        print(f"{r['input']}: {tops}")
+    for r in records:  # labels come from the model's metadata, names from the file system: printed inert
+        if "values" in r:  # a regression model: what it predicts, not a class
+            shown = ", ".join(f"{v:.6g}" for v in np.ravel(r["values"]))
+        else:
+            shown = ", ".join(f"{printable(t['label'])} {t['probability']:.3f}" for t in r["top"])
+        print(f"{printable(r['input'])}: {shown}")
     return 0
 
 

@@ -21,6 +21,12 @@ def add_set(p: argparse.ArgumentParser, bare_specs_only: bool = False) -> None:
                    "override a spec field, e.g. --set optimizer.lr=3e-4 (repeatable)")
 
 
+def add_allow_read(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-read", action="append", default=[], metavar="PATH",
+                   help="let a checkpoint's spec read data at PATH (a file, or any file under a folder); "
+                        "needed where its own spec file is not here with the same text (runtime/reads.py)")
+
+
 def add_device(p: argparse.ArgumentParser, default: str = "auto") -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=default)
 

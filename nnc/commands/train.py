@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from nnc.commands.options import add_device, add_set, count, print_warnings, usage
+from nnc.commands.options import add_allow_read, add_device, add_set, count, print_warnings, usage
 from nnc.diagnostics import NncError
 
 
@@ -22,6 +22,7 @@ def run(args) -> int:
         overrides.append(f"train.seed={args.seed}")
     if args.resume:
         from nnc.compiler.load import load_text
+        from nnc.runtime.reads import check_reads
 
         if args.spec or args.set or args.seed is not None:
             raise usage("--resume continues a run as it was: give no SPEC, --set or --seed (--epochs N extends it)")
@@ -30,6 +31,9 @@ def run(args) -> int:
                 raise usage(f"--resume takes a run directory (it continues from its last.safetensors, which holds "
                             f"the optimizer state); got the file {args.resume}")
             args.resume = str(Path(args.resume).parent)
+        if not (Path(args.resume) / "last.safetensors").exists() and Path(args.resume).is_dir():
+            raise NncError(f"{args.resume} holds no checkpoint: its run stopped before the first one, so there is "
+                           f"nothing to resume; train again into it: nnc train SPEC --out {args.resume}")
         ck = load(Path(args.resume) / "last.safetensors")
         done = ck.info.get("epoch", 0)
         if args.epochs is not None and args.epochs <= done:
@@ -38,6 +42,8 @@ def run(args) -> int:
         extend = (f"train.epochs={args.epochs}",) if args.epochs is not None else ()
         kept = tuple(o for o in ck.overrides if not (extend and o.split("=", 1)[0].strip() == "train.epochs"))
         spec = load_text(ck.spec_text, ck.spec_name, kept + extend)
+        _say_if_finished(args, spec, ck, done)
+        check_reads(ck, spec, tuple(args.allow_read))
         out = args.out or args.resume
         if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
             _check_fresh(out)
@@ -86,24 +92,46 @@ def run(args) -> int:
     return 0
 
 
-def _holds_run(path: Path) -> bool:
-    return any((path / f).exists() for f in ("last.safetensors", "metrics.jsonl"))
+def _say_if_finished(args, spec, ck, done: int) -> None:
+    """A finished run has nothing to resume: say so (train() then only reports its final metrics);
+    one that stopped early would stop again at once, so more --epochs are refused."""
+    from nnc.runtime.train import stopped_early
+
+    cfg = spec.train
+    if stopped_early(ck.state_meta.get("book", {}), cfg):
+        why = (f"it stopped early at epoch {done}: {cfg.early_stop.metric} had not improved for "
+               f"{cfg.early_stop.patience} epochs")
+        if args.epochs is not None:
+            raise usage(f"{args.resume} is finished ({why}); more epochs would stop again at once. Train it "
+                        "anew with a larger patience (--set train.early_stop=\"(patience=N)\")")
+    elif done >= cfg.epochs:
+        why = f"it ran its {done} epochs; --epochs N extends it"
+    else:
+        return
+    if not args.quiet:
+        print(f"{args.resume} is finished ({why}); nothing to resume: its final metrics follow", file=sys.stderr)
 
 
 def _check_fresh(out: str) -> None:
-    """A run never lands on top of another: their metrics, plots and TensorBoard events would mix."""
+    """A run never lands on top of another: their metrics, plots and TensorBoard events would mix.
+    (The run checks again once it holds the directory's lock: runtime/run_dir.claim.)"""
+    from nnc.runtime.run_dir import fresh_error, holds_run
+
     if Path(out).exists() and not Path(out).is_dir():
         raise usage(f"--out {out}: a file, not a folder")
-    if _holds_run(Path(out)):
-        raise usage(f"--out {out} holds a run already: continue it with `nnc train --resume {out}`, "
-                    "or choose another --out (nothing was written)")
+    if holds_run(Path(out)):
+        raise fresh_error(Path(out))
 
 
 def _default_out(spec_path: str, quiet: bool) -> str:
-    """runs/<spec name>, or runs/<spec name>-2, -3 ... when earlier runs are there."""
+    """runs/<spec name>, or runs/<spec name>-2, -3 ... when earlier runs are there (or a run that
+    has not reached its first checkpoint holds the folder)."""
+    from nnc.files import lock_holder
+    from nnc.runtime.run_dir import holds_run
+
     base = Path("runs") / Path(spec_path).stem
     out, n = base, 1
-    while _holds_run(out) or (out.exists() and not out.is_dir()):
+    while holds_run(out) or (out.exists() and not out.is_dir()) or (out.is_dir() and lock_holder(out)):
         n += 1
         out = base.with_name(f"{base.name}-{n}")
     if n > 1 and not quiet:
@@ -119,6 +147,7 @@ def register(sub) -> None:
     add_device(p)
     p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    add_allow_read(p)
     add_set(p)
     p.add_argument("--json", action="store_true", help="end with one JSON line of the final metrics")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-epoch lines")

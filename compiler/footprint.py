@@ -1,0 +1,92 @@
+"""How much memory a spec needs, estimated from the shaped graph before anything is allocated
+(no torch): `nnc show` prints it, `nnc check` warns past the machine's memory, and train,
+doctor and export refuse past the device's memory with the estimate in the message.
+
+In float32 (4 bytes a value; token ids 8): the weights; per example, every layer's output (what
+autograd keeps for the backward pass, the input included); training adds the gradients, the
+optimizer's state (OptimizerDef.state_copies), the EMA copy, twice the activations of a batch
+(the saved outputs and their gradients) and the data set held in memory twice (the arrays read
+and the tensors made from them), where its size is known without reading it
+(SourceDef.examples). An estimate: framework workspaces and recurrent layers' gates are not in it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from nnc.compiler.graph import Graph
+from nnc.compiler.vocab.optimizers import OPTIMIZERS
+from nnc.compiler.vocab.sources import SOURCES
+
+FLOAT = 4
+
+
+@dataclass(frozen=True)
+class Footprint:
+    weights: int  # bytes
+    activations: int  # bytes per example, forward
+    optimizer: int  # bytes: gradients, optimizer state, EMA copy
+    batch: int  # examples per training step (all of the training split for L-BFGS)
+    data: int | None  # bytes of the data set in memory; None: read from files, not known here
+    examples: int | None
+    optimizer_name: str
+
+    @property
+    def training_per_example(self) -> int:
+        return 2 * self.activations
+
+    @property
+    def training(self) -> int:
+        """Bytes to train: weights, gradients and optimizer state, a batch's activations, the data."""
+        return self.weights + self.optimizer + self.batch * self.training_per_example + (self.data or 0)
+
+    def inference(self, batch: int = 1) -> int:
+        return self.weights + batch * self.activations
+
+    def training_parts(self) -> str:
+        """What `training` adds up, in words."""
+        data = f"the data set {size(self.data)} ({self.examples:,} examples, twice)" if self.data is not None \
+            else "the data set (its size is not known before it is read: not counted)"
+        return (f"weights {size(self.weights)}, gradients and {self.optimizer_name} state {size(self.optimizer)}, "
+                f"activations of a batch of {self.batch:,} {size(self.batch * self.training_per_example)}, {data}")
+
+
+def size(n: float) -> str:
+    for unit, scale in (("TiB", 2 ** 40), ("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def estimate(graph: Graph) -> Footprint:
+    spec = graph.spec
+    raw = spec.model.input
+    weights = graph.n_params * FLOAT
+    activations = (graph.input.numel + sum(l.output.numel for l in graph.layers())) * FLOAT
+    opt = OPTIMIZERS[spec.optimizer.kind]
+    copies = 1 + opt.state_copies(spec.optimizer.params) + (1 if spec.train.ema else 0)
+    src = SOURCES[spec.data.source.kind]
+    examples = src.examples(spec.data.source.params) if src.examples else None
+    n_train = max(1, examples - round(spec.data.test * examples) - round(spec.data.val * examples)) \
+        if examples else None
+    batch = (n_train or spec.train.batch) if opt.full_batch else min(spec.train.batch, n_train or spec.train.batch)
+    per_value = 8 if raw.kind == "tokens" else FLOAT
+    data = 2 * examples * raw.numel * per_value if examples is not None else None
+    return Footprint(weights, activations, copies * weights, batch, data, examples, spec.optimizer.kind)
+
+
+def physical_memory() -> int | None:
+    """Bytes of memory this process may use: the machine's RAM, or its cgroup's limit when lower."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    except OSError:
+        pass
+    return total
