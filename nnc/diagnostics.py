@@ -28,9 +28,12 @@ class Span:
     # Text outside the spec that this span stands for (e.g. "--set optimizer.lr=-1"): printed
     # instead of the file's path and position.
     origin: str | None = field(default=None, compare=False)
+    # The file it points into, where that is not the spec's own (a file the spec includes):
+    # a diagnostic at this span names that file.
+    doc: "Document | None" = field(default=None, compare=False, repr=False)
 
     def to(self, other: "Span") -> "Span":
-        return Span(self.line, self.column, other.end_line, other.end_column, self.origin)
+        return Span(self.line, self.column, other.end_line, other.end_column, self.origin, self.doc)
 
 
 def lines(text: str) -> list[str]:
@@ -52,12 +55,31 @@ class Document:
 
 
 @dataclass(frozen=True)
+class Related:
+    """A second place a diagnostic concerns: the use of a block whose definition holds the error,
+    or the definition line of an error found at a use. Rendered as a `note:` under it."""
+
+    message: str
+    span: Span
+    document: Document | None = None
+
+    def __post_init__(self):
+        if self.span.doc is not None:
+            object.__setattr__(self, "document", self.span.doc)
+
+
+@dataclass(frozen=True)
 class Diagnostic:
     message: str
     span: Span | None = None
     document: Document | None = None
     help: str | None = None
     severity: str = "error"  # or "warning"
+    related: tuple[Related, ...] = ()
+
+    def __post_init__(self):
+        if self.span is not None and self.span.doc is not None:  # a span in an included file names it
+            object.__setattr__(self, "document", self.span.doc)
 
     def sort_key(self):
         return (self.document.name if self.document else "", self.span or Span(0, 0, 0, 0))
@@ -71,7 +93,7 @@ class NncError(Exception):
             diagnostics = [Diagnostic(diagnostics)]
         elif isinstance(diagnostics, Diagnostic):
             diagnostics = [diagnostics]
-        self.diagnostics = sorted(diagnostics, key=Diagnostic.sort_key)
+        self.diagnostics = sorted(merge_repeats(diagnostics), key=Diagnostic.sort_key)
         self.exit_code = exit_code
         super().__init__("\n".join(d.message for d in self.diagnostics))
 
@@ -83,7 +105,27 @@ class NncError(Exception):
         """Attach `document` to every diagnostic that does not have one yet."""
         self.diagnostics = sorted((d if d.document else replace(d, document=document) for d in self.diagnostics),
                                   key=Diagnostic.sort_key)
+        self.diagnostics = [replace(d, related=tuple(r if r.document else replace(r, document=document)
+                                                     for r in d.related)) if d.related else d
+                            for d in self.diagnostics]
         return self
+
+
+MAX_RELATED = 3  # notes under one diagnostic; "and N more" after them
+
+
+def merge_repeats(diags: Iterable[Diagnostic]) -> list[Diagnostic]:
+    """One diagnostic per (message, place): the same mistake inside a block used three times is
+    reported once, with the uses as its notes."""
+    out: dict[tuple, Diagnostic] = {}
+    for d in diags:
+        key = (d.message, d.span, d.document.name if d.document else None, d.severity, d.help)
+        if key in out and d.related:
+            first = out[key]
+            out[key] = replace(first, related=first.related + tuple(r for r in d.related if r not in first.related))
+        else:
+            out.setdefault(key, d)
+    return list(out.values())
 
 
 @dataclass
@@ -94,11 +136,11 @@ class Collector:
     errors: list[Diagnostic] = field(default_factory=list)
     warnings: list[Diagnostic] = field(default_factory=list)
 
-    def error(self, span: Span | None, message: str, help: str | None = None) -> None:
-        self.errors.append(Diagnostic(message, span, self.document, help))
+    def error(self, span: Span | None, message: str, help: str | None = None, related: tuple = ()) -> None:
+        self.errors.append(Diagnostic(message, span, self.document, help, related=related))
 
-    def warn(self, span: Span | None, message: str, help: str | None = None) -> None:
-        self.warnings.append(Diagnostic(message, span, self.document, help, "warning"))
+    def warn(self, span: Span | None, message: str, help: str | None = None, related: tuple = ()) -> None:
+        self.warnings.append(Diagnostic(message, span, self.document, help, "warning", related))
 
     def add(self, diag: Diagnostic) -> None:
         (self.errors if diag.severity == "error" else self.warnings).append(diag)
@@ -122,25 +164,37 @@ def printable(text: str) -> str:
                    else ch for ch in text)
 
 
-def render(diag: Diagnostic, color: bool = False) -> str:
-    """`path:line:col: error: message`, the source line, a caret underline, and `help:`."""
-    red, yellow, bold, cyan, reset = ("\033[31m", "\033[33m", "\033[1m", "\033[36m", "\033[0m") if color else ("",) * 5
-    tone = red if diag.severity == "error" else yellow
-    where = diag.document.name if diag.document else "nnc"
-    if diag.span and diag.span.origin:
-        where = diag.span.origin
-    elif diag.span and diag.span.line > 0:
-        where += f":{diag.span.line}:{diag.span.column}"
+def _located(severity: str, message: str, span: Span | None, document: Document | None, tone: str,
+             bold: str, reset: str) -> list[str]:
+    """`path:line:col: SEVERITY: message`, the source line and a caret underline."""
+    where = document.name if document else "nnc"
+    if span and span.origin:
+        where = span.origin
+    elif span and span.line > 0:
+        where += f":{span.line}:{span.column}"
     # messages quote the user's text (a string value, a file name): never echo control characters raw
-    out = [f"{bold}{printable(where)}:{reset} {tone}{diag.severity}:{reset} {_safe(diag.message)}"]
-    if diag.span and diag.document and diag.span.line > 0 and not diag.span.origin:
-        text = diag.document.line_text(diag.span.line).rstrip("\r")
+    out = [f"{bold}{printable(where)}:{reset} {tone}{severity}:{reset} {_safe(message)}"]
+    if span and document and span.line > 0 and not span.origin:
+        text = document.line_text(span.line).rstrip("\r")
         if text.strip():
-            start = diag.span.column - 1
-            end = diag.span.end_column - 1 if diag.span.end_line == diag.span.line else len(text)
+            start = span.column - 1
+            end = span.end_column - 1 if span.end_line == span.line else len(text)
             width = max(1, min(end, len(text)) - start)
             out.append("    " + printable(text.expandtabs(1)))
             out.append("    " + " " * start + tone + "^" + "~" * (width - 1) + reset)
+    return out
+
+
+def render(diag: Diagnostic, color: bool = False) -> str:
+    """`path:line:col: error: message`, the source line, a caret underline, `help:`, and a `note:`
+    with its own line for each related place (the use of the block the error is in)."""
+    red, yellow, bold, cyan, reset = ("\033[31m", "\033[33m", "\033[1m", "\033[36m", "\033[0m") if color else ("",) * 5
+    tone = red if diag.severity == "error" else yellow
+    out = _located(diag.severity, diag.message, diag.span, diag.document, tone, bold, reset)
+    for r in diag.related[:MAX_RELATED]:
+        out += _located("note", r.message, r.span, r.document, cyan, bold, reset)
+    if len(diag.related) > MAX_RELATED:
+        out.append(f"{cyan}note:{reset} ... and {len(diag.related) - MAX_RELATED} more")
     if diag.help:
         out.append(f"{cyan}help:{reset} {_safe(diag.help)}")
     return "\n".join(out)

@@ -69,19 +69,10 @@ def expected_model_shapes(graph) -> dict[str, tuple[int, ...]]:
     built on the meta device without the spec's initialization (no memory: VGG16 in ms)."""
     import torch
 
-    from nnc.compiler.graph import ResidualInfo
-    from nnc.compiler.layers import LAYERS
-    from nnc.compiler.modules import Residual, SpecNet
-
-    def node(info):
-        if isinstance(info, ResidualInfo):
-            body = {n.name: node(n) for n in info.body}
-            proj = tuple(node(p) for p in info.proj) if info.proj else (None, None)
-            return Residual(body, *proj)
-        return LAYERS[info.kind].build_torch(info.params, info.input)
+    from nnc.compiler.torch_module import build_model
 
     with torch.device("meta"):
-        net = SpecNet({n.name: node(n) for n in graph.nodes}, graph.spec.model.name)
+        net = build_model(graph, init=False)
     return {k: tuple(v.shape) for k, v in net.state_dict().items()}
 
 

@@ -136,6 +136,11 @@ class LayerDef:
     # standalone PyTorch source (compiler/python_source): (params, input shape) -> the constructor
     # expression, or (constructor, forward lines using {m} for the module and x for the value)
     python: Callable[[Any, Shape], "str | tuple[str, tuple[str, ...]]"] | None = None
+    # a merge reads several values: `infer(params, shapes)` takes a tuple of shapes, and it has no
+    # module: `expression(params, shapes, names)` is its forward as Python source (torch.cat(...))
+    merge: bool = False
+    expression: Callable[[Any, tuple, list], str] | None = None
+    structural: bool = False  # written as a structure word (concat, add), not as a layer line
 
 
 def upper_label(text: str) -> Callable[[str, Any], str]:
