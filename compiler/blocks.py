@@ -95,7 +95,7 @@ class BlockDef:
         """The use as the listing shows it: basic(64, stride=2)."""
         shown = [args[p.name].text if p.default is None else f"{p.name}={args[p.name].text}" for p in self.params
                  if p.default is None or args[p.name] is not p.default]
-        return f"{self.name}({', '.join(shown)})"
+        return f"{self.name}({', '.join(shown)})" if shown else self.name
 
 
 def bound(v: Value, env: dict) -> bool:

@@ -43,6 +43,10 @@ def data_fits_input(graph: Graph, out: Collector) -> None:
     for c in spec.data.augment:
         if x.kind != "image":
             out.error(c.span, f"augment {c.kind} needs image inputs, the model reads {x}")
+    if any(shape.kind == "image" for _, _, shape in graph.outputs):
+        for c in spec.data.augment:
+            out.error(c.span, f"augment {c.kind} moves the inputs only: with an image output (per-pixel targets) "
+                              "they would no longer line up with their labels", "leave augment out")
     if len(spec.model.inputs) > 1:
         for c in (*spec.data.preprocess, *spec.data.augment):
             out.error(c.span, f"{c.kind}: preprocessing and augmentation apply to models of one input, "
@@ -77,6 +81,17 @@ def names_exist(graph: Graph, out: Collector) -> None:
         if name not in names:
             where = spec.spans.get("train.freeze") if name in spec.train.freeze else spec.spans.get("train.finetune.skip")
             out.add(unknown(where, "layer", name, names))
+
+
+def finetune_map_exists(graph: Graph, out: Collector) -> None:
+    """`finetune(map=NAME)` names a map nnc ships, or a map file (FILE.map)."""
+    from nnc.compiler import namemap
+
+    ft = graph.spec.train.finetune
+    if ft and ft.map and ft.map not in namemap.shipped() and not ft.map.endswith(".map"):
+        d = unknown(graph.spec.spans.get("train.finetune.map", graph.spec.spans.get("train.finetune")), "name map",
+                    ft.map, namemap.shipped())
+        out.add(replace(d, help=(d.help + "; " if d.help else "") + "a map file of your own ends in .map"))
 
 
 # Layer names become attributes of torch modules: these would shadow nn.Module's own (the list
@@ -205,7 +220,7 @@ def every_value_used(graph: Graph, out: Collector) -> None:
 
 
 # In order: a later pass may hold back while earlier ones found errors (loss_fits_output).
-PASSES = (data_fits_input, names_exist, reserved_names, something_to_train, loss_fits_output, metric_exists,
+PASSES = (data_fits_input, names_exist, finetune_map_exists, reserved_names, something_to_train, loss_fits_output, metric_exists,
           no_double_squash, every_value_used)
 
 
@@ -226,6 +241,11 @@ def check(spec: Spec) -> Graph:
         graph = analyze(spec)
     except NncError as e:
         raise e.with_document(spec.document) from None
+    included = [r for r in spec.search if r.span.doc is not None]
+    if included:  # nnc search writes the spec it was given, with a value in place of each range
+        raise NncError([Diagnostic("a search range goes in the spec itself, not in a file it includes", r.span,
+                                   help="write the range in the including spec (a section there replaces the "
+                                        "included one), or fix the value with --set") for r in included])
     if spec.search:
         stmts = parse(spec.text, spec.document.name)  # once: each value is put in place of its range there
         errors = [d for r in spec.search if (d := _range_error(spec, r, stmts))]

@@ -40,8 +40,10 @@ def lecture_lines(graph: Graph) -> list[str]:
         indent = "    " * len(enclosing)
         if l.path in groups or enclosing and enclosing[-1].proj and l.path.endswith((".proj", ".proj_bn")):
             continue  # a group's own merge, a residual's shortcut: its header says them
-        if l.merge:
-            what = ", ".join(s.rsplit(".", 1)[-1] for s in l.sources)
+        if l.merge:  # its sources by the names they have at its own level (branch1, not branch1.relu1)
+            parent = l.path.rsplit(".", 1)[0] + "." if "." in l.path else ""
+            what = ", ".join(s[len(parent):].split(".")[0] if s.startswith(parent) else s.rsplit(".", 1)[-1]
+                             for s in l.sources)
             lines.append(f"{indent}[{l.output.listing}] {l.name.upper()}: {l.kind} of {what}")
         elif not l.implicit and LAYERS[l.kind].label:
             lines.append(f"{indent}[{l.output.listing}] {LAYERS[l.kind].label(l.name, l.params)}")

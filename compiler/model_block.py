@@ -44,7 +44,8 @@ class _Draft:
 
     @property
     def namespace(self) -> bool:
-        return self.kind == "use"
+        """A block use or a named branch: its names are its own (auto names count from 1 again)."""
+        return self.kind == "use" or self.kind == "branch" and self.named
 
 
 def related(trace: tuple[Use, ...], span: Span | None = None, definition: Span | None = None) -> tuple[Related, ...]:
@@ -521,7 +522,8 @@ class _Emitter:
         outs = []
         for b in d.body:
             bprefix = inner + b.name + "." if b.named else inner
-            out = self.run(b.body, scope, cur, bprefix, trace)
+            inside = _Scope(cur, later={x.name: x.span for x in _walk(b.body) if x.name}) if b.named else scope
+            out = self.run(b.body, inside, cur, bprefix, trace)
             if b.named:
                 self.groups.append(GroupNode("branch", b.name, inner + b.name, b.span, "branch", cur, out, trace))
                 scope.names[b.name] = out

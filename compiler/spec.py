@@ -139,6 +139,9 @@ class EarlyStop(Params):
 class Finetune(Params):
     path: str = Field(alias="from")
     skip: Names = ()  # layers left at their fresh initialization (e.g. a new fc8)
+    # how another tool's tensor names become this spec's: a map nnc ships (torchvision_resnet18, ...)
+    # or a map file beside the spec (compiler/namemap.py); none for an nnc checkpoint
+    map: str | None = None
 
 
 class Train(Params):

@@ -137,12 +137,15 @@ class Collector:
     warnings: list[Diagnostic] = field(default_factory=list)
 
     def error(self, span: Span | None, message: str, help: str | None = None, related: tuple = ()) -> None:
-        self.errors.append(Diagnostic(message, span, self.document, help, related=related))
+        self.add(Diagnostic(message, span, self.document, help, related=related))
 
     def warn(self, span: Span | None, message: str, help: str | None = None, related: tuple = ()) -> None:
-        self.warnings.append(Diagnostic(message, span, self.document, help, "warning", related))
+        self.add(Diagnostic(message, span, self.document, help, "warning", related))
 
     def add(self, diag: Diagnostic) -> None:
+        if self.document and any(r.document is None for r in diag.related):  # notes in the spec's own file
+            diag = replace(diag, related=tuple(r if r.document else replace(r, document=self.document)
+                                               for r in diag.related))
         (self.errors if diag.severity == "error" else self.warnings).append(diag)
 
     def extend(self, err: NncError) -> None:

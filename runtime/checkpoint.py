@@ -5,7 +5,8 @@ Tensors:   model/<param or buffer>       the model's state_dict
            pre/mean, pre/std, pre/proj   preprocessing statistics (training split only)
            state/...                     optimizer, EMA and RNG state (in `last` checkpoints)
 Metadata:  format, nnc_version, spec_text, spec_name, overrides, classes, info (JSON:
-           epoch, step, metrics, ...), state_meta (JSON: the non-tensor optimizer state)
+           epoch, step, metrics, ...), state_meta (JSON: the non-tensor optimizer state),
+           spec_files (JSON, only for a spec with includes: the included files' texts)
 """
 
 from __future__ import annotations
@@ -35,11 +36,12 @@ class Checkpoint:
     state: dict[str, Any] = field(default_factory=dict)  # name -> torch.Tensor (resume only)
     state_meta: dict[str, Any] = field(default_factory=dict)
     path: str = field(default="", compare=False)  # the file it was read from (for messages)
+    spec_files: dict[str, str] = field(default_factory=dict)  # the files the spec includes: path -> text
 
     def spec(self):
         from nnc.compiler.load import load_text
 
-        return load_text(self.spec_text, self.spec_name, self.overrides)
+        return load_text(self.spec_text, self.spec_name, self.overrides, self.spec_files)
 
     def check_against(self, graph, model=None) -> None:
         """Every tensor the spec's model and preprocessing need, with the shape the graph gives it,
@@ -104,6 +106,8 @@ def save(path: str | Path, ckpt: Checkpoint) -> None:
         "overrides": json.dumps(list(ckpt.overrides)), "classes": json.dumps(ckpt.classes),
         "info": json.dumps(ckpt.info), "state_meta": json.dumps(ckpt.state_meta),
     }
+    if ckpt.spec_files:  # a spec with includes: the checkpoint carries them, so it needs no other file
+        meta["spec_files"] = json.dumps(ckpt.spec_files)
     data = st_save(tensors, metadata=meta)
     write_atomic(Path(path), data, "checkpoint")
 
@@ -142,6 +146,7 @@ def load(path: str | Path, with_state: bool = False) -> Checkpoint:
             classes=json.loads(meta.get("classes", "null")), overrides=tuple(json.loads(meta.get("overrides", "[]"))),
             info=json.loads(meta.get("info", "{}")), state=part("state/"),
             state_meta=json.loads(meta.get("state_meta", "{}")), path=str(path),
+            spec_files=json.loads(meta.get("spec_files", "{}")),
         )
     except (KeyError, json.JSONDecodeError) as e:
         raise NncError(f"{path}: damaged checkpoint metadata ({e})") from None

@@ -157,8 +157,8 @@ def verify(model_proto, graph: Graph, torch_model, stats: dict, probabilities: b
 
 
 def export(graph: Graph, torch_model, stats: dict | None, classes: list[str] | None, out: str | Path | None,
-           opset: int = DEFAULT_OPSET, probabilities: bool = False) -> Exported:
-    """Emit, check (onnx.checker, then onnxruntime vs torch at batch 1 and 3), then write atomically."""
+           opset: int = DEFAULT_OPSET, probabilities: bool = False, batches=(1, 3)) -> Exported:
+    """Emit, check (onnx.checker, then onnxruntime vs torch at two batch sizes), then write atomically."""
     import onnx
 
     check_opset(opset)
@@ -172,7 +172,7 @@ def export(graph: Graph, torch_model, stats: dict | None, classes: list[str] | N
         onnx.checker.check_model(data, full_check=False)
     except onnx.checker.ValidationError as e:  # an emitter bug, not a user error
         raise RuntimeError(f"nnc emitted an invalid ONNX graph: {e}") from e
-    report = verify(data, graph, torch_model, stats, probabilities)
+    report = verify(data, graph, torch_model, stats, probabilities, batches)
     if out is not None:
         write_atomic(Path(out), data, "ONNX model")
     return Exported(model, model.graph.output[0].name, report)

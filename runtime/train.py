@@ -24,12 +24,13 @@ from nnc.compiler.graph import Graph
 from nnc.compiler.layers import LAYERS
 from nnc.compiler.torch_module import build_model
 from nnc.compiler.vocab.augment import augment_batch
-from nnc.compiler.vocab.losses import LOSSES
+from nnc.compiler.modules import first
+from nnc.compiler.vocab.losses import LOSSES, build_loss, chance_loss
 from nnc.compiler.vocab.optimizers import OPTIMIZERS
 from nnc.compiler.vocab.schedules import Plateau, lr_at
 from nnc.diagnostics import Diagnostic, NncError
 from nnc.files import make_dir
-from nnc.runtime import checkpoint, preprocess, state
+from nnc.runtime import checkpoint, preprocess, state, weights
 from nnc.runtime import param_groups as P
 from nnc.runtime.data import load_splits, tensors
 from nnc.runtime.device import pick_device
@@ -241,7 +242,7 @@ def prepare(graph: Graph, out: Path, device: str, resume: str | None) -> tuple[S
         model = model.to(memory_format=torch.channels_last)
         xtr = xtr.contiguous(memory_format=torch.channels_last)
     if cfg.finetune and not resume:
-        _finetune(model, graph)
+        weights.finetune(model, graph)
     opt_def = OPTIMIZERS[spec.optimizer.kind]
     # the notes' L2 is the optimizer's weight_decay, except for AdamW (decoupled) and L-BFGS (which
     # takes one parameter group): there it is added to the loss
@@ -254,14 +255,14 @@ def prepare(graph: Graph, out: Path, device: str, resume: str | None) -> tuple[S
     steps_per_epoch = math.ceil(n_train / batch)
     s = Setup(graph, out, dev, dev.type == "cuda", (xtr, ytr), tensors(splits.val, stats, dev),
               tensors(splits.test, stats, dev), stats, splits.classes, model,
-              opt_def.build(spec.optimizer.params, groups), loss_def.build(spec.loss.params), n_classes,
+              opt_def.build(spec.optimizer.params, groups), build_loss(graph), n_classes,
               batch, steps_per_epoch, steps_per_epoch * cfg.epochs,
               torch.Generator(device="cpu").manual_seed(cfg.seed),
               torch.Generator(device=dev).manual_seed(cfg.seed + 1) if spec.data.augment else None,
               [p.detach().clone() for p in model.parameters()] if cfg.ema else None,
               P.decayed(model, graph), P.max_norm_targets(model, graph) if spec.regularize.max_norm else [],
               _watched_metric(graph, n_classes, len(splits.val)),
-              loss_def.chance(spec.loss.params, n_classes) if loss_def.chance and n_classes else 0.0,
+              chance_loss(graph, n_classes) if n_classes else 0.0,
               str(Path(spec.document.name).resolve()) if Path(spec.document.name).is_file() else spec.document.name)
     st = RunState()
     if ck is not None:
@@ -292,28 +293,6 @@ def _restore(s: Setup, st: RunState, ck: checkpoint.Checkpoint) -> None:
         s.aug_gen.set_state(ck.state["rng/augment"])
     for k, v in ck.state_meta["book"].items():
         setattr(st, k, v)
-
-
-def _finetune(model: torch.nn.Module, graph: Graph) -> None:
-    ft = graph.spec.train.finetune
-    ckpt = checkpoint.load(graph.spec.locate(ft.path))
-    own = model.state_dict()
-    skip = set(ft.skip)
-    load = {}
-    for name, t in ckpt.model.items():
-        if skip & set(name.split(".")[:-1]) or name not in own:
-            continue
-        if own[name].shape != t.shape:
-            raise NncError.at(graph.spec.spans.get("train.finetune"),
-                              f"finetune: {name} has shape {tuple(t.shape)} in {ft.path} but {tuple(own[name].shape)} here",
-                              help="add its layer to skip=(...) to train it from scratch")
-        load[name] = t
-    if not load:
-        raise NncError.at(graph.spec.spans.get("train.finetune"),
-                          f"finetune: no tensor of {ft.path} matches a layer of this model by name "
-                          f"(it has {', '.join(sorted({n.rsplit('.', 1)[0] for n in ckpt.model})[:6])}, ...)",
-                          help="the layers to carry over must keep their names in the new spec")
-    model.load_state_dict(load, strict=False)
 
 
 # ---------------------------------------------------------------- the pieces of a step
@@ -388,7 +367,7 @@ class EpochMeter:
 
     def __init__(self, n_classes: int | None, dev: torch.device):
         self.classify = n_classes is not None
-        self.seen, self.loss_sum = 0, 0.0
+        self.seen, self.loss_sum, self.labels = 0, 0.0, 0  # labels: examples, or pixels per example too
         self.correct = torch.zeros((), dtype=torch.long, device=dev)
         self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.t0 = time.perf_counter()
@@ -396,8 +375,10 @@ class EpochMeter:
     def add(self, loss: float, scores: torch.Tensor, y: torch.Tensor) -> None:
         self.seen += len(y)
         self.loss_sum += loss * len(y)
-        if self.classify:
-            self.pending.append((scores.detach(), y))
+        if self.classify:  # (several outputs: the first one's accuracy)
+            y = first(y)
+            self.labels += y.numel()
+            self.pending.append((first(scores).detach(), y))
             if len(self.pending) == ACCURACY_BLOCK:
                 self._compare()
 
@@ -413,7 +394,7 @@ class EpochMeter:
     def result(self) -> dict:
         self._compare()
         return {"train_loss": self.loss_sum / self.seen,
-                "train_accuracy": float(self.correct) / self.seen if self.classify else None}
+                "train_accuracy": float(self.correct) / self.labels if self.classify else None}
 
 
 @contextlib.contextmanager
@@ -455,7 +436,8 @@ def save(s: Setup, st: RunState, kind: str, info: dict) -> None:
         for (name, _), e in zip(s.model.named_parameters(), s.ema):
             weights[name] = e
     spec = s.spec
-    ck = checkpoint.Checkpoint(spec.text, s.spec_path, weights, s.stats, s.classes, spec.overrides, info)
+    ck = checkpoint.Checkpoint(spec.text, s.spec_path, weights, s.stats, s.classes, spec.overrides, info,
+                               spec_files=dict(spec.files))
     if kind == "last":
         tensors_, meta = state.optimizer_to_tensors(s.optimizer)
         ck.state = {**tensors_, **state.rng_to_tensors(s.shuffle)}

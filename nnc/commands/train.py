@@ -37,7 +37,7 @@ def run(args) -> int:
                         f"(give more than {done})")
         extend = (f"train.epochs={args.epochs}",) if args.epochs is not None else ()
         kept = tuple(o for o in ck.overrides if not (extend and o.split("=", 1)[0].strip() == "train.epochs"))
-        spec = load_text(ck.spec_text, ck.spec_name, kept + extend)
+        spec = load_text(ck.spec_text, ck.spec_name, kept + extend, ck.spec_files)
         out = args.out or args.resume
         if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
             _check_fresh(out)
