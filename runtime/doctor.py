@@ -35,7 +35,8 @@ import torch
 
 from nnc.compiler.graph import Graph
 from nnc.compiler.torch_module import build_model
-from nnc.compiler.modules import Multi, first
+from nnc.compiler.modules import Multi
+from nnc.compiler.modules import first as primary
 from nnc.compiler.vocab.losses import LOSSES, build_loss
 from nnc.compiler.vocab.optimizers import OPTIMIZERS
 from nnc.runtime import param_groups as P
@@ -356,7 +357,7 @@ class Doctor:
             loss = l.item()
             first = loss if first is None else first
             if self.classes:  # (several outputs: the first one's accuracy)
-                acc = (first(scores).argmax(1) == first(y)).float().mean().item()
+                acc = (primary(scores).argmax(1) == primary(y)).float().mean().item()
                 if acc == 1.0 and loss < 0.05:
                     break
             elif loss < 1e-3 * first:

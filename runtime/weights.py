@@ -11,6 +11,7 @@ map that misses is an error, not a half-loaded model.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -41,7 +42,9 @@ def read(path: str) -> tuple[dict[str, torch.Tensor], bool]:
         raise NncError(f"finetune: {path}: no such file")
     if p.suffix.lower() in STATE_DICT_SUFFIXES:
         try:
-            obj = torch.load(str(p), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # (torch warns about pickle protocols on its way to refusing)
+                warnings.simplefilter("ignore")
+                obj = torch.load(str(p), map_location="cpu", weights_only=True)
         except Exception as e:  # weights_only refuses pickled code: never fall back to full unpickling
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise NncError(f"finetune: {path}: not a PyTorch file of tensors nnc can read safely ({first[:200]}); "

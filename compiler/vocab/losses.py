@@ -89,7 +89,7 @@ def build_loss(graph):
         out = 0.0
         for (f, w), s, y in zip(parts, scores.parts, targets.parts):
             if w:
-                out = out + w * f(s.float(), y)
+                out = out + w * f(s, y)
         return out
     return total
 
