@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from nnc.diagnostics import Collector, Diagnostic, Related, Span, unknown
+from nnc.diagnostics import Collector, Diagnostic, Span, unknown
 from nnc.grammar.parse import Call, Statement, Value
 
 KEYWORDS = ("block", "include", "model", "input", "with", "not")
@@ -36,13 +36,13 @@ class BlockDef:
     body: tuple[Statement, ...]
     span: Span  # the `block NAME(...)` line
 
-    def arguments(self, items, env: dict, out: Collector, notes: tuple[Related, ...], use: Span
+    def arguments(self, items, env: dict, out: Collector, notes: tuple[tuple[Span, str], ...], use: Span
                   ) -> tuple[Value | None, dict[str, Value] | None]:
         """The use's name (if written) and its arguments bound to the parameters, defaults filled
         in; (name, None) after reporting a mistake."""
         items = list(items)
         keys = {p.name: p for p in self.params}
-        notes = (*notes, Related(f"block {self.name} is defined here", self.span))
+        notes = (*notes, (self.span, f"block {self.name} is defined here"))
         err = lambda span, msg, help=None: out.add(Diagnostic(msg, span, help=help, related=notes))
         name = None
         if items and items[0].kind == "word" and items[0].value not in keys and not bound(items[0], env) \

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from nnc.compiler.blocks import BlockDef, definition
 from nnc.compiler.layers import LAYERS, STRUCTURE
 from nnc.compiler.spec import SECTIONS
-from nnc.diagnostics import Collector, Diagnostic, Document, NncError, Span, did_you_mean
+from nnc.diagnostics import Collector, Diagnostic, Document, NncError, Span, closest, did_you_mean
 from nnc.grammar.parse import Statement, decode, parse
 
 MAX_INCLUDE_BYTES = 10_000_000
@@ -70,14 +70,16 @@ class Includer:
             elif word == "block":
                 b = definition(s, self.out, self.taken)
                 if b is not None and b.name in own.blocks:
-                    self.out.add(Diagnostic(f"block {b.name} is defined twice (first on line "
-                                            f"{own.blocks[b.name].span.line})", s.span))
+                    first = own.blocks[b.name].span
+                    self.out.add(Diagnostic(f"block {b.name} is defined twice (first on line {first.line})", s.span,
+                                            related=((first, f"block {b.name} is first defined here"),)))
                 elif b is not None:
                     own.blocks[b.name] = b
             elif word in SECTIONS:
                 if word in own.sections:
-                    self.out.add(Diagnostic(f"{word} is given twice (first on line {own.sections[word].span.line})",
-                                            s.head.span))
+                    first = own.sections[word].span
+                    self.out.add(Diagnostic(f"{word} is given twice (first on line {first.line})", s.head.span,
+                                            related=((first, f"{word} is first given here"),)))
                 else:
                     own.sections[word] = s
             elif word != "nnspec":  # (the version line: load._version)
@@ -88,10 +90,9 @@ class Includer:
 
     def unknown(self, s: Statement) -> None:
         text = s.head.value if s.head.kind == "word" else s.head.text
-        hint = did_you_mean(text, (*SECTIONS, "block", "include"))
-        if text in LAYERS:
-            hint = "layers go inside the model { ... } block"
-        self.out.add(Diagnostic(f"unknown section '{text}'", s.head.span,
+        fix = closest(text, (*SECTIONS, "block", "include")) if text not in LAYERS else None
+        hint = "layers go inside the model { ... } block" if text in LAYERS else f"did you mean '{fix}'?" if fix else None
+        self.out.add(Diagnostic(f"unknown section '{text}'", s.head.span, fix=fix,
                                 help=hint or "sections: " + ", ".join(SECTIONS) + "; and block, include"))
 
     def include(self, s: Statement, doc: Document, chain: tuple[str, ...], into: Gathered) -> None:

@@ -20,7 +20,7 @@ from nnc.compiler.sections import Ctx
 from nnc.compiler.spec import (DEFAULT_INPUT, DEFAULT_OUTPUT, INPUTS, MAX_LAYERS, GroupNode, InputNode, LayerNode,
                                ModelSpec, OutputNode, Use)
 from nnc.compiler.values import validate
-from nnc.diagnostics import Diagnostic, Related, Span, did_you_mean, unknown
+from nnc.diagnostics import Diagnostic, Span, did_you_mean, unknown
 from nnc.grammar.parse import Statement, Value
 
 MERGES = ("concat", "add")
@@ -48,15 +48,24 @@ class _Draft:
         return self.kind == "use" or self.kind == "branch" and self.named
 
 
-def related(trace: tuple[Use, ...], span: Span | None = None, definition: Span | None = None) -> tuple[Related, ...]:
+def related(trace: tuple[Use, ...], span: Span | None = None, definition: Span | None = None
+            ) -> tuple[tuple[Span, str], ...]:
     """The notes of a diagnostic inside expanded blocks: the line in the definition (when the
     diagnostic points at a use's argument instead), then each use, innermost first."""
     notes = []
     if definition is not None and span is not None and (definition.line != span.line or definition.doc is not span.doc):
-        notes.append(Related(f"in the definition of block {trace[-1].block}", definition))
+        notes.append((definition, f"in the definition of block {trace[-1].block}"))
     for u in reversed(trace):
-        notes.append(Related(f"in block {u.block}, used here" + (f" as {u.path}" if u.path else ""), u.span))
+        notes.append((u.span, f"in block {u.block}, used here" + (f" as {u.path}" if u.path else "")))
     return tuple(notes)
+
+
+def names_layer(kind: str, word: str) -> bool:
+    """Whether a word right after layer word `kind` is the layer's name (`conv conv1 96`), not
+    one of its options (`maxpool kernel 2`): the one rule the compiler and `nnc fmt` share
+    (inside a block, a word that names one of its parameters is a value instead)."""
+    d = LAYERS[kind]
+    return word not in ("true", "false") and all(word != (f.alias or n) for n, f in d.params.model_fields.items())
 
 
 class _Expander:
@@ -267,8 +276,7 @@ class _Expander:
         keys = {f.alias or n: f for n, f in d.params.model_fields.items()}
         name = None
         first = items[0] if items else None
-        if first is not None and first.kind == "word" and first.value not in keys and not bound(first, env) \
-                and first.value not in ("true", "false"):
+        if first is not None and first.kind == "word" and names_layer(kind, first.value) and not bound(first, env):
             name = items.pop(0)
         raw, spans, broken = self._options(kind, d, keys, items, env, trace)
         self._count(_layers(raw))
@@ -372,7 +380,8 @@ def _name_all(drafts: list[_Draft], ctx: Ctx, root: bool) -> None:
                                            related=related(d.trace)))
                 if d.name in seen:
                     ctx.out.add(Diagnostic(f"layer name '{d.name}' is used twice (first on line {seen[d.name].line})",
-                                           d.span, related=related(d.trace)))
+                                           d.span, related=((seen[d.name], f"'{d.name}' is first given here"),
+                                                            *related(d.trace))))
                 seen[d.name] = d.span
             if d.body is not None and not d.namespace:
                 explicit(d.body)

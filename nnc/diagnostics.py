@@ -55,27 +55,16 @@ class Document:
 
 
 @dataclass(frozen=True)
-class Related:
-    """A second place a diagnostic concerns: the use of a block whose definition holds the error,
-    or the definition line of an error found at a use. Rendered as a `note:` under it."""
-
-    message: str
-    span: Span
-    document: Document | None = None
-
-    def __post_init__(self):
-        if self.span.doc is not None:
-            object.__setattr__(self, "document", self.span.doc)
-
-
-@dataclass(frozen=True)
 class Diagnostic:
     message: str
     span: Span | None = None
     document: Document | None = None
     help: str | None = None
     severity: str = "error"  # or "warning"
-    related: tuple[Related, ...] = ()
+    fix: str | None = None  # the text that would replace the span (a did-you-mean): an editor's quick fix
+    # other places that explain this one: where a name was first given, the line in a block's
+    # definition, the uses of the block; a span in another file than the diagnostic's carries it (Span.doc)
+    related: tuple[tuple[Span, str], ...] = ()
 
     def __post_init__(self):
         if self.span is not None and self.span.doc is not None:  # a span in an included file names it
@@ -83,6 +72,22 @@ class Diagnostic:
 
     def sort_key(self):
         return (self.document.name if self.document else "", self.span or Span(0, 0, 0, 0))
+
+    def as_json(self) -> dict:
+        """For tools (`nnc check --json`): lines and columns 1-based, the end exclusive."""
+        def where(s: Span | None):
+            if s is None or s.origin or s.line <= 0:
+                return None
+            return {"start": {"line": s.line, "column": s.column}, "end": {"line": s.end_line, "column": s.end_column}}
+
+        def file(s: Span | None):
+            doc = s.doc if s is not None and s.doc is not None else self.document
+            return doc.name if doc else None
+
+        return {"file": file(self.span), "range": where(self.span),
+                "origin": self.span.origin if self.span else None, "severity": self.severity,
+                "message": self.message, "help": self.help, "fix": self.fix,
+                "related": [{"file": file(s), "range": where(s), "message": m} for s, m in self.related]}
 
 
 class NncError(Exception):
@@ -105,10 +110,16 @@ class NncError(Exception):
         """Attach `document` to every diagnostic that does not have one yet."""
         self.diagnostics = sorted((d if d.document else replace(d, document=document) for d in self.diagnostics),
                                   key=Diagnostic.sort_key)
-        self.diagnostics = [replace(d, related=tuple(r if r.document else replace(r, document=document)
-                                                     for r in d.related)) if d.related else d
-                            for d in self.diagnostics]
+        self.diagnostics = [with_files(d, document) for d in self.diagnostics]
         return self
+
+
+def with_files(d: Diagnostic, document: Document | None) -> Diagnostic:
+    """`d` with `document` put on its related spans that name none (they are in the spec's own
+    file: say so before the diagnostic itself may name an included one)."""
+    if document is None or all(s.doc is not None for s, _ in d.related):
+        return d
+    return replace(d, related=tuple((s if s.doc else replace(s, doc=document), m) for s, m in d.related))
 
 
 MAX_RELATED = 3  # notes under one diagnostic; "and N more" after them
@@ -143,9 +154,7 @@ class Collector:
         self.add(Diagnostic(message, span, self.document, help, "warning", related))
 
     def add(self, diag: Diagnostic) -> None:
-        if self.document and any(r.document is None for r in diag.related):  # notes in the spec's own file
-            diag = replace(diag, related=tuple(r if r.document else replace(r, document=self.document)
-                                               for r in diag.related))
+        diag = with_files(diag, self.document)
         (self.errors if diag.severity == "error" else self.warnings).append(diag)
 
     def extend(self, err: NncError) -> None:
@@ -194,8 +203,8 @@ def render(diag: Diagnostic, color: bool = False) -> str:
     red, yellow, bold, cyan, reset = ("\033[31m", "\033[33m", "\033[1m", "\033[36m", "\033[0m") if color else ("",) * 5
     tone = red if diag.severity == "error" else yellow
     out = _located(diag.severity, diag.message, diag.span, diag.document, tone, bold, reset)
-    for r in diag.related[:MAX_RELATED]:
-        out += _located("note", r.message, r.span, r.document, cyan, bold, reset)
+    for span, message in diag.related[:MAX_RELATED]:
+        out += _located("note", message, span, span.doc or diag.document, cyan, bold, reset)
     if len(diag.related) > MAX_RELATED:
         out.append(f"{cyan}note:{reset} ... and {len(diag.related) - MAX_RELATED} more")
     if diag.help:
@@ -214,18 +223,24 @@ def render_all(diags: list[Diagnostic], color: bool = False) -> str:
     return "\n".join(shown)
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+def closest(word: str, choices: Iterable[str]) -> str | None:
     import difflib
 
     close = difflib.get_close_matches(word, sorted(set(choices)), n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'?" if close else None
+    return close[0] if close else None
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    close = closest(word, choices)
+    return f"did you mean '{close}'?" if close else None
 
 
 def unknown(span: Span | None, what: str, word: str, choices: Iterable[str]) -> Diagnostic:
     choices = sorted(set(choices))
-    hint = did_you_mean(word, choices)
+    close = closest(word, choices)
+    hint = f"did you mean '{close}'?" if close else None
     if hint is None and not choices:
         hint = "it takes none"
     elif hint is None and len(choices) <= 24:
         hint = "expected one of: " + ", ".join(choices)
-    return Diagnostic(f"unknown {what} '{word}'", span, help=hint)
+    return Diagnostic(f"unknown {what} '{word}'", span, help=hint, fix=close)

@@ -13,7 +13,7 @@ import numpy as np
 
 from nnc.compiler.graph import Graph
 from nnc.compiler.vocab.losses import LOSSES
-from nnc.compiler.vocab.sources import SOURCES
+from nnc.compiler.vocab.sources import SOURCES, Arrays
 from nnc.diagnostics import Diagnostic, NncError
 
 
@@ -44,16 +44,24 @@ def _error(graph: Graph, message: str, help: str | None = None) -> NncError:
     return NncError(Diagnostic(message, spec.spans.get("data"), spec.document, help))
 
 
-def load_arrays(graph: Graph):
+def load_arrays(graph: Graph, given: Arrays | None = None):
+    """The spec's data source's arrays (or `given`, handed over in memory by the Python API),
+    checked and in the input's layout: (x, targets, class names)."""
     spec = graph.spec
     src = spec.data.source
     inp = spec.model.input
-    d = SOURCES[src.kind]
-    params = src.params.model_copy(update={k: spec.locate(getattr(src.params, k), "data") for k in d.paths})
-    if graph.several or src.kind == "synthetic" and graph.output.kind == "image":
-        x, y, classes = _load_several(graph, params)
-        return (x, y, classes) if graph.several else (x[0], y[0], classes)
-    arrays = d.load(params, inp.dims, graph.output.features)
+    if given is None:
+        d = SOURCES[src.kind]
+        params = src.params.model_copy(update={k: spec.locate(getattr(src.params, k), "data") for k in d.paths})
+        if graph.several or src.kind == "synthetic" and graph.output.kind == "image":
+            x, y, classes = _load_several(graph, params)
+            return (x, y, classes) if graph.several else (x[0], y[0], classes)
+        arrays = d.load(params, inp.dims, graph.output.features)
+    else:
+        if graph.several:
+            raise _error(graph, "data handed over in memory is one x and one y: a model of several inputs or outputs "
+                                "reads them from an npz of named arrays")
+        arrays = given
     x, y = arrays.x, arrays.y
     if len(x) != len(y):
         raise _error(graph, f"{src.kind}: {len(x)} inputs but {len(y)} labels")
@@ -185,11 +193,12 @@ def tensors(split: Split, stats: dict, device) -> tuple:
     return put(x), put(split.y)
 
 
-def load_splits(graph: Graph) -> Splits:
+def load_splits(graph: Graph, given: Arrays | None = None) -> Splits:
     """Seeded by `data seed` (not `train seed`): the same spec gives the same splits in `train`,
-    `eval` and `doctor`, and runs that differ only in their train seed share them (an ensemble)."""
+    `eval` and `doctor`, and runs that differ only in their train seed share them (an ensemble).
+    `given`: arrays handed over in memory, in place of the spec's data source."""
     spec = graph.spec
-    x, y, classes = load_arrays(graph)
+    x, y, classes = load_arrays(graph, given)
     n = len(x[0] if isinstance(x, tuple) else x)
     perm = np.random.default_rng(spec.data.seed).permutation(n)
     n_test, n_val = int(round(spec.data.test * n)), int(round(spec.data.val * n))

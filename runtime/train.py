@@ -117,14 +117,15 @@ class Setup:
 
 
 def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | None = None,
-          quiet: bool = False, callbacks: list | None = None) -> dict:
+          quiet: bool = False, callbacks: list | None = None, data=None) -> dict:
     """Train the graph's model; return the final metrics. Raises NncError (exit 1) on bad
-    input and NncError(exit 3) when the loss explodes."""
+    input and NncError(exit 3) when the loss explodes. `data`: arrays (runtime.data's Arrays)
+    handed over in memory by the Python API, in place of the spec's data source."""
     from nnc.runtime.progress import EpochProgress
 
     spec, cfg = graph.spec, graph.spec.train
     out = Path(out)
-    s, st = prepare(graph, out, device, resume)
+    s, st = prepare(graph, out, device, resume, data)
     if callbacks is None:  # the babysitting monitors are on by default; callbacks=[] turns them off
         from nnc.runtime.monitors import default_monitors
 
@@ -216,7 +217,7 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
 # ---------------------------------------------------------------- preparation
 
 
-def prepare(graph: Graph, out: Path, device: str, resume: str | None) -> tuple[Setup, RunState]:
+def prepare(graph: Graph, out: Path, device: str, resume: str | None, data=None) -> tuple[Setup, RunState]:
     """Data, model, optimizer and the run's state, restored from `resume`'s last checkpoint."""
     spec, cfg = graph.spec, graph.spec.train
     make_dir(out, "run directory")
@@ -230,7 +231,7 @@ def prepare(graph: Graph, out: Path, device: str, resume: str | None) -> tuple[S
     ck = checkpoint.load(Path(resume) / "last.safetensors", with_state=True) if resume else None
 
     # --- data: raw splits, preprocessing fitted on the training split only (or the run's own)
-    splits = load_splits(graph)
+    splits = load_splits(graph, data)
     stats = (dict(ck.preprocess) if ck else None) or preprocess.fit_for(spec, splits.train.x)
     xtr, ytr = tensors(splits.train, stats, dev)
     loss_def = LOSSES[spec.loss.kind]
