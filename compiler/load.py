@@ -56,7 +56,8 @@ def build_spec(stmts: tuple[Statement, ...], document: Document, overrides: tupl
         all_ = lines(document.text)
         where = Span(1, 1, 1, 2) if not stmts else Span(len(all_), 1, len(all_), len(all_[-1]) + 1)
         ctx.out.add(Diagnostic("no model block" if stmts else "empty spec: no model block", where,
-                                     help="a spec needs at least: model NAME { input ...; layers }"))
+                               help="a file of blocks is checked through a spec that includes it" if gathered.blocks
+                               else "a spec needs at least: model NAME { input ...; layers }"))
     model = model_block(found["model"], ctx, gathered.blocks) if "model" in found else None
     losses = ()
     try:

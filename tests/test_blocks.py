@@ -89,6 +89,30 @@ def test_rules_name_layers_by_path_prefix():
     assert "unknown layer 'stage3'" in d[0].message
 
 
+@pytest.mark.parametrize("case", ["block_residual", "block_inception", "block_dense", "block_inverted", "unet_skips",
+                                  "sequence_merges", "two_inputs", "two_outputs", "conv_transpose", "concat"])
+def test_init_rules_reach_every_layer_of_the_new_constructs(case):
+    """The built weights have the distribution the rules resolve to: a rule by path prefix (a
+    block use), the general rule, and `before relu` through the merges."""
+    from export_cases import EXTRA, KINDS, spec_text
+
+    text = spec_text(KINDS.get(case) or EXTRA[case]) + "init weights gaussian(std=0.05), bias constant(0.5)\n"
+    graph = check(load_text(text))
+    model = build_model(graph)
+    seen = 0
+    for layer in graph.layers():
+        for tensor, dist, rule in layer.init:
+            t = model.get_parameter(f"{layer.path}.{tensor}").detach()
+            if rule == "fixed":
+                continue
+            if tensor == "bias":
+                assert torch.all(t == 0.5), layer.path
+            elif t.numel() >= 64:
+                assert t.std().item() == pytest.approx(0.05, rel=0.35), layer.path
+            seen += 1
+    assert seen >= 2
+
+
 def test_an_error_in_a_block_used_three_times_is_reported_once_with_both_lines(tmp_path):
     text = STAGES.replace("basic block2 width", "basic block2 width\n    basic block3 width").replace(
         "conv conv2 width kernel 3 pad 1 bias false", "conv conv2 width kernal 3 pad 1 bias false")

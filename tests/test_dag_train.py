@@ -27,7 +27,11 @@ def test_unet_learns_to_segment_shapes(tmp_path):
     assert r.returncode == 0, r.stderr
     f = final(run)
     assert f["test_accuracy"] > 0.9, f
-    assert (run / "dashboard.png").is_file()  # the monitors watched the transposed convolutions too
+    assert (run / "dashboard.png").is_file()
+    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    step = next(r for r in recs if r.get("monitor") == "step")  # the monitors watch the layers inside blocks,
+    assert {"enc1.conv1", "enc1.relu1", "up2", "dec1.relu2", "scores"} <= set(step["activations"])  # by path
+    assert "up2.weight" in step["update_ratio"] and "dec2.conv1.weight" in step["grad_norm"]
     r = nnc_main("eval", run / "best.safetensors", "--json", "--device", "cpu")
     ev = json.loads(r.stdout)
     assert ev["accuracy"] == pytest.approx(f["test_accuracy"]) and np.array(ev["confusion"]).sum() == ev["n"] * 16 * 16

@@ -43,7 +43,9 @@ def _simple(kind: str, cost: int, doc: str, build, onnx, python, **facts):
     def infer(p, x: Shape) -> Inferred:
         _numeric(x, kind)
         return _same(cost)(p, x)
-    return LayerDef(kind, NoParams, infer, build, doc, prefix=kind, activation=True, onnx=onnx, python=python, **facts)
+    # auto names count after the kind: relu1, ...; after a kind that ends in a digit, with a _: relu6_1
+    facts.setdefault("prefix", kind + "_" if kind[-1].isdigit() else kind)
+    return LayerDef(kind, NoParams, infer, build, doc, activation=True, onnx=onnx, python=python, **facts)
 
 
 def _unary(op: str, **attrs):
