@@ -151,7 +151,7 @@ def show_importtime(spec: str, top: int, env: dict) -> None:
     print(f"\nimported by nnc only ({len(only)} modules), self ms by package.subpackage (top {top}):")
     for k, v in sorted(sub.items(), key=lambda kv: -kv[1])[:top]:
         print(f"  {k:40s} {v / 1e3:7.0f}")
-    print(f"\nslowest single modules of the nnc run (self ms, cumulative ms):")
+    print("\nslowest single modules of the nnc run (self ms, cumulative ms):")
     for name, s, c, _ in sorted(a, key=lambda r: -r[1])[:top]:
         print(f"  {name:50s} {s / 1e3:7.0f} {c / 1e3:8.0f}")
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from nnc.compiler import cursor as C
 from nnc.compiler import words as W
 from nnc.compiler.checks import check
-from nnc.compiler.graph import Graph, LayerInfo, ResidualInfo, residuals
+from nnc.compiler.graph import Graph, GroupInfo, LayerInfo
 from nnc.compiler.listing import flops
 from nnc.compiler.load import load_text
 from nnc.compiler.model_block import names_layer
@@ -43,11 +43,16 @@ def analyze(text: str, name: str) -> Analysis:
 # ---------------------------------------------------------------- facts about the model
 
 
-def _names(graph: Graph | None) -> dict[str, LayerInfo | ResidualInfo]:
+def _names(graph: Graph | None) -> dict[str, LayerInfo | GroupInfo]:
+    """The layers and groups (residual blocks, block uses) by the names rules may give them:
+    their paths (layer2.block1.conv1) and the names written in the model block itself."""
     if graph is None:
         return {}
-    found: dict = {l.name: l for l in graph.layers() if not l.implicit}
-    found.update({r.name: r for r in residuals(graph.nodes)})
+    found: dict = {}
+    for n in (*(l for l in graph.layers() if not l.implicit), *graph.groups):
+        found.setdefault(n.path, n)
+        if not n.trace:  # a name written in the model block (not inside a block's definition)
+            found.setdefault(n.name, n)
     return found
 
 
@@ -59,18 +64,18 @@ def _init(l: LayerInfo) -> str:
     return "; ".join(f"{t} {d} ({rule})" for t, d, rule in l.init if rule != "fixed") or "no learned tensors"
 
 
-def _params(info: LayerInfo | ResidualInfo) -> int:
+def _params(info: LayerInfo | GroupInfo, graph: Graph | None = None) -> int:
     if isinstance(info, LayerInfo):
         return info.n_params
-    return sum(_params(n) for n in info.body) + sum(p.n_params for p in info.proj or ())
+    return sum(l.n_params for l in graph.layers() if l.path.startswith(info.path + ".")) if graph else 0
 
 
-def facts(info: LayerInfo | ResidualInfo) -> str:
+def facts(info: LayerInfo | GroupInfo, graph: Graph | None = None) -> str:
     """A layer's resolved input and output, parameters, FLOPs and initialization."""
-    if isinstance(info, ResidualInfo):
-        shortcut = "1x1 projection shortcut" if info.proj else "identity shortcut"
-        inner = _params(info)
-        return f"`{info.path}`: residual block, {shortcut}: {info.input} -> {info.output}, {inner:,} parameters"
+    if isinstance(info, GroupInfo):
+        what = (f"residual block, {'1x1 projection' if info.proj else 'identity'} shortcut" if info.kind == "residual"
+                else info.label)
+        return f"`{info.path}`: {what}: {info.input} -> {info.output}, {_params(info, graph):,} parameters"
     return (f"`{info.path}` ({info.kind}): {info.input} -> **{info.output}**, {info.n_params:,} parameters, "
             f"{flops(info.flops)}FLOPs\n\ninit: {_init(info)}")
 
@@ -79,14 +84,15 @@ def _on_line(graph: Graph | None, line: int) -> list:
     """The layers (and blocks) a statement on 0-based `line` made: several for a repeat."""
     if graph is None:
         return []
-    found = [l for l in graph.layers() if l.span.line == line + 1 and not l.implicit and l.name not in ("proj", "proj_bn")]
-    return found + [r for r in residuals(graph.nodes) if r.span.line == line + 1]
+    here = lambda n: n.span.line == line + 1 and n.span.doc is None  # (not a line of an included file)
+    found = [l for l in graph.layers() if here(l) and not l.implicit and l.name not in ("proj", "proj_bn")]
+    return found + [g for g in graph.groups if here(g)]
 
 
-def _facts_text(infos: list) -> list[str]:
-    if len(infos) > 4:  # a repeat: the first and the last
-        return [facts(infos[0]), f"... {len(infos) - 2} more ...", facts(infos[-1])]
-    return [facts(i) for i in infos]
+def _facts_text(infos: list, graph: Graph | None = None) -> list[str]:
+    if len(infos) > 4:  # a repeat, a block used several times: the first and the last
+        return [facts(infos[0], graph), f"... {len(infos) - 2} more ...", facts(infos[-1], graph)]
+    return [facts(i, graph) for i in infos]
 
 
 # ---------------------------------------------------------------- hover
@@ -114,9 +120,9 @@ def hover(text: str, line: int, column: int, good: Analysis | None) -> str | Non
     in_model = bool(cur.blocks) and cur.blocks[0] == "model"
     following = cur.stmt[i + 1].text if i + 1 < len(cur.stmt) else None
     if in_model and i == 0 and word in W.LAYERS:
-        return "\n\n".join([W.describe("layer", W.LAYERS[word]), *_facts_text(_on_line(graph, line))])
+        return "\n\n".join([W.describe("layer", W.LAYERS[word]), *_facts_text(_on_line(graph, line), graph)])
     if in_model and i == 1 and head in W.LAYERS and following != "(" and names_layer(head, word):
-        return "\n\n".join([f"**{word}**: the name of this {head} layer", *_facts_text(_on_line(graph, line))])
+        return "\n\n".join([f"**{word}**: the name of this {head} layer", *_facts_text(_on_line(graph, line), graph)])
     if in_model and i > 0 and head in W.LAYERS and (p := W.option(W.LAYERS[head].params, word)):
         return f"**{word}**: option of {head}, `{p}`"
     if not cur.blocks and i == 1 and head == "model":
@@ -128,7 +134,7 @@ def hover(text: str, line: int, column: int, good: Analysis | None) -> str | Non
         p = next((p for m in (W.Train, W.Regularize, W.DataOptions) if (p := W.option(m, word))), None)
         return f"**{word}**: {section} setting" + (f", `{p}`" if p else "")
     if word in _names(graph) and not (i == 0 and word in W.LAYERS):
-        return facts(_names(graph)[word])
+        return facts(_names(graph)[word], graph)
     return W.describe_word(word)
 
 
@@ -153,8 +159,7 @@ def _options(model, used: set[str], suffix: str = "") -> list[Item]:
 
 
 def _references(graph: Graph | None) -> list[Item]:
-    return [Item(n, "reference", f"{i.kind if isinstance(i, LayerInfo) else 'residual'} -> {i.output}")
-            for n, i in _names(graph).items()]
+    return [Item(n, "reference", f"{i.kind} -> {i.output}") for n, i in _names(graph).items()]
 
 
 def complete(text: str, line: int, column: int, good: Analysis | None) -> list[Item]:
@@ -249,6 +254,9 @@ def definition(text: str, line: int, column: int, good: Analysis | None) -> Span
     cur = C.at(text, line, column)
     if cur.at is None or cur.at.kind != "WORD" or (cur.index == 0 and cur.at.text in W.LAYERS):
         return None
+    blocks = good.spec.blocks if good and good.spec else {}
+    if cur.at.text in blocks:  # a block's word: its definition (perhaps in an included file: Span.doc)
+        return blocks[cur.at.text].span
     info = _names(good.graph if good else None).get(cur.at.text)
     return info.span if info is not None else None
 
@@ -270,20 +278,39 @@ def outline(good: Analysis) -> list[Symbol]:
         return []
     spec = graph.spec
 
-    def nodes(infos) -> list[Symbol]:
-        out = []
-        for n in infos:
-            if isinstance(n, ResidualInfo):
-                line = n.span.line - 1
-                out.append(Symbol(n.name, "block", f"residual -> {n.output}", line, C.block_end(rows, line), nodes(n.body)))
-            elif not n.implicit:
-                out.append(Symbol(n.name, "layer", f"{n.kind} -> {n.output}, {n.n_params:,} params", n.span.line - 1,
-                                  n.span.end_line - 1))
+    groups = {g.path: g for g in graph.groups}
+
+    def line_of(n) -> int:  # where the model block writes it: a layer inside a block's definition, at the use
+        return (n.trace[0].span if n.trace else n.span).line - 1
+
+    def nodes(prefix: str) -> list[Symbol]:
+        """The layers and groups directly under the group at `prefix` (the model at ""), in
+        execution order: a group where its first layer runs."""
+        out, seen = [], set()
+        depth = prefix.count(".") + 1 if prefix else 0
+        for l in graph.layers():
+            if l.implicit or l.merge or prefix and not l.path.startswith(prefix + "."):
+                continue
+            parts = l.path.split(".")
+            here = ".".join(parts[:depth + 1])
+            if here in seen:
+                continue
+            seen.add(here)
+            if here in groups:
+                g = groups[here]
+                line = line_of(g)
+                detail = f"{'residual' if g.kind == 'residual' else g.label} -> {g.output}"
+                end = C.block_end(rows, line) if g.kind != "block" or g.trace else line
+                out.append(Symbol(g.name, "block", detail, line, max(end, line), nodes(here)))
+            elif here == l.path:
+                line = line_of(l)
+                out.append(Symbol(l.name, "layer", f"{l.kind} -> {l.output}, {l.n_params:,} params", line,
+                                  line + (l.span.end_line - l.span.line if not l.trace else 0)))
         return out
 
     first = spec.spans["model"].line - 1
     model = Symbol(spec.model.name, "model", totals(graph).split(": ", 1)[1], first, C.block_end(rows, first),
-                   nodes(graph.nodes))
+                   nodes(""))
     sections = [Symbol(s, "section", "", sp.line - 1, sp.end_line - 1) for s, sp in spec.spans.items()
                 if s in W.SECTIONS and s != "model" and sp.line > 0]
     return sorted([model, *sections], key=lambda s: s.line)

@@ -7,9 +7,10 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from nnc.compiler.graph import Graph, ResidualInfo, residuals
+from nnc.compiler.graph import Graph
 from nnc.compiler.shapes import infer
-from nnc.compiler.spec import LayerNode, Spec
+from nnc.compiler.model_block import related
+from nnc.compiler.spec import Spec
 from nnc.compiler.values import SearchRange, format_value
 from nnc.compiler.vocab.losses import LOSSES
 from nnc.compiler.vocab.preprocess import PREPROCESS
@@ -42,6 +43,14 @@ def data_fits_input(graph: Graph, out: Collector) -> None:
     for c in spec.data.augment:
         if x.kind != "image":
             out.error(c.span, f"augment {c.kind} needs image inputs, the model reads {x}")
+    if any(shape.kind == "image" for _, _, shape in graph.outputs):
+        for c in spec.data.augment:
+            out.error(c.span, f"augment {c.kind} moves the inputs only: with an image output (per-pixel targets) "
+                              "they would no longer line up with their labels", "leave augment out")
+    if len(spec.model.inputs) > 1:
+        for c in (*spec.data.preprocess, *spec.data.augment):
+            out.error(c.span, f"{c.kind}: preprocessing and augmentation apply to models of one input, "
+                              f"this one reads {len(spec.model.inputs)}", "prepare the arrays beforehand")
     src = SOURCES[spec.data.source.kind]
     if src.example and x.kind != "tokens" and math.prod(x.dims) != math.prod(src.example):
         c, h, w = src.example
@@ -59,7 +68,7 @@ def data_fits_input(graph: Graph, out: Collector) -> None:
 def names_exist(graph: Graph, out: Collector) -> None:
     """Layer names used outside the model block (init rules, lr_mult, freeze, finetune skip) exist."""
     spec = graph.spec
-    names = {l.name for l in graph.layers()} | {n.name for n in residuals(graph.nodes)}
+    names = graph.selectable()
     for rule in spec.init:
         if rule.layer and rule.layer not in names:
             out.add(unknown(rule.span, "layer", rule.layer, names))
@@ -72,6 +81,17 @@ def names_exist(graph: Graph, out: Collector) -> None:
         if name not in names:
             where = spec.spans.get("train.freeze") if name in spec.train.freeze else spec.spans.get("train.finetune.skip")
             out.add(unknown(where, "layer", name, names))
+
+
+def finetune_map_exists(graph: Graph, out: Collector) -> None:
+    """`finetune(map=NAME)` names a map nnc ships, or a map file (FILE.map)."""
+    from nnc.compiler import namemap
+
+    ft = graph.spec.train.finetune
+    if ft and ft.map and ft.map not in namemap.shipped() and not ft.map.endswith(".map"):
+        d = unknown(graph.spec.spans.get("train.finetune.map", graph.spec.spans.get("train.finetune")), "name map",
+                    ft.map, namemap.shipped())
+        out.add(replace(d, help=(d.help + "; " if d.help else "") + "a map file of your own ends in .map"))
 
 
 # Layer names become attributes of torch modules: these would shadow nn.Module's own (the list
@@ -95,58 +115,71 @@ MODULE_ATTRIBUTES = frozenset("""
     set_submodule share_memory state_dict to to_empty train training type xpu zero_grad
     spec_name
 """.split())
-RESIDUAL_ATTRIBUTES = ("proj", "proj_bn", "_body")  # a residual block's own modules and fields
+RESIDUAL_ATTRIBUTES = ("proj", "proj_bn")  # a residual block's shortcut modules
 
 
 def reserved_names(graph: Graph, out: Collector) -> None:
-    """No layer is named like an attribute of PyTorch modules (its parameters would be lost)."""
-    _reserved_in(graph.nodes, out)
-
-
-def _reserved_in(nodes, out: Collector, block: str | None = None) -> None:
-    for n in nodes:
+    """No layer or group is named like an attribute of PyTorch modules (its parameters would be
+    lost), nor, inside a residual block, like the block's shortcut modules."""
+    reported = set()
+    residual_paths = {g.path for g in graph.groups if g.kind == "residual"}
+    for n in (*graph.spec.model.body, *graph.spec.model.groups):  # as written (not the shortcuts nnc adds)
+        if n.name in reported:
+            continue
+        parent = n.path.rsplit(".", 1)[0] if "." in n.path else ""
+        notes = related(n.trace, n.span, n.span if n.trace else None)
         if n.name in MODULE_ATTRIBUTES:
             out.error(n.span, f"the layer name '{n.name}' is reserved (an attribute of PyTorch modules)",
-                      "give this layer another name")
-        elif block and n.name in RESIDUAL_ATTRIBUTES:
+                      "give this layer another name", notes)
+            reported.add(n.name)
+        elif parent in residual_paths and n.name in RESIDUAL_ATTRIBUTES:
+            block = parent.rsplit(".", 1)[-1]
             out.error(n.span, f"the layer name '{n.name}' is reserved inside residual blocks "
                       f"(the projection shortcut of {block} is {block}.proj, {block}.proj_bn)",
-                      "give this layer another name")
-        if isinstance(n, ResidualInfo):
-            _reserved_in(n.body, out, n.name)
+                      "give this layer another name", notes)
+            reported.add(n.name)
 
 
 def something_to_train(graph: Graph, out: Collector) -> None:
     spec = graph.spec
     frozen = set(spec.train.freeze)
     learned = [l for l in graph.layers() if l.tensors]
-    if frozen and learned and all(frozen & set(l.path.split(".")) for l in learned):
+    if frozen and learned and all(frozen & set(l.selectors) for l in learned):
         out.error(spec.spans.get("train.freeze"), "every layer with parameters is frozen: there is nothing to train",
                   "leave at least one layer out of freeze")
 
 
-def _last_span(spec: Spec):
-    return spec.model.body[-1].span if spec.model.body else spec.model.input_span
+def _producer(graph: Graph, value: str):
+    """The layer that makes `value` (None: it is an input)."""
+    return next((l for l in graph.layers() if l.path == value), None)
 
 
 def loss_fits_output(graph: Graph, out: Collector) -> None:
-    """A classification loss needs a vector of scores, one per class of a fixed data set."""
-    spec, y = graph.spec, graph.output
-    if not LOSSES[spec.loss.kind].classification or out.errors:
+    """A classification loss needs scores per class: a vector of them, or an image of them per
+    pixel (segmentation: (C, H, W) scores for (H, W) labels); as many as a fixed data set has."""
+    spec = graph.spec
+    if out.errors:
         return
-    if y.kind != "vector":
-        out.error(_last_span(spec), f"the model ends in {y}, but {spec.loss.kind} needs a vector of class scores",
-                  "end with a dense layer of one unit per class (flatten or pool first)")
-        return
-    src = SOURCES[spec.data.source.kind]
-    if src.classes and y.features != src.classes:
-        if "data" in spec.spans:
-            out.error(_last_span(spec), f"{src.kind} has {src.classes} classes, but the model ends in {y.features} scores",
-                      f"end with a dense layer of {src.classes} units")
-        elif not out.warnings:  # (one warning about the default data is enough)
-            out.warn(_last_span(spec), f"no data section: nnc train would read {src.kind}, which has {src.classes} "
-                                       f"classes, but the model ends in {y.features} scores",
-                     "write a data section for this model")
+    for (name, value, y), ol in zip(graph.outputs, spec.losses):
+        if not LOSSES[ol.choice.kind].classification:
+            continue
+        made = _producer(graph, value)
+        span = made.span if made else spec.model.input_span
+        which = f"output {name}" if len(graph.outputs) > 1 else "the model"
+        if y.kind not in ("vector", "image"):
+            out.error(span, f"{which} ends in {y}, but {ol.choice.kind} needs a vector of class scores "
+                            "(or an image of them per pixel)",
+                      "end with a dense layer of one unit per class (flatten or pool first)")
+            continue
+        src = SOURCES[spec.data.source.kind]
+        if src.classes and y.kind == "vector" and y.features != src.classes:
+            if "data" in spec.spans:
+                out.error(span, f"{src.kind} has {src.classes} classes, but {which} ends in {y.features} scores",
+                          f"end with a dense layer of {src.classes} units")
+            elif not out.warnings:  # (one warning about the default data is enough)
+                out.warn(span, f"no data section: nnc train would read {src.kind}, which has {src.classes} "
+                               f"classes, but {which} ends in {y.features} scores",
+                         "write a data section for this model")
 
 
 def metric_exists(graph: Graph, out: Collector) -> None:
@@ -168,11 +201,22 @@ def metric_exists(graph: Graph, out: Collector) -> None:
 
 def no_double_squash(graph: Graph, out: Collector) -> None:
     """A loss that reads raw scores after a final softmax / sigmoid: a warning."""
-    spec = graph.spec
-    last = spec.model.body[-1] if spec.model.body else None
-    if isinstance(last, LayerNode) and last.kind in ("softmax", "sigmoid") and spec.loss.kind in ("cross_entropy", "bce", "svm"):
-        out.warn(last.span, f"{spec.loss.kind} reads raw scores; the final {last.kind} squashes them twice",
-                 f"remove the final {last.kind}: `nnc export --probabilities` adds softmax for deployment")
+    for (name, value, _), ol in zip(graph.outputs, graph.spec.losses):
+        last = _producer(graph, value)
+        if last and last.kind in ("softmax", "sigmoid") and ol.choice.kind in ("cross_entropy", "bce", "svm"):
+            out.warn(last.span, f"{ol.choice.kind} reads raw scores; the final {last.kind} squashes them twice",
+                     f"remove the final {last.kind}: `nnc export --probabilities` adds softmax for deployment")
+
+
+def every_value_used(graph: Graph, out: Collector) -> None:
+    """A layer whose output nothing reads (and that is no output) is computed for nothing: most
+    likely a `from` or a reference went to the wrong place. A warning."""
+    read = {s for l in graph.layers() for s in l.sources} | {v for _, v, _ in graph.outputs}
+    for l in graph.layers():
+        if l.path not in read and not l.implicit:
+            out.warn(l.span, f"{l.path}: nothing reads this layer's output", "continue from it, merge it, or mark it "
+                     "as an output (output NAME); `from` starts again from an earlier output",
+                     related(l.trace, l.span, l.span if l.trace else None))
 
 
 def loss_fits_data(graph: Graph, out: Collector) -> None:
@@ -247,8 +291,9 @@ def fits_in_memory(graph: Graph, out: Collector) -> None:
 
 
 # In order: a later pass may hold back while earlier ones found errors (loss_fits_output).
-PASSES = (data_fits_input, names_exist, reserved_names, something_to_train, loss_fits_output, loss_fits_data,
-          metric_exists, no_double_squash, no_symmetric_init, lbfgs_without_noise, fits_in_memory)
+PASSES = (data_fits_input, names_exist, finetune_map_exists, reserved_names, something_to_train, loss_fits_output,
+          loss_fits_data, metric_exists, no_double_squash, no_symmetric_init, lbfgs_without_noise, every_value_used,
+          fits_in_memory)
 
 
 def analyze(spec: Spec) -> Graph:
@@ -259,7 +304,7 @@ def analyze(spec: Spec) -> Graph:
         check_pass(graph, out)
     out.raise_if_any()
     warnings = tuple(sorted(spec.warnings + tuple(out.warnings), key=Diagnostic.sort_key))
-    return Graph(spec, graph.input, graph.nodes, graph.output, warnings)
+    return replace(graph, warnings=warnings)
 
 
 def check(spec: Spec) -> Graph:
@@ -268,6 +313,11 @@ def check(spec: Spec) -> Graph:
         graph = analyze(spec)
     except NncError as e:
         raise e.with_document(spec.document) from None
+    included = [r for r in spec.search if r.span.doc is not None]
+    if included:  # nnc search writes the spec it was given, with a value in place of each range
+        raise NncError([Diagnostic("a search range goes in the spec itself, not in a file it includes", r.span,
+                                   help="write the range in the including spec (a section there replaces the "
+                                        "included one), or fix the value with --set") for r in included])
     if spec.search:
         stmts = parse(spec.text, spec.document.name)  # once: each value is put in place of its range there
         errors = [d for r in spec.search if (d := _range_error(spec, r, stmts))]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nnc.compiler.footprint import estimate, physical_memory, size
-from nnc.compiler.graph import Graph, LayerInfo, ResidualInfo
+from nnc.compiler.graph import Graph, GroupInfo, LayerInfo
 from nnc.compiler.layers import LAYERS
 from nnc.compiler.spec import DEFAULTS, SECTIONS
 from nnc.compiler.values import format_value
@@ -16,20 +16,40 @@ def flops(n: int) -> str:
     return str(n)
 
 
+def _header(g: GroupInfo) -> str:
+    if g.kind == "residual":
+        how = "1x1 projection shortcut" if g.proj else "identity shortcut"
+        return f"[{g.output.listing}] {g.name.upper()}: residual block, {how}"
+    return f"[{g.output.listing}] {g.name.upper()}: {g.label}"
+
+
 def lecture_lines(graph: Graph) -> list[str]:
     """[55x55x96] CONV1: 96 11x11 filters at stride 4, pad 0 -- layers without a label
-    (activations, dropout, flatten) are left out, as in the notes."""
-    lines = [f"[{graph.input.listing}] INPUT"]
-
-    def walk(nodes, indent=""):
-        for n in nodes:
-            if isinstance(n, ResidualInfo):
-                how = "1x1 projection shortcut" if n.proj else "identity shortcut"
-                lines.append(f"{indent}[{n.output.listing}] {n.name.upper()}: residual block, {how}")
-                walk(n.body, indent + "    ")
-            elif not n.implicit and LAYERS[n.kind].label:
-                lines.append(f"{indent}[{n.output.listing}] {LAYERS[n.kind].label(n.name, n.params)}")
-    walk(graph.nodes)
+    (activations, dropout, flatten) are left out, as in the notes. A group (residual block,
+    block use, named branch) is a header over its layers, indented."""
+    several = len(graph.inputs) > 1
+    lines = [f"[{s.listing}] INPUT" + (f" {n.upper()}" if several else "") for n, s in graph.inputs]
+    groups = {g.path: g for g in graph.groups}
+    opened: set[str] = set()
+    for l in graph.layers():
+        parts = l.path.split(".")
+        enclosing = [groups[p] for p in (".".join(parts[:i]) for i in range(1, len(parts))) if p in groups]
+        for depth, g in enumerate(enclosing):
+            if g.path not in opened:
+                opened.add(g.path)
+                lines.append("    " * depth + _header(g))
+        indent = "    " * len(enclosing)
+        if l.path in groups or enclosing and enclosing[-1].proj and l.path.endswith((".proj", ".proj_bn")):
+            continue  # a group's own merge, a residual's shortcut: its header says them
+        if l.merge:  # its sources by the names they have at its own level (branch1, not branch1.relu1)
+            parent = l.path.rsplit(".", 1)[0] + "." if "." in l.path else ""
+            what = ", ".join(s[len(parent):].split(".")[0] if s.startswith(parent) else s.rsplit(".", 1)[-1]
+                             for s in l.sources)
+            lines.append(f"{indent}[{l.output.listing}] {l.name.upper()}: {l.kind} of {what}")
+        elif not l.implicit and LAYERS[l.kind].label:
+            lines.append(f"{indent}[{l.output.listing}] {LAYERS[l.kind].label(l.name, l.params)}")
+    if len(graph.outputs) > 1:
+        lines += [f"[{s.listing}] OUTPUT {n.upper()} ({v})" for n, v, s in graph.outputs]
     return lines
 
 
@@ -129,11 +149,21 @@ def _memory_json(graph: Graph) -> dict:
 
 
 def listing_json(graph: Graph, resolved: bool = False) -> dict:
+    def where(span) -> dict:
+        return {"file": (span.doc or graph.spec.document).name, "line": span.line, "column": span.column}
+
     def layer(l: LayerInfo) -> dict:
         return {"name": l.name, "path": l.path, "kind": l.kind, "implicit": l.implicit,
                 "input": str(l.input), "output": str(l.output), "output_dims": list(l.output.dims),
                 "params": l.n_params, "flops": l.flops, "line": l.span.line,
-                "init": [{"tensor": t, "dist": str(d), "rule": r} for t, d, r in l.init]}
+                "init": [{"tensor": t, "dist": str(d), "rule": r} for t, d, r in l.init],
+                "sources": list(l.sources), "defined": where(l.span),
+                "uses": [{"block": u.block, "path": u.path, **where(u.span)} for u in l.trace]}
+
+    def group(g: GroupInfo) -> dict:
+        return {"kind": g.kind, "name": g.name, "path": g.path, "label": g.label, "input": str(g.input),
+                "output": str(g.output), **where(g.span),
+                "definition": where(g.definition) if g.definition else None}
     return {
         "name": graph.spec.model.name,
         "input": str(graph.input),
@@ -143,6 +173,11 @@ def listing_json(graph: Graph, resolved: bool = False) -> dict:
         "listing": lecture_lines(graph),
         "memory": _memory_json(graph),
         "layers": [layer(l) for l in graph.layers()],
+        "groups": [group(g) for g in graph.groups],
+        "inputs": [{"name": n, "shape": str(s)} for n, s in graph.inputs],
+        "outputs": [{"name": n, "value": v, "shape": str(s)} for n, v, s in graph.outputs],
+        "blocks": {b.name: {"params": [p.name for p in b.params], **where(b.span)} for b in graph.spec.blocks.values()},
+        "includes": [{"file": path, **where(span)} for path, span in graph.spec.includes],
         "warnings": [{"line": w.span.line if w.span else None, "message": w.message} for w in graph.warnings],
     } | ({"resolved": {s: {"text": text, "origin": origin} for s, text, origin in resolved_sections(graph)}}
          if resolved else {})

@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from nnc.compiler import sections
-from nnc.compiler.layers import LAYERS
 from nnc.compiler.model_block import model as model_block
+from nnc.compiler.includes import Includer
 from nnc.compiler.overrides import apply_overrides
 from nnc.compiler.sections import Ctx
 from nnc.compiler.spec import SECTIONS, VERSION, Spec
-from nnc.diagnostics import Diagnostic, Document, NncError, Span, closest, did_you_mean, lines
+from nnc.diagnostics import Diagnostic, Document, NncError, Span, lines
 from nnc.grammar.parse import Statement, decode, parse
 
 # ---------------------------------------------------------------- entry point
@@ -39,39 +39,29 @@ def _version(stmts: list[Statement], ctx: Ctx) -> int:
     return VERSION
 
 
-def build_spec(stmts: tuple[Statement, ...], document: Document, overrides: tuple[str, ...] = ()) -> Spec:
+def build_spec(stmts: tuple[Statement, ...], document: Document, overrides: tuple[str, ...] = (),
+               files: dict[str, str] | None = None) -> Spec:
+    """`files`: included files' texts by resolved path (a checkpoint's), read instead of the disk."""
     ctx = Ctx.new()
     stmts = list(stmts)
     version = _version(stmts, ctx)
-    found: dict[str, Statement] = {}
-    for s in stmts:
-        word = s.head.value if s.head.kind == "word" else s.head.text
-        if word == "nnspec":  # a late version line: reported by _version
-            continue
-        if word not in SECTIONS:
-            hint = did_you_mean(word, SECTIONS)
-            if word in LAYERS:
-                hint = "layers go inside the model { ... } block"
-            ctx.out.add(Diagnostic(f"unknown section '{word}'", s.head.span,
-                                   help=hint or "sections: " + ", ".join(SECTIONS),
-                                   fix=closest(word, SECTIONS) if word not in LAYERS else None))
-        elif word in found:
-            ctx.out.add(Diagnostic(f"{word} is given twice (first on line {found[word].span.line})", s.head.span,
-                                   related=((found[word].span, f"{word} is first given here"),)))
-        else:
-            found[word] = s
-            ctx.spans[word] = s.span
+    gathered = Includer(ctx.out, files).gather(stmts, document)
+    found = gathered.sections
+    ctx.spans.update({word: s.span for word, s in found.items()})
     apply_overrides(found, overrides, ctx)
     ctx.spans.update({word: s.span for word, s in found.items()})  # a section --set whole names the --set
-    misspelled_model = any(s.block is not None and s.head.text not in SECTIONS for s in stmts)
+    misspelled_model = any(s.block is not None and s.head.text not in (*SECTIONS, "block", "include") for s in stmts)
     if "model" not in found and not misspelled_model:  # `modle M {` is reported as an unknown section
         all_ = lines(document.text)
         where = Span(1, 1, 1, 2) if not stmts else Span(len(all_), 1, len(all_), len(all_[-1]) + 1)
         ctx.out.add(Diagnostic("no model block" if stmts else "empty spec: no model block", where,
-                                     help="a spec needs at least: model NAME { input ...; layers }"))
-    model = model_block(found["model"], ctx) if "model" in found else None
+                               help="a file of blocks is checked through a spec that includes it" if gathered.blocks
+                               else "a spec needs at least: model NAME { input ...; layers }"))
+    model = model_block(found["model"], ctx, gathered.blocks) if "model" in found else None
+    losses = ()
     try:
-        parts = sections.build(found, ctx)
+        *parts, losses = sections.build(found, ctx)
+        parts[1], losses = sections.output_losses(parts[1], losses, model, ctx)
     except NncError as e:  # a block where a section takes none: reported, the others still checked
         ctx.out.extend(e)
     if ctx.out.errors:
@@ -79,11 +69,13 @@ def build_spec(stmts: tuple[Statement, ...], document: Document, overrides: tupl
         raise NncError([replace(d, help="uniform and loguniform draw fractions; intuniform(LOW, HIGH) draws whole numbers")
                         if d.span in fractional and "must be a whole number" in d.message else d
                         for d in ctx.out.errors]).with_document(document)
-    return Spec(document, version, model, *parts, tuple(ctx.conv.ranges), tuple(overrides), ctx.spans)
+    return Spec(document, version, model, *parts, tuple(ctx.conv.ranges), tuple(overrides), ctx.spans,
+                losses=losses, files=gathered.files, blocks=gathered.blocks, includes=tuple(gathered.includes))
 
 
-def load_text(text: str, name: str = "<spec>", overrides: tuple[str, ...] = ()) -> Spec:
-    return build_spec(parse(text, name), Document(name, text), tuple(overrides))
+def load_text(text: str, name: str = "<spec>", overrides: tuple[str, ...] = (), files: dict[str, str] | None = None
+              ) -> Spec:
+    return build_spec(parse(text, name), Document(name, text), tuple(overrides), files)
 
 
 MAX_BYTES = 10_000_000  # a spec is a page or two: /dev/zero or a wrong file is read no further

@@ -52,34 +52,96 @@ class GRU(_Select, nn.GRU):
     pass
 
 
-class Residual(nn.Module):
-    """out = body(x) + shortcut(x); the shortcut is the identity, or a 1x1 conv + batchnorm."""
+class Multi:
+    """The values of a model with several inputs or outputs, batched together: indexing, `len`,
+    `.to()`, `.float()` act on each (in the training loop, the doctor and evaluation a batch of
+    several inputs moves like one tensor). `parts` are in the model's input (or output) order."""
 
-    def __init__(self, body: dict[str, nn.Module], proj: nn.Module | None = None, proj_bn: nn.Module | None = None):
-        super().__init__()
-        for name, m in body.items():
-            self.add_module(name, m)
-        self._body = list(body)
-        self.proj, self.proj_bn = proj, proj_bn
+    __slots__ = ("parts",)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x
-        for name in self._body:
-            y = self._modules[name](y)
-        s = x if self.proj is None else self.proj_bn(self.proj(x))
-        return y + s
+    def __init__(self, parts):
+        self.parts = tuple(parts)
+
+    def __getitem__(self, idx) -> "Multi":
+        return Multi(t[idx] for t in self.parts)
+
+    def __len__(self) -> int:
+        return len(self.parts[0])
+
+    def _each(self, f) -> "Multi":
+        return Multi(f(t) for t in self.parts)
+
+    def to(self, *args, **kwargs) -> "Multi":
+        return self._each(lambda t: t.to(*args, **kwargs))
+
+    def float(self) -> "Multi":
+        return self._each(lambda t: t.float() if t.is_floating_point() else t)
+
+    def double(self) -> "Multi":
+        return self._each(lambda t: t.double() if t.is_floating_point() else t)
+
+    def detach(self) -> "Multi":
+        return self._each(lambda t: t.detach())
+
+    def contiguous(self, memory_format=torch.contiguous_format) -> "Multi":
+        return self._each(lambda t: t.contiguous(memory_format=memory_format) if t.dim() == 4 else t)
+
+    def is_floating_point(self) -> bool:
+        return any(t.is_floating_point() for t in self.parts)
+
+    @property
+    def device(self):
+        return self.parts[0].device
+
+    def __repr__(self) -> str:
+        return f"Multi({', '.join(str(tuple(t.shape)) for t in self.parts)})"
+
+
+def first(t):
+    """The first output of a model's scores (or the first input of a batch): what accuracy reads."""
+    return t.parts[0] if type(t) is Multi else t
+
+
+class Scope(nn.Module):
+    """A group of layers named together (a residual block, a block use, a branch): holds them
+    so that their parameters read layer2.block1.conv1.weight; SpecNet's forward calls them."""
 
 
 class SpecNet(nn.Module):
-    """The compiled model: named children run in order. Parameter names follow layer names."""
+    """The compiled model: the layers as named submodules (nested in Scopes by their paths), run
+    by a forward pass generated from the graph as straight-line code (compiler/forward.py).
+    Several inputs are several arguments (or one Multi); several outputs come back as a Multi."""
 
-    def __init__(self, layers: dict[str, nn.Module], name: str = "model"):
+    def __init__(self, layers: dict[str, nn.Module], source: str, name: str = "model"):
         super().__init__()
-        for layer_name, m in layers.items():
-            self.add_module(layer_name, m)
+        for path, m in layers.items():
+            parent = self
+            *scopes, leaf = path.split(".")
+            for part in scopes:
+                if part not in parent._modules:
+                    parent.add_module(part, Scope())
+                parent = parent._modules[part]
+            parent.add_module(leaf, m)
         self.spec_name = name
+        self._steps = list(layers.values())  # the generated code calls them by position: no attribute lookups
+        self._source = source
+        self._compile()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for m in self._modules.values():
-            x = m(x)
-        return x
+    def _compile(self) -> None:
+        namespace = {"torch": torch, "Multi": Multi}
+        exec(compile(self._source, f"<nnc {self.spec_name}>", "exec"), namespace)
+        self._run = namespace["run"]
+
+    def forward(self, *xs):
+        if len(xs) == 1 and type(xs[0]) is Multi:
+            xs = xs[0].parts
+        return self._run(self._steps, *xs)
+
+    def __getstate__(self):  # pickling (a DataParallel copy, torch.save): the compiled function is rebuilt
+        state = dict(self.__dict__)
+        state.pop("_run", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._compile()

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from nnc.compiler.graph import Graph, Info, LayerInfo, ResidualInfo
+from nnc.compiler.graph import Graph, LayerInfo
 from nnc.compiler.layers import LAYERS
 from nnc.compiler.opsets import DEFAULT_OPSET, MIN_OPSET
 from nnc.compiler.vocab.losses import LOSSES
@@ -88,24 +88,18 @@ class Emitter:
 # ---------------------------------------------------------------- graph walk
 
 
-def _node(e: Emitter, info: Info, x: str) -> str:
-    if isinstance(info, ResidualInfo):
-        y = x
-        for n in info.body:
-            y = _node(e, n, y)
-        s = x
-        if info.proj:
-            conv, bn = info.proj
-            s = _layer(e, bn, _layer(e, conv, x))
-        return e.op("Add", [y, s], info.path)
-    return _layer(e, info, x)
-
-
-def _layer(e: Emitter, info: LayerInfo, x: str) -> str:
+def _layer(e: Emitter, info: LayerInfo, xs: list[str]) -> str:
     emit = LAYERS[info.kind].onnx
     if emit is None:  # tests/test_export.py keeps every kind covered
         raise NncError(f"{info.name}: layer kind {info.kind!r} has no ONNX emitter")
-    return emit(e, info, x)
+    return emit(e, info, xs if info.merge else xs[0])
+
+
+def _walk(e: Emitter, graph: Graph, values: dict[str, str]) -> dict[str, str]:
+    """Every layer in execution order; `values`: each value's ONNX name, inputs given."""
+    for l in graph.layers():
+        values[l.path] = _layer(e, l, [values[s] for s in l.sources])
+    return values
 
 
 def _preprocess(e: Emitter, graph: Graph, stats: dict[str, np.ndarray], x: str) -> str:
@@ -131,27 +125,31 @@ def emit(graph: Graph, state: dict[str, Any], stats: dict[str, np.ndarray] | Non
     stats = dict(stats or {})
     arrays = {k: _numpy(v) for k, v in state.items()}
     e = Emitter(arrays, opset)
-    e._names.add(INPUT)
     spec = graph.spec
     raw = spec.model.input
     tokens = raw.kind == "tokens"
-    x = _preprocess(e, graph, {} if tokens else stats, INPUT)
-    for n in graph.nodes:
-        x = _node(e, n, x)
-    out_name = "probabilities" if probabilities else "scores"
-    if probabilities:
-        x = e.op("Softmax", [x], "softmax", axis=1 if graph.output.kind in ("image", "vector") else -1)
-    e.nodes.append(helper.make_node("Identity", [x], [out_name], name="output/Identity"))
-
-    in_type = TensorProto.INT64 if tokens else TensorProto.FLOAT
-    inp = helper.make_tensor_value_info(INPUT, in_type, [BATCH, *raw.dims])
-    out = helper.make_tensor_value_info(out_name, TensorProto.FLOAT, [BATCH, *graph.output.dims])
-    g = helper.make_graph(e.nodes, spec.model.name, [inp], [out], e.inits)
+    names = input_names(graph)
+    e._names.update(names + output_names(graph, probabilities))  # layers named like them take main_2
+    values = {name: n for (name, _), n in zip(graph.inputs, names)}
+    first = graph.inputs[0][0]
+    values[first] = _preprocess(e, graph, {} if tokens else stats, values[first])
+    values = _walk(e, graph, values)
+    outs = []
+    for out_name, (_, value, shape) in zip(output_names(graph, probabilities), graph.outputs):
+        x = values[value]
+        if probabilities:
+            x = e.op("Softmax", [x], f"{out_name}.softmax", axis=1 if shape.kind in ("image", "vector") else -1)
+        e.nodes.append(helper.make_node("Identity", [x], [out_name], name=f"{out_name}/Identity"))
+        outs.append(helper.make_tensor_value_info(out_name, TensorProto.FLOAT, [BATCH, *shape.dims]))
+    ins = [helper.make_tensor_value_info(n, TensorProto.INT64 if shape.kind == "tokens" else TensorProto.FLOAT,
+                                         [BATCH, *(raw.dims if k == 0 else shape.dims)])
+           for k, (n, (_, shape)) in enumerate(zip(names, graph.inputs))]
+    g = helper.make_graph(e.nodes, spec.model.name, ins, outs, e.inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], producer_name="nnc",
                               producer_version=__version__)
     model.ir_version = min(model.ir_version, 10)  # readable by onnxruntime releases of the last two years
     meta = {"nnc_version": __version__, "spec_name": spec.model.name, "spec_sha256": spec.sha256,
-            "classes": json.dumps(classes), "input_layout": str(raw), "output": out_name,
+            "classes": json.dumps(classes), "input_layout": str(raw), "output": outs[0].name,
             "preprocessing": _preprocessing_note(graph, stats), "data_source": spec.data.source.kind,
             "predicts": LOSSES[spec.loss.kind].predicts}  # class, labels (bce) or values (regression): nnc infer
     if tokens:
@@ -161,6 +159,19 @@ def emit(graph: Graph, state: dict[str, Any], stats: dict[str, np.ndarray] | Non
         meta["pixel_max"] = "unknown" if pixel_max is None else f"{pixel_max:g}"
     helper.set_model_props(model, meta)
     return model
+
+
+def input_names(graph: Graph) -> list[str]:
+    """The ONNX graph's inputs: `input` for a model of one input (as before several existed),
+    else each input's own name."""
+    return [INPUT] if len(graph.inputs) == 1 else [name for name, _ in graph.inputs]
+
+
+def output_names(graph: Graph, probabilities: bool = False) -> list[str]:
+    """`scores` (`probabilities`) for a model of one output, else each output's own name."""
+    if len(graph.outputs) == 1:
+        return ["probabilities" if probabilities else "scores"]
+    return [name for name, _, _ in graph.outputs]
 
 
 def _preprocessing_note(graph: Graph, stats: dict) -> str:

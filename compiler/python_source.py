@@ -1,8 +1,9 @@
 """Graph -> standalone PyTorch source: one readable file that imports only torch.
 
-The module tree mirrors `torch_module` (children named after the layers, residual blocks as
-their own classes, the shortcut as `proj` / `proj_bn`), so a checkpoint's state_dict loads
-unchanged. Each layer's constructor comes from its `LayerDef.python`; forward() carries the
+The module tree mirrors `torch_module` (children named after the layer paths, groups such as
+residual blocks and block uses as plain nn.Module containers, the shortcut as `proj` /
+`proj_bn`), so a checkpoint's state_dict loads unchanged. Each layer's constructor comes from its
+`LayerDef.python`; forward() is the graph's straight-line program (compiler/forward.py) with the
 shape after every layer as a comment. The output is deterministic: same spec, same bytes.
 """
 
@@ -12,7 +13,8 @@ import builtins
 import keyword
 from pathlib import Path
 
-from nnc.compiler.graph import Graph, Info, LayerInfo, ResidualInfo
+from nnc.compiler.forward import module_ref, program, statements
+from nnc.compiler.graph import Graph, LayerInfo
 from nnc.compiler.layers import LAYERS
 from nnc.compiler.layers.base import Shape
 from nnc.diagnostics import NncError, printable
@@ -39,14 +41,12 @@ def shape_comment(s: Shape) -> str:
     return "# (" + ", ".join(["B", *map(str, s.dims)]) + ")"
 
 
-def _ref(name: str) -> str:
-    return f"self.{name}" if name.isidentifier() and not keyword.iskeyword(name) else f"self._modules[{name!r}]"
-
-
-def _init_line(name: str, ctor: str) -> str:
-    if name.isidentifier() and not keyword.iskeyword(name):
-        return f"self.{name} = {ctor}"
-    return f"self.add_module({name!r}, {ctor})"
+def _assign(path: str, value: str) -> str:
+    """`self.a.b = value`, or setattr(...) where the last part is a Python keyword (a layer named `pass`)."""
+    parent, _, leaf = path.rpartition(".")
+    if leaf.isidentifier() and not keyword.iskeyword(leaf):
+        return f"{module_ref(path)} = {value}"
+    return f"setattr({module_ref(parent) if parent else 'self'}, {leaf!r}, {value})"
 
 
 def _init_call(dist, target: str) -> str:
@@ -58,10 +58,6 @@ def _init_call(dist, target: str) -> str:
     if dist.kind == "orthogonal":
         return f"nn.init.orthogonal_({target}, gain={dist.a!r})"
     return f"nn.init.constant_({target}, {dist.a!r})"
-
-
-def _indented(inits: list[str]) -> list[str]:
-    return [f"        {line}" for i in inits for line in i.split("\n")]
 
 
 def _class_name(path: str) -> str:
@@ -93,115 +89,92 @@ def _docstring_text(text: str) -> str:
     return printable(text).replace("\\", "\\\\").replace('"', '\\"')
 
 
-class _Writer:
-    def __init__(self, graph: Graph):
-        self.graph = graph
-        self.classes: list[str] = []  # residual block classes, in order of first use
-        self.uses_maxout = False
-        self.main = class_name(graph)
-        self.taken = RESERVED | {self.main}  # class names given out: blocks never shadow one another
+def _layer_init(info: LayerInfo) -> list[str]:
+    """`self.a.b = nn.Conv2d(...)  # N parameters` and the spec's initialization of its tensors."""
+    d = LAYERS[info.kind]
+    if d.python is None:
+        raise NncError(f"{info.name}: layer kind {info.kind!r} has no PyTorch source template")
+    src = d.python(info.params, info.input)
+    ctor = src if isinstance(src, str) else src[0]
+    ref = module_ref(info.path)
+    n_params = f"  # {info.n_params:,} parameters" if info.n_params else ""
+    return [_assign(info.path, ctor) + n_params,
+            *(_init_call(dist, f"{ref}.{tensor}") for tensor, dist, rule in info.init
+              if rule != "fixed")]  # (norm scales 1, shifts 0, prelu 0.25: torch's own defaults)
 
-    def unique(self, base: str) -> str:
-        """`base`, or `base_2`, `base_3`, ...: blocks `a_1` and `a1` both read A1, a block `res1` in a
-        model `Res1` reads Res1; each needs its own class (a clash replaced one, or recursed forever)."""
-        name, k = base, 1
-        while name in self.taken:
-            k += 1
-            name = f"{base}_{k}"
-        self.taken.add(name)
-        return name
 
-    def layer(self, info: LayerInfo) -> tuple[str, list[str]]:
-        d = LAYERS[info.kind]
-        if d.python is None:
-            raise NncError(f"{info.name}: layer kind {info.kind!r} has no PyTorch source template")
-        src = d.python(info.params, info.input)
-        ctor, forward = (src, ("x = {m}(x)",)) if isinstance(src, str) else src
-        self.uses_maxout |= info.kind == "maxout"
-        n_params = f"  # {info.n_params:,} parameters" if info.n_params else ""
-        init = "\n".join([_init_line(info.name, ctor) + n_params,
-                          *(_init_call(dist, f"{_ref(info.name)}.{tensor}") for tensor, dist, rule in info.init
-                            if rule != "fixed")])  # (norm scales 1, shifts 0, prelu 0.25: torch's own defaults)
-        lines = [f.format(m=_ref(info.name)) for f in forward]
-        lines[-1] += f"  {shape_comment(info.output)}"
-        return init, lines
+def _layer_forward(info: LayerInfo, src: str, dst: str) -> list[str]:
+    """The layer's forward lines, reading `src` into `dst` (the templates read and write x)."""
+    d = LAYERS[info.kind]
+    made = d.python(info.params, info.input)
+    templates = ("x = {m}(x)",) if isinstance(made, str) else made[1]
+    if len(templates) == 1 and templates[0] == "x = {m}(x)":
+        return [f"{dst} = {module_ref(info.path)}({src})  {shape_comment(info.output)}"]
+    lines = ([f"x = {src}"] if src != "x" else []) + [t.format(m=module_ref(info.path)) for t in templates]
+    lines[-1] += f"  {shape_comment(info.output)}"
+    return lines + ([f"{dst} = x"] if dst != "x" else [])
 
-    def node(self, info: Info) -> tuple[str, list[str]]:
-        if isinstance(info, LayerInfo):
-            return self.layer(info)
-        cls = self.residual(info)
-        return _init_line(info.name, f"{cls}()"), [f"x = {_ref(info.name)}(x)  {shape_comment(info.output)}"]
 
-    def residual(self, info: ResidualInfo) -> str:
-        name = self.unique(_python_class(_class_name(info.path)))
-        inits, body = [], []
-        for n in info.body:
-            i, f = self.node(n)
-            inits.append(i)
-            body += f
-        if info.proj:
-            conv, bn = info.proj
-            for p in (conv, bn):
-                inits.append(self.layer(p)[0])
-            shortcut = f"{_ref(bn.name)}({_ref(conv.name)}(x))"
-        else:
-            shortcut = "x"
-        lines = [f"class {name}(nn.Module):",
-                 (f'    """Residual block {_docstring_text(info.path)}: body(x) + '
-                  f'{"batchnorm(1x1 conv(x))" if info.proj else "x"}; {info.input} -> {info.output}."""'), "",
-                 "    def __init__(self):", "        super().__init__()"]
-        lines += _indented(inits)
-        lines += ["", "    def forward(self, x: torch.Tensor) -> torch.Tensor:", f"        shortcut = {shortcut}"]
-        lines += [f"        {b}" for b in body]
-        lines += ["        return x + shortcut"]
-        self.classes.append("\n".join(lines))
-        return name
+def _inits(graph: Graph) -> list[str]:
+    """Containers for the groups (self.layer1 = nn.Module()), then each layer, in order."""
+    out, made = [], set()
+    for l in graph.modules():
+        parts = l.path.split(".")
+        for i in range(1, len(parts)):
+            scope = ".".join(parts[:i])
+            if scope not in made:
+                made.add(scope)
+                group = next((g for g in graph.groups if g.path == scope), None)
+                note = f"  # {printable(group.label)}" if group else ""
+                out.append(_assign(scope, "nn.Module()") + note)
+        out += _layer_init(l)
+    return out
 
-    def module(self, digest: str) -> str:
-        from nnc.version import __version__
 
-        graph = self.graph
-        spec = graph.spec
-        inits, body = [], []
-        for n in graph.nodes:
-            i, f = self.node(n)
-            inits.append(i)
-            body += f
-        name = self.main
-        x_dtype = "token ids (int64)" if graph.input.kind == "tokens" else "float32, preprocessed"
-        head = [(f'"""{_docstring_text(spec.model.name)}: generated by nnc {__version__} from '
-                 f'{_docstring_text(Path(spec.document.name).name)}'),
-                f"(spec sha256 {digest}). Standalone: imports only torch.", "",
-                f"Input: {x_dtype}, {shape_comment(graph.input)[2:]}; output: {shape_comment(graph.output)[2:]}.",
-                "Initialized as the spec says (`nnc show` lists it per layer; the random draws are not nnc's).",
-                "Parameter names match nnc's, so a checkpoint's weights load unchanged:", "",
-                "    from safetensors.torch import load_file",
-                '    tensors = load_file("best.safetensors")',
-                f"    model = {name}()",
-                '    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})',
-                "    model.eval()"]
-        if spec.data.preprocess and graph.input.kind != "tokens":
-            head += ["", "The spec preprocesses its inputs; do the same with the checkpoint's statistics:", "",
-                     '    x = (raw - tensors["pre/mean"]) / tensors["pre/std"]'
-                     + ('  # then x @ tensors["pre/proj"]' if any(c.kind in ("pca", "whiten")
-                                                                  for c in spec.data.preprocess) else "")]
-        head += ['"""', "", "import torch", "from torch import nn"]
-        parts = ["\n".join(head)]
-        if self.uses_maxout:
-            parts.append(MAXOUT.strip("\n"))
-        parts += self.classes
-        main = [f"class {name}(nn.Module):", "    def __init__(self):", "        super().__init__()"]
-        main += _indented(inits)
-        main += ["", "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
-                 f"        {shape_comment(graph.input)}"]
-        main += [f"        {b}" for b in body]
-        main += ["        return x"]
-        parts.append("\n".join(main))
-        return "\n\n\n".join(parts) + "\n"
+def _head(graph: Graph, digest: str, name: str) -> list[str]:
+    from nnc.version import __version__
+
+    spec = graph.spec
+    x_dtype = "token ids (int64)" if graph.input.kind == "tokens" else "float32, preprocessed"
+    ins = ", ".join(f"{n} {shape_comment(s)[2:]}" for n, s in graph.inputs) if len(graph.inputs) > 1 else \
+        shape_comment(graph.input)[2:]
+    outs = ", ".join(f"{n} {shape_comment(s)[2:]}" for n, _, s in graph.outputs) if len(graph.outputs) > 1 else \
+        shape_comment(graph.output)[2:]
+    head = [(f'"""{_docstring_text(spec.model.name)}: generated by nnc {__version__} from '
+             f'{_docstring_text(Path(spec.document.name).name)}'),
+            f"(spec sha256 {digest}). Standalone: imports only torch.", "",
+            f"Input: {x_dtype}, {ins}; output: {outs}" + (" (a tuple)." if len(graph.outputs) > 1 else "."),
+            "Initialized as the spec says (`nnc show` lists it per layer; the random draws are not nnc's).",
+            "Parameter names match nnc's, so a checkpoint's weights load unchanged:", "",
+            "    from safetensors.torch import load_file",
+            '    tensors = load_file("best.safetensors")',
+            f"    model = {name}()",
+            '    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})',
+            "    model.eval()"]
+    if spec.data.preprocess and graph.input.kind != "tokens":
+        head += ["", "The spec preprocesses its inputs; do the same with the checkpoint's statistics:", "",
+                 '    x = (raw - tensors["pre/mean"]) / tensors["pre/std"]'
+                 + ('  # then x @ tensors["pre/proj"]' if any(c.kind in ("pca", "whiten")
+                                                              for c in spec.data.preprocess) else "")]
+    return head + ['"""', "", "import torch", "from torch import nn"]
 
 
 def generate(graph: Graph) -> str:
     """The source text of a module equivalent to `torch_module.build_model(graph)` (weights aside)."""
-    w = _Writer(graph)
-    w.uses_maxout = any(l.kind == "maxout" for l in graph.layers())
-    return w.module(graph.spec.sha256)
+    name = class_name(graph)
+    parts = ["\n".join(_head(graph, graph.spec.sha256, name))]
+    if any(l.kind == "maxout" for l in graph.layers()):
+        parts.append(MAXOUT.strip("\n"))
+    prog = program(graph)
+    body = statements(prog, _layer_forward)
+    ret = prog.returns[0] if len(prog.returns) == 1 else f"{', '.join(prog.returns)}"
+    main = [f"class {name}(nn.Module):", "    def __init__(self):", "        super().__init__()"]
+    main += [f"        {line}" for i in _inits(graph) for line in i.split("\n")]
+    main += ["", f"    def forward(self, {', '.join(prog.args)}) -> torch.Tensor:"
+                 if len(prog.returns) == 1 else f"    def forward(self, {', '.join(prog.args)}):",
+             *(f"        {shape_comment(s)}  {n}" if len(graph.inputs) > 1 else f"        {shape_comment(s)}"
+               for (n, s) in graph.inputs)]
+    main += [f"        {b}" for b in body]
+    main += [f"        return {ret}"]
+    parts.append("\n".join(main))
+    return "\n\n\n".join(parts) + "\n"

@@ -3,12 +3,13 @@ optimizer, schedule, data, train), collecting every error in a `Ctx`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nnc.compiler.layers import LAYERS
 from nnc.compiler.layers.base import Params
-from nnc.compiler.spec import DataOptions, DataSpec, InitRule, OptimizerSpec, Regularize, ScheduleSpec, Train
+from nnc.compiler.spec import (DataOptions, DataSpec, InitRule, OptimizerSpec, OutputLoss, Regularize, ScheduleSpec,
+                               Train)
 from nnc.compiler.values import BARE, REPORTED, Choice, Converter, format_value, positional_to_fields, validate
 from nnc.compiler.vocab.augment import AUGMENT
 from nnc.compiler.vocab.initializers import INITIALIZERS
@@ -194,15 +195,73 @@ def _init(stmt: Statement | None, ctx: Ctx) -> tuple[InitRule, ...]:
     return tuple(rules)
 
 
-def _single(stmt: Statement | None, registry: dict, what: str, section: str, default: str, ctx: Ctx) -> Choice | None:
+def _losses(stmt: Statement | None, ctx: Ctx) -> tuple[Choice | None, tuple[OutputLoss, ...]]:
+    """`loss cross_entropy` (every output), or one entry per output: `loss main cross_entropy,
+    aux cross_entropy weight 0.3`. Returns (the loss written without an output, the named ones);
+    the outputs' names are checked against the model in `output_losses`."""
     if stmt is None:
-        return Choice(default, registry[default].params())
+        return Choice("cross_entropy", LOSSES["cross_entropy"].params()), ()
     given = list(entries(stmt))
-    if len(given) != 1 or len(given[0].items) != 1:
-        ctx.out.add(Diagnostic(f"{section} takes one {what}", stmt.span,
-                                     help="one of: " + ", ".join(sorted(registry))))
-        return None
-    return _registry_choice(given[0].items[0], registry, what, section, ctx)
+    if len(given) == 1 and len(given[0].items) == 1:
+        return _registry_choice(given[0].items[0], LOSSES, "loss", "loss", ctx), ()
+    if not given or any(e.items[0].kind not in ("word", "call") for e in given):
+        ctx.out.add(Diagnostic("loss takes one loss", stmt.span,
+                               help="one of: " + ", ".join(sorted(LOSSES)) + "; or one per output: OUTPUT LOSS [weight W]"))
+        return None, ()
+    every, named = None, []
+    for e in given:
+        items = list(e.items)
+        out = None
+        if len(items) > 1 and items[0].kind == "word" and items[0].value not in LOSSES and items[0].value != "weight":
+            out = items.pop(0)
+        weight = 1.0
+        if len(items) == 3 and items[1].kind == "word" and items[1].value == "weight":
+            w = ctx.conv.plain(items[2], f"loss.{out.value if out else 'weight'}.weight")
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
+                ctx.out.add(Diagnostic(f"a loss weight is a number >= 0, got {format_value(w)}", items[2].span))
+            else:
+                weight = float(w)
+            items = items[:1]
+        if len(items) != 1:
+            ctx.out.add(Diagnostic("a loss entry reads `LOSS`, or `OUTPUT LOSS [weight W]` for one output of several",
+                                   e.span, help="loss main cross_entropy, aux cross_entropy weight 0.3"))
+            continue
+        path = f"loss.{out.value}" if out else "loss"
+        choice = _registry_choice(items[0], LOSSES, "loss", path, ctx)
+        if choice is None:
+            continue
+        if out is None:
+            if every is not None:
+                ctx.out.add(Diagnostic("two losses for every output: name the output of each", e.span))
+            every = OutputLoss("", choice, weight, e.span)
+        elif out.value in {o.output for o in named}:
+            ctx.out.add(Diagnostic(f"output '{out.value}' has two losses", out.span))
+        else:
+            named.append(OutputLoss(out.value, choice, weight, out.span))
+    return every, tuple(named)
+
+
+def output_losses(every, named: tuple[OutputLoss, ...], model, ctx: Ctx) -> tuple[Choice | None, tuple[OutputLoss, ...]]:
+    """One OutputLoss per output of the model, in the outputs' order, and the first's loss (the
+    `loss` the rest of nnc reads). A loss written without an output applies to every output
+    that has none of its own; an output left without a loss is an error."""
+    if isinstance(every, Choice):  # the one-loss form: weight 1 on every output
+        every = OutputLoss("", every, 1.0, every.span)
+    if model is None or every is None and not named:  # (a loss that did not read is reported already)
+        return (every.choice if every else None), ()
+    names = [o.name for o in model.outputs]
+    for o in named:
+        if o.output not in names:
+            ctx.out.add(unknown(o.span, "output", o.output, names))
+    out = []
+    for name in names:
+        got = next((o for o in named if o.output == name), None) or (replace(every, output=name) if every else None)
+        if got is None:
+            ctx.out.add(Diagnostic(f"output '{name}' has no loss", ctx.spans.get("loss"),
+                                   help=f"add `{name} LOSS [weight W]` to the loss section (weight 0 leaves it untrained)"))
+            return None, ()
+        out.append(got)
+    return out[0].choice, tuple(out)
 
 
 def _optimizer(stmt: Statement | None, ctx: Ctx) -> OptimizerSpec | None:
@@ -276,9 +335,9 @@ def _data(stmt: Statement | None, ctx: Ctx) -> DataSpec | None:
 
 def build(found: dict[str, Statement], ctx: Ctx) -> tuple:
     """Every section but the model block, defaults filled in where a section is absent:
-    (init, loss, regularize, optimizer, schedule, data, train)."""
+    (init, loss, regularize, optimizer, schedule, data, train, the per-output losses)."""
     init = _init(found.get("init"), ctx)
-    loss = _single(found.get("loss"), LOSSES, "loss", "loss", "cross_entropy", ctx)
+    loss = _losses(found.get("loss"), ctx)
     reg_stmt = found.get("regularize")
     reg = _finish(_keyed(reg_stmt, "regularize", {k: None for k in Regularize.model_fields}, ctx), Regularize,
                   "regularize", ctx) if reg_stmt else Regularize()
@@ -288,4 +347,4 @@ def build(found: dict[str, Statement], ctx: Ctx) -> tuple:
     train_stmt = found.get("train")
     keys = {f.alias or n: None for n, f in Train.model_fields.items()}
     train = _finish(_keyed(train_stmt, "train", keys, ctx), Train, "train", ctx) if train_stmt else Train()
-    return init, loss, reg, opt, sched, data, train
+    return init, loss[0], reg, opt, sched, data, train, loss[1]

@@ -18,37 +18,96 @@ from nnc.diagnostics import Diagnostic, Document, Span
 VERSION = 1
 MAX_LAYERS = 10_000  # after repeats are expanded: ResNet-152 has ~500
 SECTIONS = ("model", "init", "loss", "regularize", "optimizer", "schedule", "data", "train")
+DEFAULT_INPUT, DEFAULT_OUTPUT = "input", "output"  # the names of a model's one input and output
 INPUTS = {"image": ("C", "H", "W"), "vector": ("D",), "sequence": ("T", "D"), "tokens": ("T", "vocabulary")}
 
 # ---------------------------------------------------------------- the validated spec
 
 
 @dataclass(frozen=True)
+class Use:
+    """One use of a block around a layer: which block, the path the use gave it, the line of the
+    use and the line of the block's definition (diagnostics point at both)."""
+
+    block: str
+    path: str
+    span: Span
+    definition: Span
+
+
+@dataclass(frozen=True)
 class LayerNode:
+    """One layer (or merge) of the model, in execution order. `sources` are the values it reads:
+    an input's name or an earlier node's path; empty: the previous node's output."""
+
     kind: str
     name: str
     params: Params
     span: Span
     spans: dict[str, Span] = field(default_factory=dict, compare=False)
+    path: str = ""  # the module path, e.g. layer2.block1.conv1 (empty: the name)
+    sources: tuple[str, ...] = ()
+    trace: tuple[Use, ...] = ()  # the block uses around it, outermost first
+    selectors: tuple[str, ...] = ()  # the names rules (init, lr_mult, freeze, skip) may give it
+    project: bool = False  # the add of a `residual project` block: its shortcut is a 1x1 conv + BN
+
+    @property
+    def where(self) -> str:
+        return self.path or self.name
 
 
 @dataclass(frozen=True)
-class ResidualNode:
+class GroupNode:
+    """A named group of layers: a residual block, a block use, a named branch or merge. Its
+    layers' paths start with its path; `output` is the value it ends with."""
+
+    kind: str  # residual | block | branch | concat | add
     name: str
-    project: bool
-    body: tuple["LayerNode | ResidualNode", ...]
+    path: str
+    span: Span
+    label: str  # as the listing shows it: basic(64, stride=2), residual project, concat
+    input: str
+    output: str
+    trace: tuple[Use, ...] = ()
+    definition: Span | None = None  # a block use: where its block is defined
+
+
+@dataclass(frozen=True)
+class InputNode:
+    name: str
+    shape: Shape
     span: Span
 
 
-Node = LayerNode | ResidualNode
+@dataclass(frozen=True)
+class OutputNode:
+    name: str
+    source: str  # the value it is: a node's path or an input's name
+    span: Span
+
+
+Node = LayerNode
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    input: Shape
+    input: Shape  # the first input
     input_span: Span
-    body: tuple[Node, ...]
+    body: tuple[LayerNode, ...]  # flat, in execution order
+    inputs: tuple[InputNode, ...] = ()
+    outputs: tuple[OutputNode, ...] = ()
+    groups: tuple[GroupNode, ...] = ()
+
+
+@dataclass(frozen=True)
+class OutputLoss:
+    """The loss of one output and its weight in the total: `loss aux cross_entropy weight 0.3`."""
+
+    output: str  # the output's name
+    choice: Choice
+    weight: float = 1.0
+    span: Span | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +139,9 @@ class EarlyStop(Params):
 class Finetune(Params):
     path: str = Field(alias="from")
     skip: Names = ()  # layers left at their fresh initialization (e.g. a new fc8)
+    # how another tool's tensor names become this spec's: a map nnc ships (torchvision_resnet18, ...)
+    # or a map file beside the spec (compiler/namemap.py); none for an nnc checkpoint
+    map: str | None = None
 
 
 class Train(Params):
@@ -149,6 +211,10 @@ class Spec:
     overrides: tuple[str, ...] = ()
     spans: dict[str, Span] = field(default_factory=dict, compare=False)  # "optimizer.lr" -> where it was written
     warnings: tuple[Diagnostic, ...] = ()
+    losses: tuple[OutputLoss, ...] = ()  # one per output, in the outputs' order (`loss` is the first's)
+    files: dict[str, str] = field(default_factory=dict, compare=False)  # the included files: path -> text
+    blocks: dict = field(default_factory=dict, compare=False)  # block name -> compiler.blocks.BlockDef
+    includes: tuple[tuple[str, Span], ...] = field(default=(), compare=False)  # (resolved path, include line)
 
     @property
     def text(self) -> str:
@@ -159,17 +225,23 @@ class Spec:
         """The hash of the spec's text: what exported models and generated source record."""
         import hashlib
 
-        return hashlib.sha256(self.text.encode()).hexdigest()
+        h = hashlib.sha256(self.text.encode())
+        for path in sorted(self.files):  # the files it includes are part of it
+            h.update(f"\0{path}\0{self.files[path]}".encode())
+        return h.hexdigest()
 
-    def locate(self, path: str) -> str:
+    def locate(self, path: str, section: str | None = None) -> str:
         """A file the spec names (data, a checkpoint to fine-tune from): a relative path is read
-        beside the spec file, else from the current directory (so a spec runs from anywhere, and
-        a checkpoint, which records its spec's absolute path, finds its data)."""
+        beside the spec file (beside the included file that wrote `section`, if one did), else
+        from the current directory (so a spec runs from anywhere, and a checkpoint, which records
+        its spec's absolute path, finds its data)."""
         from pathlib import Path
 
-        if Path(path).is_absolute() or self.document.name.startswith("<"):
+        span = self.spans.get(section) if section else None
+        where = span.doc.name if span is not None and span.doc is not None else self.document.name
+        if Path(path).is_absolute() or where.startswith("<"):
             return path
-        beside = Path(self.document.name).parent / path
+        beside = Path(where).parent / path
         return str(beside) if beside.exists() or not Path(path).exists() else path
 
 

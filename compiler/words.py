@@ -75,8 +75,20 @@ CALLS: dict[str, type[Params]] = {"early_stop": EarlyStop, "finetune": Finetune,
 STRUCTURE_DOCS = {
     "input": "the model's input, first in the model block: " + ", ".join(f"{k}({', '.join(v)})" for k, v in INPUTS.items()),
     "repeat": "`repeat N { ... }`: the block's layers N times (named layers get _1, _2, ... suffixes)",
-    "residual": "`residual [NAME] [project] { ... }`: the block's output plus its input (project: a 1x1 conv + "
-                "batchnorm shortcut when the shapes differ)",
+    "residual": "`residual [NAME] [project [FLAG]] { ... }`: the block's output plus its input (project: a 1x1 "
+                "conv + batchnorm shortcut when the shapes differ)",
+    "concat": "`concat [NAME] with A B` joins the outputs named A, B and the current value along the channels; "
+              "`concat [NAME] { branches }` joins parallel branches, each reading the current value",
+    "add": "`add [NAME] with A` sums the output named A and the current value; `add [NAME] { branches }` sums "
+           "parallel branches",
+    "branch": "`branch [NAME] { ... }`: one branch of a concat or add block (a single layer is a branch too)",
+    "from": "`from NAME`: continue from an earlier output (an input, a layer, a block) instead of the last one",
+    "output": "`output NAME`: the current value is an output of the model (several: one line each)",
+    "if": "`if FLAG { ... }` / `if not FLAG { ... }`: the lines only where a block's true/false parameter says so",
+    "block": "`block NAME(PARAM, PARAM=DEFAULT) { ... }` at the top of a file: layers used like a layer word, "
+             "`NAME [USE_NAME] ARGS`",
+    "include": '`include "FILE" [NAME...]`: the sections and blocks of another spec file (what this file writes '
+               "wins; NAME...: only those)",
 }
 
 

@@ -118,7 +118,16 @@ def _number(text: str) -> int | float:
 
 
 class _ToData(Transformer):
-    """Rule name == method name; each returns the plain data above."""
+    """Rule name == method name; each returns the plain data above. `doc`: set on every span
+    when the text is not the spec's own file (an included one), so diagnostics name it."""
+
+    def __init__(self, doc: Document | None = None):
+        super().__init__()
+        self.doc = doc
+
+    def _span(self, meta_or_token) -> Span:
+        m = meta_or_token
+        return Span(m.line, m.column, m.end_line, m.end_column, None, self.doc)
 
     def start(self, statements):
         return tuple(statements)
@@ -139,36 +148,36 @@ class _ToData(Transformer):
 
     def number(self, tok):
         (t,) = tok
-        return Value("number", _number(t), _span(t))
+        return Value("number", _number(t), self._span(t))
 
     def size(self, tok):
         (t,) = tok
         # (leading zeros dropped: int() refuses 4,300 digits or more, zeros included)
-        return Value("size", tuple(int(p.lstrip("0") or "0") for p in t.split("x")), _span(t))
+        return Value("size", tuple(int(p.lstrip("0") or "0") for p in t.split("x")), self._span(t))
 
     def string(self, tok):
         (t,) = tok
-        return Value("string", t[1:-1], _span(t))
+        return Value("string", t[1:-1], self._span(t))
 
     def word(self, tok):
         (t,) = tok
-        return Value("word", str(t), _span(t))
+        return Value("word", str(t), self._span(t))
 
     @v_args(meta=True)
     def call(self, meta, children):
         name, *args = children
         pos = tuple(a for a in args if isinstance(a, Value))
         kw = tuple(a for a in args if isinstance(a, tuple))
-        return Value("call", Call(str(name), _span(name), pos, tuple((k, v) for k, v, _ in kw),
-                                  tuple(s for _, _, s in kw)), _span(meta))
+        return Value("call", Call(str(name), self._span(name), pos, tuple((k, v) for k, v, _ in kw),
+                                  tuple(s for _, _, s in kw)), self._span(meta))
 
     def kwarg(self, children):
         key, value = children
-        return (str(key), value, _span(key))
+        return (str(key), value, self._span(key))
 
     @v_args(meta=True)
     def tuple(self, meta, values):
-        return Value("tuple", tuple(values), _span(meta))
+        return Value("tuple", tuple(values), self._span(meta))
 
 
 _TERMINALS = {
@@ -317,7 +326,8 @@ def _known_binary(data: bytes, name: str) -> str | None:
     return None
 
 
-def parse(text: str, name: str = "<spec>") -> tuple[Statement, ...]:
+def parse(text: str, name: str = "<spec>", included: bool = False) -> tuple[Statement, ...]:
+    """`included`: the text is a file the spec includes; its spans carry its Document."""
     doc = Document(name, text)
     if not text.endswith("\n"):
         text += "\n"
@@ -335,7 +345,7 @@ def parse(text: str, name: str = "<spec>") -> tuple[Statement, ...]:
             break
     if errors or (errors := _too_large(tree)):
         raise NncError(errors).with_document(doc) from None
-    return _ToData().transform(tree)
+    return _ToData(doc if included else None).transform(tree)
 
 
 def _blank_line(text: str, errors: list[Diagnostic]) -> str | None:

@@ -195,7 +195,7 @@ def evaluate(checkpoint_or_run, data=None, *, split: str = "test", device: str |
 
 def _evaluate_given(path: str, given, device: str) -> dict:
     from nnc.compiler.torch_module import build_model
-    from nnc.compiler.vocab.losses import LOSSES
+    from nnc.compiler.vocab.losses import LOSSES, build_loss
     from nnc.runtime import checkpoint
     from nnc.runtime.data import Split, load_arrays, tensors
     from nnc.runtime.device import pick_device
@@ -209,7 +209,7 @@ def _evaluate_given(path: str, given, device: str) -> dict:
     dev = pick_device(device)
     x, y, _ = load_arrays(graph, given)
     loss = LOSSES[graph.spec.loss.kind]
-    res = run_evaluation(model.to(dev), *tensors(Split(x, y), dict(ck.preprocess), dev), loss.build(graph.spec.loss.params),
+    res = run_evaluation(model.to(dev), *tensors(Split(x, y), dict(ck.preprocess), dev), build_loss(graph),
                          graph.output.features if loss.classification else None)
     return {**res.as_dict(), "split": "given", "classes": ck.classes, "checkpoint": path}
 

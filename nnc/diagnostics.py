@@ -28,9 +28,12 @@ class Span:
     # Text outside the spec that this span stands for (e.g. "--set optimizer.lr=-1"): printed
     # instead of the file's path and position.
     origin: str | None = field(default=None, compare=False)
+    # The file it points into, where that is not the spec's own (a file the spec includes):
+    # a diagnostic at this span names that file.
+    doc: "Document | None" = field(default=None, compare=False, repr=False)
 
     def to(self, other: "Span") -> "Span":
-        return Span(self.line, self.column, other.end_line, other.end_column, self.origin)
+        return Span(self.line, self.column, other.end_line, other.end_column, self.origin, self.doc)
 
 
 def lines(text: str) -> list[str]:
@@ -59,7 +62,13 @@ class Diagnostic:
     help: str | None = None
     severity: str = "error"  # or "warning"
     fix: str | None = None  # the text that would replace the span (a did-you-mean): an editor's quick fix
-    related: tuple[tuple[Span, str], ...] = ()  # other places that explain this one (where a name was first given)
+    # other places that explain this one: where a name was first given, the line in a block's
+    # definition, the uses of the block; a span in another file than the diagnostic's carries it (Span.doc)
+    related: tuple[tuple[Span, str], ...] = ()
+
+    def __post_init__(self):
+        if self.span is not None and self.span.doc is not None:  # a span in an included file names it
+            object.__setattr__(self, "document", self.span.doc)
 
     def sort_key(self):
         return (self.document.name if self.document else "", self.span or Span(0, 0, 0, 0))
@@ -71,10 +80,14 @@ class Diagnostic:
                 return None
             return {"start": {"line": s.line, "column": s.column}, "end": {"line": s.end_line, "column": s.end_column}}
 
-        return {"file": self.document.name if self.document else None, "range": where(self.span),
+        def file(s: Span | None):
+            doc = s.doc if s is not None and s.doc is not None else self.document
+            return doc.name if doc else None
+
+        return {"file": file(self.span), "range": where(self.span),
                 "origin": self.span.origin if self.span else None, "severity": self.severity,
                 "message": self.message, "help": self.help, "fix": self.fix,
-                "related": [{"range": where(s), "message": m} for s, m in self.related]}
+                "related": [{"file": file(s), "range": where(s), "message": m} for s, m in self.related]}
 
 
 class NncError(Exception):
@@ -85,7 +98,7 @@ class NncError(Exception):
             diagnostics = [Diagnostic(diagnostics)]
         elif isinstance(diagnostics, Diagnostic):
             diagnostics = [diagnostics]
-        self.diagnostics = sorted(diagnostics, key=Diagnostic.sort_key)
+        self.diagnostics = sorted(merge_repeats(diagnostics), key=Diagnostic.sort_key)
         self.exit_code = exit_code
         super().__init__("\n".join(d.message for d in self.diagnostics))
 
@@ -97,7 +110,33 @@ class NncError(Exception):
         """Attach `document` to every diagnostic that does not have one yet."""
         self.diagnostics = sorted((d if d.document else replace(d, document=document) for d in self.diagnostics),
                                   key=Diagnostic.sort_key)
+        self.diagnostics = [with_files(d, document) for d in self.diagnostics]
         return self
+
+
+def with_files(d: Diagnostic, document: Document | None) -> Diagnostic:
+    """`d` with `document` put on its related spans that name none (they are in the spec's own
+    file: say so before the diagnostic itself may name an included one)."""
+    if document is None or all(s.doc is not None for s, _ in d.related):
+        return d
+    return replace(d, related=tuple((s if s.doc else replace(s, doc=document), m) for s, m in d.related))
+
+
+MAX_RELATED = 3  # notes under one diagnostic; "and N more" after them
+
+
+def merge_repeats(diags: Iterable[Diagnostic]) -> list[Diagnostic]:
+    """One diagnostic per (message, place): the same mistake inside a block used three times is
+    reported once, with the uses as its notes."""
+    out: dict[tuple, Diagnostic] = {}
+    for d in diags:
+        key = (d.message, d.span, d.document.name if d.document else None, d.severity, d.help)
+        if key in out and d.related:
+            first = out[key]
+            out[key] = replace(first, related=first.related + tuple(r for r in d.related if r not in first.related))
+        else:
+            out.setdefault(key, d)
+    return list(out.values())
 
 
 @dataclass
@@ -108,13 +147,14 @@ class Collector:
     errors: list[Diagnostic] = field(default_factory=list)
     warnings: list[Diagnostic] = field(default_factory=list)
 
-    def error(self, span: Span | None, message: str, help: str | None = None) -> None:
-        self.errors.append(Diagnostic(message, span, self.document, help))
+    def error(self, span: Span | None, message: str, help: str | None = None, related: tuple = ()) -> None:
+        self.add(Diagnostic(message, span, self.document, help, related=related))
 
-    def warn(self, span: Span | None, message: str, help: str | None = None) -> None:
-        self.warnings.append(Diagnostic(message, span, self.document, help, "warning"))
+    def warn(self, span: Span | None, message: str, help: str | None = None, related: tuple = ()) -> None:
+        self.add(Diagnostic(message, span, self.document, help, "warning", related))
 
     def add(self, diag: Diagnostic) -> None:
+        diag = with_files(diag, self.document)
         (self.errors if diag.severity == "error" else self.warnings).append(diag)
 
     def extend(self, err: NncError) -> None:
@@ -136,25 +176,37 @@ def printable(text: str) -> str:
                    else ch for ch in text)
 
 
-def render(diag: Diagnostic, color: bool = False) -> str:
-    """`path:line:col: error: message`, the source line, a caret underline, and `help:`."""
-    red, yellow, bold, cyan, reset = ("\033[31m", "\033[33m", "\033[1m", "\033[36m", "\033[0m") if color else ("",) * 5
-    tone = red if diag.severity == "error" else yellow
-    where = diag.document.name if diag.document else "nnc"
-    if diag.span and diag.span.origin:
-        where = diag.span.origin
-    elif diag.span and diag.span.line > 0:
-        where += f":{diag.span.line}:{diag.span.column}"
+def _located(severity: str, message: str, span: Span | None, document: Document | None, tone: str,
+             bold: str, reset: str) -> list[str]:
+    """`path:line:col: SEVERITY: message`, the source line and a caret underline."""
+    where = document.name if document else "nnc"
+    if span and span.origin:
+        where = span.origin
+    elif span and span.line > 0:
+        where += f":{span.line}:{span.column}"
     # messages quote the user's text (a string value, a file name): never echo control characters raw
-    out = [f"{bold}{printable(where)}:{reset} {tone}{diag.severity}:{reset} {_safe(diag.message)}"]
-    if diag.span and diag.document and diag.span.line > 0 and not diag.span.origin:
-        text = diag.document.line_text(diag.span.line).rstrip("\r")
+    out = [f"{bold}{printable(where)}:{reset} {tone}{severity}:{reset} {_safe(message)}"]
+    if span and document and span.line > 0 and not span.origin:
+        text = document.line_text(span.line).rstrip("\r")
         if text.strip():
-            start = diag.span.column - 1
-            end = diag.span.end_column - 1 if diag.span.end_line == diag.span.line else len(text)
+            start = span.column - 1
+            end = span.end_column - 1 if span.end_line == span.line else len(text)
             width = max(1, min(end, len(text)) - start)
             out.append("    " + printable(text.expandtabs(1)))
             out.append("    " + " " * start + tone + "^" + "~" * (width - 1) + reset)
+    return out
+
+
+def render(diag: Diagnostic, color: bool = False) -> str:
+    """`path:line:col: error: message`, the source line, a caret underline, `help:`, and a `note:`
+    with its own line for each related place (the use of the block the error is in)."""
+    red, yellow, bold, cyan, reset = ("\033[31m", "\033[33m", "\033[1m", "\033[36m", "\033[0m") if color else ("",) * 5
+    tone = red if diag.severity == "error" else yellow
+    out = _located(diag.severity, diag.message, diag.span, diag.document, tone, bold, reset)
+    for span, message in diag.related[:MAX_RELATED]:
+        out += _located("note", message, span, span.doc or diag.document, cyan, bold, reset)
+    if len(diag.related) > MAX_RELATED:
+        out.append(f"{cyan}note:{reset} ... and {len(diag.related) - MAX_RELATED} more")
     if diag.help:
         out.append(f"{cyan}help:{reset} {_safe(diag.help)}")
     return "\n".join(out)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from lsprotocol import types as T
 from pygls.lsp.server import LanguageServer
-from pygls.uris import to_fs_path
+from pygls.uris import from_fs_path, to_fs_path
 from pygls.workspace.position_codec import ServerTextPosition, ServerTextRange
 
 from nnc.compiler import assist
@@ -53,10 +53,27 @@ def _range(doc, span: Span | None) -> T.Range:
         T.Position(start.line, start.character), T.Position(end.line, end.character))
 
 
+def _location(doc, uri: str, span: Span) -> T.Location:
+    """A span of this document, or of a file it includes (Span.doc names it)."""
+    if span.doc is not None and span.doc.name != to_fs_path(uri):
+        return T.Location(from_fs_path(span.doc.name), _other_range(span))
+    return T.Location(uri, _range(doc, span))
+
+
+def _other_range(span: Span) -> T.Range:
+    return T.Range(T.Position(span.line - 1, span.column - 1), T.Position(span.end_line - 1, span.end_column - 1))
+
+
 def _diagnostic(doc, uri: str, d: Diagnostic) -> T.Diagnostic:
     message = d.message + (f"\nhelp: {d.help}" if d.help else "")
-    related = [T.DiagnosticRelatedInformation(T.Location(uri, _range(doc, s)), m) for s, m in d.related]
-    return T.Diagnostic(_range(doc, d.span), message, severity=SEVERITY[d.severity], source="nnc",
+    related = [T.DiagnosticRelatedInformation(_location(doc, uri, s), m) for s, m in d.related]
+    span = d.span
+    if span is not None and span.doc is not None and span.doc.name != to_fs_path(uri):  # in an included file:
+        here = next((s for s, _ in d.related if s.doc is None or s.doc.name == to_fs_path(uri)), None)  # shown at
+        related.insert(0, T.DiagnosticRelatedInformation(_location(doc, uri, span), "the error is here"))  # its use
+        message = f"{span.doc.name}:{span.line}:{span.column}: {message}"
+        span = here
+    return T.Diagnostic(_range(doc, span), message, severity=SEVERITY[d.severity], source="nnc",
                         related_information=related or None, data={"fix": d.fix} if d.fix else None)
 
 
@@ -105,7 +122,7 @@ def completion(ls: NncServer, params: T.CompletionParams) -> T.CompletionList:
 def definition(ls: NncServer, params: T.DefinitionParams) -> T.Location | None:
     doc = ls.workspace.get_text_document(params.text_document.uri)
     span = assist.definition(doc.source, *_position(doc, params.position), ls.answers_from(doc.uri))
-    return T.Location(doc.uri, _range(doc, span)) if span else None
+    return _location(doc, doc.uri, span) if span else None
 
 
 def _symbol(doc, s: assist.Symbol) -> T.DocumentSymbol:

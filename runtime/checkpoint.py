@@ -8,6 +8,7 @@ Metadata:  format, nnc_version, spec_text, spec_name, overrides, classes, info (
            epoch, step, metrics, ...), state_meta (JSON: the non-tensor optimizer state),
            checksum (JSON: sha256 of the model/ + pre/ tensors and of the state/ ones, their
            names, dtypes, shapes and bytes; verified on load: flipped bits are a damaged file)
+           spec_files (JSON, only for a spec with includes: the included files' texts)
 """
 
 from __future__ import annotations
@@ -38,11 +39,12 @@ class Checkpoint:
     state: dict[str, Any] = field(default_factory=dict)  # name -> torch.Tensor (resume only)
     state_meta: dict[str, Any] = field(default_factory=dict)
     path: str = field(default="", compare=False)  # the file it was read from (for messages)
+    spec_files: dict[str, str] = field(default_factory=dict)  # the files the spec includes: path -> text
 
     def spec(self):
         from nnc.compiler.load import load_text
 
-        return load_text(self.spec_text, self.spec_name, self.overrides)
+        return load_text(self.spec_text, self.spec_name, self.overrides, self.spec_files)
 
     def check_against(self, graph, model=None) -> None:
         """Every tensor the spec's model and preprocessing need, with the shape the graph gives it,
@@ -72,19 +74,10 @@ def expected_model_shapes(graph) -> dict[str, tuple[int, ...]]:
     built on the meta device without the spec's initialization (no memory: VGG16 in ms)."""
     import torch
 
-    from nnc.compiler.graph import ResidualInfo
-    from nnc.compiler.layers import LAYERS
-    from nnc.compiler.modules import Residual, SpecNet
-
-    def node(info):
-        if isinstance(info, ResidualInfo):
-            body = {n.name: node(n) for n in info.body}
-            proj = tuple(node(p) for p in info.proj) if info.proj else (None, None)
-            return Residual(body, *proj)
-        return LAYERS[info.kind].build_torch(info.params, info.input)
+    from nnc.compiler.torch_module import build_model
 
     with torch.device("meta"):
-        net = SpecNet({n.name: node(n) for n in graph.nodes}, graph.spec.model.name)
+        net = build_model(graph, init=False)
     return {k: tuple(v.shape) for k, v in net.state_dict().items()}
 
 
@@ -134,6 +127,8 @@ def save(path: str | Path, ckpt: Checkpoint) -> None:
         "info": json.dumps(ckpt.info), "state_meta": json.dumps(ckpt.state_meta),
         "checksum": json.dumps(_checksums(tensors)),
     }
+    if ckpt.spec_files:  # a spec with includes: the checkpoint carries them, so it needs no other file
+        meta["spec_files"] = json.dumps(ckpt.spec_files)
     data = st_save(tensors, metadata=meta)
     write_atomic(Path(path), data, "checkpoint")
 
@@ -173,6 +168,7 @@ def load(path: str | Path, with_state: bool = False) -> Checkpoint:
             classes=json.loads(meta.get("classes", "null")), overrides=tuple(json.loads(meta.get("overrides", "[]"))),
             info=json.loads(meta.get("info", "{}")), state=part("state/"),
             state_meta=json.loads(meta.get("state_meta", "{}")), path=str(path),
+            spec_files=json.loads(meta.get("spec_files", "{}")),
         )
     except (KeyError, json.JSONDecodeError) as e:
         raise NncError(f"{path}: damaged checkpoint metadata ({e})") from None

@@ -19,11 +19,16 @@ from nnc.diagnostics import Diagnostic, NncError
 
 @dataclass
 class Split:
-    x: np.ndarray  # (N, *input dims) float32 (int64 token ids for tokens inputs)
-    y: np.ndarray  # (N,) int64 labels or (N, ...) float32 targets
+    x: np.ndarray  # (N, *input dims) float32 (int64 token ids for tokens inputs); a tuple of them for several inputs
+    y: np.ndarray  # (N,) int64 labels, (N, H, W) per pixel, or (N, ...) float32 targets; a tuple for several outputs
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self.x[0] if isinstance(self.x, tuple) else self.x)
+
+
+def take(a, idx):
+    """Rows `idx` of an array, or of each array of a tuple (several inputs or outputs)."""
+    return tuple(t[idx] for t in a) if isinstance(a, tuple) else a[idx]
 
 
 @dataclass
@@ -47,31 +52,72 @@ def load_arrays(graph: Graph, given: Arrays | None = None):
     inp = spec.model.input
     if given is None:
         d = SOURCES[src.kind]
-        params = src.params.model_copy(update={k: spec.locate(getattr(src.params, k)) for k in d.paths})
+        params = src.params.model_copy(update={k: spec.locate(getattr(src.params, k), "data") for k in d.paths})
+        if graph.several or src.kind == "synthetic" and graph.output.kind == "image":
+            x, y, classes = _load_several(graph, params)
+            return (x, y, classes) if graph.several else (x[0], y[0], classes)
         arrays = d.load(params, inp, graph.output.features)
     else:
+        if graph.several:
+            raise _error(graph, "data handed over in memory is one x and one y: a model of several inputs or outputs "
+                                "reads them from an npz of named arrays")
         arrays = given
     x, y = arrays.x, arrays.y
     if len(x) != len(y):
         raise _error(graph, f"{src.kind}: {len(x)} inputs but {len(y)} labels")
     if len(x) < 3:
         raise _error(graph, f"{src.kind}: only {len(x)} examples")
-    x = _layout(graph, x)
+    x = _input(graph, inp, x)
+    return x, _targets(graph, y, arrays.classes, graph.output, spec.loss.kind), arrays.classes
+
+
+def _input(graph: Graph, inp, x: np.ndarray) -> np.ndarray:
+    x = _layout(graph, x, inp)
     if inp.kind == "tokens":
         if not np.all(x == np.round(x)) or x.min() < 0 or x.max() >= inp.vocab:
             raise _error(graph, f"token ids must be whole numbers in [0, {inp.vocab}), found {x.min():g}..{x.max():g}")
-        x = x.astype(np.int64)
-    elif not np.all(np.isfinite(x)):
+        return x.astype(np.int64)
+    if not np.all(np.isfinite(x)):
         raise _error(graph, "the inputs contain NaN or infinite values")
-    return x, _targets(graph, y, arrays.classes), arrays.classes
+    return x
 
 
-def _layout(graph: Graph, x: np.ndarray) -> np.ndarray:
+def _load_several(graph: Graph, params):
+    """A model of several inputs or outputs reads them by name: the arrays of an npz named after
+    the model's inputs and outputs (or as its `x=(...)` / `y=(...)` say), or synthetic ones."""
+    spec = graph.spec
+    kind = spec.data.source.kind
+    m = spec.model
+    if kind == "synthetic":
+        rng = np.random.default_rng(params.seed)
+        xs = [rng.standard_normal((params.n, *i.shape.dims)).astype(np.float32) if i.shape.kind != "tokens"
+              else rng.integers(0, i.shape.vocab, (params.n, *i.shape.dims)) for i in m.inputs]
+        ys = [rng.integers(0, params.classes or shape.features, (params.n, *(shape.dims[1:] if shape.kind == "image" else ())))
+              if LOSSES[ol.choice.kind].classification else rng.standard_normal((params.n, *shape.dims)).astype(np.float32)
+              for (_, _, shape), ol in zip(graph.outputs, spec.losses)]
+        classes = None
+    elif kind == "npz":
+        from nnc.compiler.vocab.sources import read_npz
+
+        xs, ys, classes = read_npz(params, [i.name for i in m.inputs], [o.name for o in m.outputs])
+    else:
+        raise _error(graph, f"a model of several inputs or outputs reads npz (arrays named after them) or synthetic "
+                            f"data, not {kind}")
+    n = {len(a) for a in (*xs, *ys)}
+    if len(n) > 1 or min(n) < 3:
+        raise _error(graph, f"{kind}: the arrays hold {sorted(n)} examples: every input and output needs the same "
+                            "number, at least 3")
+    x = tuple(_input(graph, i.shape, a) for i, a in zip(m.inputs, xs))
+    y = tuple(_targets(graph, a, classes if k == 0 else None, shape, ol.choice.kind, name)
+              for k, (a, (name, _, shape), ol) in enumerate(zip(ys, graph.outputs, spec.losses)))
+    return x, y, classes
+
+
+def _layout(graph: Graph, x: np.ndarray, inp) -> np.ndarray:
     """The data's examples in the input's layout. Accepted beside an exact match: a flat row of
     the same values (in C, H, W or T, D order), images stored channels-last (H, W, C) as image
     files and most image arrays are, and (H, W) for one channel. Any other arrangement of the
     same number of values is refused: reshaping it would scramble the values silently."""
-    inp = graph.spec.model.input
     got, want = tuple(x.shape[1:]), inp.dims
     per = int(np.prod(want))
     if got == want:
@@ -93,45 +139,58 @@ def _layout(graph: Graph, x: np.ndarray) -> np.ndarray:
                                          if inp.kind == "image" else f"(N, {', '.join(map(str, want))}) or flat"))
 
 
-def _targets(graph: Graph, y: np.ndarray, classes: list[str] | None) -> np.ndarray:
-    """Integer class labels (N,) for a classification loss, float targets (N, outputs) otherwise."""
-    spec = graph.spec
-    loss = LOSSES[spec.loss.kind]
-    outputs = graph.output.features
+def _targets(graph: Graph, y: np.ndarray, classes: list[str] | None, out, loss_kind: str, name: str = "") -> np.ndarray:
+    """Integer class labels for a classification loss: (N,) for class scores, (N, H, W) for an
+    image of scores per pixel; float targets shaped like the output otherwise."""
+    loss = LOSSES[loss_kind]
+    which = f"output {name}: " if name else ""
     if not loss.classification:
-        if y.size != len(y) * outputs:
+        if y.size != len(y) * out.numel:
             kind = "one integer label" if y.dtype.kind in "iu" and y.ndim == 1 else f"{y.size // max(len(y), 1)} value(s)"
-            raise _error(graph, f"{spec.loss.kind} needs {outputs} target value(s) per example (the last layer's "
-                                f"outputs), the data has {kind} per example",
+            raise _error(graph, f"{which}{loss_kind} needs {out.numel} target value(s) per example (the "
+                                f"{'last layer' if not name else 'output'}'s outputs), the data has {kind} per example",
                          "for class labels use loss cross_entropy or svm")
-        return y.astype(np.float32).reshape(len(y), outputs)
-    if y.ndim == 2 and y.shape[1] == 1:  # a column of labels
+        return y.astype(np.float32).reshape(len(y), *out.dims)
+    outputs = out.features
+    per_pixel = out.kind == "image"
+    want = tuple(out.dims[1:]) if per_pixel else ()
+    if y.ndim == len(want) + 2 and y.shape[1] == 1:  # a column of labels, or (N, 1, H, W)
         y = y[:, 0]
-    if y.ndim != 1:
-        raise _error(graph, f"{spec.loss.kind} needs one integer class label per example, the data's labels "
-                            f"have shape {tuple(y.shape[1:])} each",
+    if tuple(y.shape[1:]) != want:
+        what = f"one integer class label per pixel, shape {want}" if per_pixel else "one integer class label per example"
+        raise _error(graph, f"{which}{loss_kind} needs {what}, the data's labels have shape {tuple(y.shape[1:])} each",
                      "one-hot labels: store y.argmax(1)")
     if y.dtype.kind == "f":
-        raise _error(graph, f"{spec.loss.kind} needs integer class labels, the data has float targets",
+        raise _error(graph, f"{which}{loss_kind} needs integer class labels, the data has float targets",
                      "use loss mse or l1 for regression")
-    found = len(classes) if classes is not None else int(y.max()) + 1 if len(y) else 0
-    if len(y) and y.min() < 0:
-        raise _error(graph, f"labels out of range: found label {int(y.min())} (classes are 0..{outputs - 1})")
-    if found != outputs:
+    found = len(classes) if classes is not None else int(y.max()) + 1 if y.size else 0
+    if y.size and y.min() < 0:
+        raise _error(graph, f"{which}labels out of range: found label {int(y.min())} (classes are 0..{outputs - 1})")
+    if found != outputs and not (per_pixel and found < outputs):  # (a segmentation sample may miss a class)
         what = f"{found} classes" if classes is not None else f"labels 0..{found - 1} ({found} classes)"
-        raise _error(graph, f"the data has {what}, but the last layer has {outputs} outputs",
-                     f"set the last dense layer to {found} units")
-    return y
+        raise _error(graph, f"{which}the data has {what}, but the {'output' if name else 'last layer'} has "
+                            f"{outputs} outputs", f"set the last layer to {found} outputs")
+    return y.astype(np.int64)
 
 
 def tensors(split: Split, stats: dict, device) -> tuple:
-    """A split as (x, y) tensors on `device`, with the preprocessing statistics `stats` applied."""
+    """A split as (x, y) tensors on `device`, with the preprocessing statistics `stats` applied;
+    several inputs (outputs) are a Multi of tensors."""
     import torch
 
+    from nnc.compiler.modules import Multi
     from nnc.runtime import preprocess
 
+    def put(a):
+        return torch.as_tensor(np.ascontiguousarray(a)).to(device)
+
+    if isinstance(split.x, tuple) or isinstance(split.y, tuple):
+        xs = split.x if isinstance(split.x, tuple) else (split.x,)
+        ys = split.y if isinstance(split.y, tuple) else (split.y,)
+        x = Multi(put(a) for a in xs) if len(xs) > 1 else put(xs[0])
+        return x, Multi(put(a) for a in ys) if len(ys) > 1 else put(ys[0])
     x = preprocess.apply(stats, split.x.astype(np.float32)) if stats else split.x
-    return torch.as_tensor(np.ascontiguousarray(x)).to(device), torch.as_tensor(split.y).to(device)
+    return put(x), put(split.y)
 
 
 def load_splits(graph: Graph, given: Arrays | None = None) -> Splits:
@@ -140,10 +199,10 @@ def load_splits(graph: Graph, given: Arrays | None = None) -> Splits:
     `given`: arrays handed over in memory, in place of the spec's data source."""
     spec = graph.spec
     x, y, classes = load_arrays(graph, given)
-    n = len(x)
+    n = len(x[0] if isinstance(x, tuple) else x)
     perm = np.random.default_rng(spec.data.seed).permutation(n)
     n_test, n_val = int(round(spec.data.test * n)), int(round(spec.data.val * n))
     if n - n_test - n_val < 1:
         raise _error(graph, f"{n} examples leave nothing to train on after val {spec.data.val:g} and test {spec.data.test:g}")
     test, val, train = perm[:n_test], perm[n_test:n_test + n_val], perm[n_test + n_val:]
-    return Splits(*(Split(x[i], y[i]) for i in (train, val, test)), classes)
+    return Splits(*(Split(take(x, i), take(y, i)) for i in (train, val, test)), classes)

@@ -36,7 +36,9 @@ import torch
 
 from nnc.compiler.graph import Graph
 from nnc.compiler.torch_module import build_model
-from nnc.compiler.vocab.losses import LOSSES
+from nnc.compiler.modules import Multi
+from nnc.compiler.modules import first as primary
+from nnc.compiler.vocab.losses import LOSSES, build_loss
 from nnc.compiler.vocab.optimizers import OPTIMIZERS
 from nnc.runtime import param_groups as P
 from nnc.runtime import preprocess
@@ -223,7 +225,7 @@ class Doctor:
         train = load_splits(graph, data).train
         self.x, self.y = tensors(train, preprocess.fit_for(spec, train.x), self.dev)
         self.loss_def = LOSSES[spec.loss.kind]
-        self.loss_fn = self.loss_def.build(spec.loss.params)
+        self.loss_fn = build_loss(graph)
         self.classes = graph.output.features if self.loss_def.classification else None
         self.gen = torch.Generator().manual_seed(spec.train.seed)
         self._cost: tuple[float, float] | None = None  # seconds per step: overhead, per example
@@ -284,7 +286,7 @@ class Doctor:
         with torch.no_grad():
             scores = self.model(dropout=False)(x).float()
             loss = self.loss_fn(scores, y).item()
-        if self.loss_def.chance is None or scores.dim() != 2 or scores.shape[1] < 2:
+        if self.loss_def.chance is None or type(scores) is Multi or scores.dim() != 2 or scores.shape[1] < 2:
             return Check("loss at init", math.isfinite(loss), f"{loss:.4f} (no chance value for {self.loss_def.kind})",
                          {"loss": loss})
         kind, params = self.loss_def.kind, self.graph.spec.loss.params
@@ -392,8 +394,8 @@ class Doctor:
                 opt.step()
             scores, loss = seen[0]  # at the weights the step started from
             first = loss if first is None else first
-            if self.classes:
-                acc = (scores.argmax(1) == y).float().mean().item()
+            if self.classes:  # (several outputs: the first one's accuracy)
+                acc = (primary(scores).argmax(1) == primary(y)).float().mean().item()
                 if acc == 1.0 and loss < 0.05:
                     break
             elif loss < 1e-3 * first:

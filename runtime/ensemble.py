@@ -58,6 +58,9 @@ def load_members(paths: list[str]) -> list[Member]:
         if not LOSSES[art.graph.spec.loss.kind].classification:
             raise NncError(f"{p}: {art.graph.spec.loss.kind} is not a classification loss; an ensemble averages "
                            "class probabilities")
+        if art.graph.several or art.graph.output.kind != "vector":
+            raise NncError(f"{p}: an ensemble averages the class probabilities of models of one input and one vector "
+                           f"of class scores; this one reads {len(art.graph.inputs)} input(s) and makes {art.graph.output}")
         members.append(Member(str(p), art.graph, art.model("cpu"), art.stats, art.classes, art.checkpoint))
     first = members[0]
     names = ("data source", "val fraction", "test fraction", "data seed (it fixes the split)", "input")

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nnc.compiler.vocab.losses import LOSSES
+from nnc.compiler.modules import first
+from nnc.compiler.vocab.losses import LOSSES, build_loss
 from nnc.diagnostics import NncError
 from nnc.runtime import artifacts
 from nnc.runtime.data import load_splits, tensors
@@ -42,15 +43,17 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, 
             s = model(x[i:i + batch])
         s = s.float()
         total += float(loss_fn(s, y[i:i + batch])) * len(s)
-        outs.append(s)
+        outs.append(first(s))  # (several outputs: accuracy and predictions are the first one's)
     model.train(was)
     n = max(len(x), 1)
+    y = first(y)
     if classes is None:
         acc = label_accuracy(torch.cat(outs), y) if labels and outs else None
         return Evaluation(total / n, acc, None, None, len(x))
     pred = torch.cat(outs).argmax(1) if outs else torch.zeros(0, dtype=torch.long)
-    conf = torch.zeros(classes, classes, dtype=torch.long)
-    conf.index_put_((y.cpu(), pred.cpu()), torch.ones_like(pred.cpu()), accumulate=True)
+    conf = torch.zeros(classes, classes, dtype=torch.long)  # (per pixel: every pixel counts)
+    conf.index_put_((y.cpu().reshape(-1), pred.cpu().reshape(-1)), torch.ones_like(pred.cpu().reshape(-1)),
+                    accumulate=True)
     return Evaluation(total / n, float((pred == y).float().mean()) if len(x) else 0.0, pred.cpu().numpy(), conf.numpy(),
                       len(x))
 
@@ -73,6 +76,6 @@ def evaluate_checkpoint(path: str, split: str = "test", device: str = "auto", al
         raise NncError(f"{path}: this run has no {split} split (its spec says data {split} 0); "
                        f"it has {', '.join(have)}: e.g. --split {have[0]}")
     loss_def = LOSSES[art.graph.spec.loss.kind]
-    res = evaluate(model, *tensors(part, art.stats, dev), loss_def.build(art.graph.spec.loss.params),
+    res = evaluate(model, *tensors(part, art.stats, dev), build_loss(art.graph),
                    art.graph.output.features if loss_def.classification else None, labels=loss_def.predicts == "labels")
     return {**res.as_dict(), "split": split, "classes": art.classes, "checkpoint": str(path)}

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from nnc.compiler.graph import Graph
-from nnc.compiler.onnx_graph import INPUT, emit
+from nnc.compiler.onnx_graph import emit, input_names
 from nnc.compiler.opsets import DEFAULT_OPSET, MIN_OPSET
 from nnc.diagnostics import NncError
 from nnc.files import file_in_the_way, write_atomic
@@ -77,28 +77,42 @@ def check_opset(opset: int) -> None:
 
 
 def random_inputs(graph: Graph, stats: dict, batch: int, seed: int = 0) -> np.ndarray:
-    """Raw inputs that preprocessing maps to roughly N(0, 1) (token ids for token inputs)."""
+    """Raw inputs that preprocessing maps to roughly N(0, 1) (token ids for token inputs); for a
+    model of several inputs, a list of them in the inputs' order."""
     rng = np.random.default_rng(seed + batch)
-    raw = graph.spec.model.input
-    if raw.kind == "tokens":
-        return rng.integers(0, raw.vocab, (batch, *raw.dims), dtype=np.int64)
-    z = rng.standard_normal((batch, *raw.dims)).astype(np.float32)
-    if stats:
-        z = z * stats["std"] + stats["mean"]
-    return z.astype(np.float32)
+    out = []
+    for k, inp in enumerate(i.shape for i in graph.spec.model.inputs):
+        if inp.kind == "tokens":
+            out.append(rng.integers(0, inp.vocab, (batch, *inp.dims), dtype=np.int64))
+            continue
+        z = rng.standard_normal((batch, *inp.dims)).astype(np.float32)
+        if stats and k == 0:
+            z = z * stats["std"] + stats["mean"]
+        out.append(z.astype(np.float32))
+    return out[0] if len(out) == 1 else out
 
 
-def torch_reference(model, stats: dict, x: np.ndarray, probabilities: bool) -> np.ndarray:
+def feed(graph: Graph, x) -> dict[str, np.ndarray]:
+    """The ONNX graph's inputs by name, from random_inputs' array (or list of them)."""
+    return dict(zip(input_names(graph), x if isinstance(x, list) else [x]))
+
+
+def torch_reference(model, stats: dict, x, probabilities: bool):
+    """The module's output on raw `x` (preprocessed first, as the exported graph does); for a
+    model of several inputs or outputs, `x` is a list and so is the result."""
     import torch
 
+    xs = x if isinstance(x, list) else [x]
     with torch.no_grad():
-        t = torch.from_numpy(x)
-        if t.is_floating_point() and stats:
-            t = preprocess.apply({k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in stats.items()}, t)
-        y = model(t)
+        ts = [torch.from_numpy(a) for a in xs]
+        if ts[0].is_floating_point() and stats:
+            ts[0] = preprocess.apply({k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in stats.items()}, ts[0])
+        y = model(*ts)
+        ys = list(y.parts) if hasattr(y, "parts") else [y]
         if probabilities:
-            y = torch.softmax(y, 1 if y.dim() == 2 or y.dim() == 4 else -1)
-    return y.numpy()
+            ys = [torch.softmax(t, 1 if t.dim() == 2 or t.dim() == 4 else -1) for t in ys]
+    out = [t.numpy() for t in ys]
+    return out[0] if len(out) == 1 and not hasattr(y, "parts") else out
 
 
 def compare(got: np.ndarray, want: np.ndarray) -> dict:
@@ -129,9 +143,11 @@ def verify(model_proto, graph: Graph, torch_model, stats: dict, probabilities: b
     report = {}
     for b in batches:
         x = random_inputs(graph, stats, b)
-        got = sess.run(None, {INPUT: x})[0]
+        got = sess.run(None, feed(graph, x))
         want = torch_reference(torch_model, stats, x, probabilities)
-        r = compare(got, want)
+        want = want if isinstance(want, list) else [want]
+        rs = [compare(g, w) for g, w in zip(got, want)]
+        r = next((r for r in rs if not r["ok"]), max(rs, key=lambda r: r["max_rel"]))
         report[b] = r
         if not r["ok"]:
             raise NncError(f"the exported graph disagrees with PyTorch at batch {b}: max abs error "
@@ -153,8 +169,8 @@ def fits_one_onnx_file(n_params: int, name: str) -> None:
 
 
 def export(graph: Graph, torch_model, stats: dict | None, classes: list[str] | None, out: str | Path | None,
-           opset: int = DEFAULT_OPSET, probabilities: bool = False) -> Exported:
-    """Emit, check (onnx.checker, then onnxruntime vs torch at batch 1 and 3), then write atomically."""
+           opset: int = DEFAULT_OPSET, probabilities: bool = False, batches=(1, 3)) -> Exported:
+    """Emit, check (onnx.checker, then onnxruntime vs torch at two batch sizes), then write atomically."""
     import onnx
 
     check_opset(opset)
@@ -169,7 +185,7 @@ def export(graph: Graph, torch_model, stats: dict | None, classes: list[str] | N
         onnx.checker.check_model(data, full_check=False)
     except onnx.checker.ValidationError as e:  # an emitter bug, not a user error
         raise RuntimeError(f"nnc emitted an invalid ONNX graph: {e}") from e
-    report = verify(data, graph, torch_model, stats, probabilities)
+    report = verify(data, graph, torch_model, stats, probabilities, batches)
     if out is not None:
         write_atomic(Path(out), data, "ONNX model")
     return Exported(model, model.graph.output[0].name, report)

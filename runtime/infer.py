@@ -72,6 +72,10 @@ def open_model(path: str, provider: str = "auto") -> Session:
     if provider == "cuda" and "CUDAExecutionProvider" not in sess.get_providers():
         raise NncError("--provider cuda: onnxruntime could not start its CUDA provider here (missing CUDA or "
                        "cuDNN libraries?); use --provider cpu or auto")
+    if len(sess.get_inputs()) > 1:
+        names = ", ".join(i.name for i in sess.get_inputs())
+        raise NncError(f"{path}: the model reads {len(sess.get_inputs())} inputs ({names}); nnc infer feeds one: "
+                       "run it with onnxruntime, feeding each input by its name")
     inp = sess.get_inputs()[0]
     meta = sess.get_modelmeta().custom_metadata_map
     classes = _json(meta.get("classes"))

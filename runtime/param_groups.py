@@ -15,13 +15,20 @@ def roles(graph: Graph) -> dict[str, str]:
     return {f"{l.path}.{t.name}": t.role for l in graph.layers() for t in l.tensors}
 
 
-def _layers_of(name: str) -> list[str]:
-    return name.split(".")[:-1]  # every enclosing module name, e.g. res1, conv3
+def _names(graph: Graph) -> dict[str, tuple[str, ...]]:
+    """layer path -> the names rules may give it: its path, each prefix (a stage, a block, a
+    residual block around it) and the bare names written in the model block (res1, conv3)."""
+    return {l.path: l.selectors for l in graph.layers()}
 
 
-def _mult(name: str, table: dict[str, float]) -> float:
+def _layers_of(name: str, names: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+    layer = name.rsplit(".", 1)[0]
+    return names.get(layer, tuple(layer.split(".")))
+
+
+def _mult(name: str, table: dict[str, float], names: dict[str, tuple[str, ...]]) -> float:
     m = 1.0
-    for layer in _layers_of(name):
+    for layer in _layers_of(name, names):
         m *= table.get(layer, 1.0)
     return m
 
@@ -32,15 +39,16 @@ def param_groups(model: torch.nn.Module, graph: Graph, coupled_l2: bool) -> list
     spec = graph.spec
     reg, opt = spec.regularize, spec.optimizer
     role = roles(graph)
+    names = _names(graph)
     frozen = set(spec.train.freeze)
     groups: dict[tuple[float, float], list] = {}
     for name, p in model.named_parameters():
-        if frozen & set(_layers_of(name)):
+        if frozen & set(_layers_of(name, names)):
             p.requires_grad_(False)
             continue
         decays = reg.decay_bias or role.get(name, "weight") not in NO_DECAY_ROLES
-        decay = reg.l2 * _mult(name, opt.decay_mult) if decays and coupled_l2 else 0.0
-        groups.setdefault((_mult(name, opt.lr_mult), decay), []).append(p)
+        decay = reg.l2 * _mult(name, opt.decay_mult, names) if decays and coupled_l2 else 0.0
+        groups.setdefault((_mult(name, opt.lr_mult, names), decay), []).append(p)
     out = []
     for (lr_mult, decay), params in sorted(groups.items()):
         g = {"params": params, "lr_mult": lr_mult}
@@ -54,7 +62,8 @@ def decayed(model: torch.nn.Module, graph: Graph) -> list[tuple[torch.Tensor, fl
     """(parameter, decay multiplier) for every tensor that L1 / L2 penalties apply to."""
     spec = graph.spec
     role = roles(graph)
-    return [(p, _mult(n, spec.optimizer.decay_mult)) for n, p in model.named_parameters()
+    names = _names(graph)
+    return [(p, _mult(n, spec.optimizer.decay_mult, names)) for n, p in model.named_parameters()
             if p.requires_grad and (spec.regularize.decay_bias or role.get(n, "weight") not in NO_DECAY_ROLES)]
 
 

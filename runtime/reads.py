@@ -25,7 +25,7 @@ SPEC_LIMIT = 10 * 2**20  # a recorded spec file larger than this is not a spec (
 def data_files(spec: Spec) -> list[tuple[str, Path]]:
     """(what, path) of every file or folder the spec's data source reads, located as training does."""
     src = spec.data.source
-    return [(f"data {src.kind} {k}", Path(spec.locate(getattr(src.params, k)))) for k in SOURCES[src.kind].paths]
+    return [(f"data {src.kind} {k}", Path(spec.locate(getattr(src.params, k), "data"))) for k in SOURCES[src.kind].paths]
 
 
 def _named_by_its_spec_file(ck) -> set[Path]:

@@ -24,11 +24,12 @@ from nnc.compiler.graph import Graph
 from nnc.compiler.layers import LAYERS
 from nnc.compiler.torch_module import build_model
 from nnc.compiler.vocab.augment import augment_batch
-from nnc.compiler.vocab.losses import LOSSES
+from nnc.compiler.modules import first
+from nnc.compiler.vocab.losses import LOSSES, build_loss, chance_loss
 from nnc.compiler.vocab.optimizers import OPTIMIZERS
 from nnc.compiler.vocab.schedules import Plateau, lr_at
 from nnc.diagnostics import Diagnostic, NncError
-from nnc.runtime import checkpoint, preprocess, state
+from nnc.runtime import checkpoint, preprocess, state, weights
 from nnc.runtime import param_groups as P
 from nnc.runtime.data import load_splits, tensors
 from nnc.runtime.device import pick_device, refuse_if_too_big
@@ -250,7 +251,7 @@ def prepare(graph: Graph, out: Path, device: str, resume: str | None, data=None)
         model = model.to(memory_format=torch.channels_last)
         xtr = xtr.contiguous(memory_format=torch.channels_last)
     if cfg.finetune and not resume:
-        _finetune(model, graph)
+        weights.finetune(model, graph)
     opt_def = OPTIMIZERS[spec.optimizer.kind]
     # the notes' L2 is the optimizer's weight_decay, except for AdamW (decoupled) and L-BFGS (which
     # takes one parameter group): there it is added to the loss
@@ -263,14 +264,14 @@ def prepare(graph: Graph, out: Path, device: str, resume: str | None, data=None)
     steps_per_epoch = math.ceil(n_train / batch)
     s = Setup(graph, out, dev, dev.type == "cuda", (xtr, ytr), tensors(splits.val, stats, dev),
               tensors(splits.test, stats, dev), stats, splits.classes, model,
-              opt_def.build(spec.optimizer.params, groups), loss_def.build(spec.loss.params), n_classes,
+              opt_def.build(spec.optimizer.params, groups), build_loss(graph), n_classes,
               batch, steps_per_epoch, steps_per_epoch * cfg.epochs,
               torch.Generator(device="cpu").manual_seed(cfg.seed),
               torch.Generator(device=dev).manual_seed(cfg.seed + 1) if spec.data.augment else None,
               [t.detach().clone() for _, t in averaged(model)] if cfg.ema else None,
               P.decayed(model, graph), P.max_norm_targets(model, graph) if spec.regularize.max_norm else [],
               _watched_metric(graph, n_classes, len(splits.val)),
-              loss_def.chance(spec.loss.params, n_classes) if loss_def.chance and n_classes else 0.0,
+              chance_loss(graph, n_classes) if n_classes else 0.0,
               str(Path(spec.document.name).resolve()) if Path(spec.document.name).is_file() else spec.document.name)
     st = RunState()
     if ck is not None:
@@ -307,28 +308,6 @@ def _restore(s: Setup, st: RunState, ck: checkpoint.Checkpoint) -> None:
         s.aug_gen.set_state(ck.state["rng/augment"])
     for k, v in ck.state_meta["book"].items():
         setattr(st, k, v)
-
-
-def _finetune(model: torch.nn.Module, graph: Graph) -> None:
-    ft = graph.spec.train.finetune
-    ckpt = checkpoint.load(graph.spec.locate(ft.path))
-    own = model.state_dict()
-    skip = set(ft.skip)
-    load = {}
-    for name, t in ckpt.model.items():
-        if skip & set(name.split(".")[:-1]) or name not in own:
-            continue
-        if own[name].shape != t.shape:
-            raise NncError.at(graph.spec.spans.get("train.finetune"),
-                              f"finetune: {name} has shape {tuple(t.shape)} in {ft.path} but {tuple(own[name].shape)} here",
-                              help="add its layer to skip=(...) to train it from scratch")
-        load[name] = t
-    if not load:
-        raise NncError.at(graph.spec.spans.get("train.finetune"),
-                          f"finetune: no tensor of {ft.path} matches a layer of this model by name "
-                          f"(it has {', '.join(sorted({n.rsplit('.', 1)[0] for n in ckpt.model})[:6])}, ...)",
-                          help="the layers to carry over must keep their names in the new spec")
-    model.load_state_dict(load, strict=False)
 
 
 # ---------------------------------------------------------------- the pieces of a step
@@ -412,8 +391,8 @@ class EpochMeter:
     def add(self, loss: float, scores: torch.Tensor, y: torch.Tensor) -> None:
         self.seen += len(y)
         self.loss_sum += loss * len(y)
-        if self.classify or self.labels:
-            self.pending.append((scores.detach(), y))
+        if self.classify or self.labels:  # (several outputs: the first one's accuracy)
+            self.pending.append((first(scores).detach(), first(y)))
             if len(self.pending) == ACCURACY_BLOCK:
                 self._compare()
 
@@ -425,7 +404,7 @@ class EpochMeter:
                 self.compared += scores.numel()
             else:
                 self.correct += (scores.argmax(1) == ys).sum()
-                self.compared += len(ys)
+                self.compared += ys.numel()  # (per pixel: every pixel counts)
             self.pending.clear()
 
     def elapsed(self) -> float:
@@ -512,7 +491,8 @@ def save(s: Setup, st: RunState, kind: str, info: dict) -> None:
         for (name, _), e in zip(averaged(s.model), s.ema):
             weights[name] = e
     spec = s.spec
-    ck = checkpoint.Checkpoint(spec.text, s.spec_path, weights, s.stats, s.classes, spec.overrides, info)
+    ck = checkpoint.Checkpoint(spec.text, s.spec_path, weights, s.stats, s.classes, spec.overrides, info,
+                               spec_files=dict(spec.files))
     if kind == "last":
         tensors_, meta = state.optimizer_to_tensors(s.optimizer)
         ck.state = {**tensors_, **state.rng_to_tensors(s.shuffle)}

@@ -37,6 +37,13 @@ def model(text: str) -> dict:
     out = listing_json(check(load_text(text, "x.nnspec")), resolved=True)
     for layer in out["layers"]:
         layer.pop("line")
+        layer.pop("defined")  # (where the layer and the uses of its blocks are written)
+        for use in layer["uses"]:
+            use.pop("line"), use.pop("column")
+    for entry in (*out["groups"], *out["blocks"].values(), *out["includes"]):
+        entry.pop("line"), entry.pop("column")
+        if entry.get("definition"):
+            entry.pop("definition")
     for w in out["warnings"]:
         w.pop("line")
     for r in out["resolved"].values():

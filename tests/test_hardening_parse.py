@@ -109,8 +109,8 @@ def check_bounded(tmp_path, text: str, seconds: float = 30, mb: int = 1024):
 
 
 @pytest.mark.parametrize("body, message", [
-    ("repeat 1000000000 {\n        relu6\n    }", "unknown layer 'relu6'"),
-    ("repeat 100000000 {\n        residual {\n            relu6\n        }\n    }", "unknown layer 'relu6'"),
+    ("repeat 1000000000 {\n        relu7\n    }", "unknown layer 'relu7'"),
+    ("repeat 100000000 {\n        residual {\n            relu7\n        }\n    }", "unknown layer 'relu7'"),
     ("repeat 2 {\n        repeat 1000000000 {\n            repeat -1 {\n                relu\n"
      "            }\n        }\n    }", "repeat needs a count >= 1"),
 ], ids=["invalid_layers", "invalid_residual", "invalid_inner_repeat"])

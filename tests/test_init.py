@@ -201,7 +201,7 @@ def test_auto_init_before_each_activation_is_the_one_its_record_names(act):
 
     graph, m = build(f"    dense fc1 800\n    batchnorm\n    {act}", "bias constant(0)")
     want = LAYERS[act].init_before or "xavier"
-    assert want == ("he" if act in ("relu", "leaky_relu", "prelu", "elu", "gelu", "silu", "maxout") else "xavier")
+    assert want == ("he" if act in ("relu", "relu6", "leaky_relu", "prelu", "elu", "gelu", "silu", "maxout") else "xavier")
     assert close(w(m, "fc1").std().item(), math.sqrt((2 if want == "he" else 1) / 1000))
     assert graph.find("fc1").init[0][2] == f"auto: {want}"
 

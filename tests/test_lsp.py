@@ -3,10 +3,7 @@ server runs as editors start it, in its own process, with torch made unimportabl
 
 import asyncio
 import sys
-import time
-from pathlib import Path
 
-import pytest
 from conftest import ROOT, SPECS
 from lsprotocol import types as T
 from pygls.lsp.client import LanguageClient

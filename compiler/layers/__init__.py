@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from nnc.compiler.vocab.registry import Registry
 
-from . import activation, conv, dense, norm, recurrent
+from . import activation, conv, dense, merge, norm, recurrent
 from .base import Inferred, LayerDef, Shape, ShapeError, Tensor
 
-LAYERS: Registry[LayerDef] = Registry("layer", conv.LAYERS, norm.LAYERS, dense.LAYERS, activation.LAYERS, recurrent.LAYERS)
+LAYERS: Registry[LayerDef] = Registry("layer", conv.LAYERS, norm.LAYERS, dense.LAYERS, activation.LAYERS, recurrent.LAYERS,
+                                      merge.LAYERS)
 
-# Words of the model block that are not layers.
-STRUCTURE = ("input", "repeat", "residual")
+# Words of the model block that are not layers (concat and add are also the kinds of the merges
+# they write).
+STRUCTURE = ("input", "repeat", "residual", "concat", "add", "branch", "from", "output", "if")
 
 __all__ = ["LAYERS", "STRUCTURE", "Inferred", "LayerDef", "Shape", "ShapeError", "Tensor"]

@@ -43,7 +43,9 @@ def _simple(kind: str, cost: int, doc: str, build, onnx, python, **facts):
     def infer(p, x: Shape) -> Inferred:
         _numeric(x, kind)
         return _same(cost)(p, x)
-    return LayerDef(kind, NoParams, infer, build, doc, prefix=kind, activation=True, onnx=onnx, python=python, **facts)
+    # auto names count after the kind: relu1, ...; after a kind that ends in a digit, with a _: relu6_1
+    facts.setdefault("prefix", kind + "_" if kind[-1].isdigit() else kind)
+    return LayerDef(kind, NoParams, infer, build, doc, activation=True, onnx=onnx, python=python, **facts)
 
 
 def _unary(op: str, **attrs):
@@ -82,6 +84,17 @@ def _maxout_source(p: Maxout, x: Shape) -> str:
 def _relu(p, x):
     from torch import nn
     return nn.ReLU()
+
+
+def _relu6(p, x):
+    from torch import nn
+    return nn.ReLU6()
+
+
+def _relu6_onnx(e, info, x: str) -> str:
+    from numpy import float32
+
+    return e.op("Clip", [x, e.const(float32(0), f"{info.path}.min"), e.const(float32(6), f"{info.path}.max")], info.path)
 
 
 def _tanh(p, x):
@@ -139,6 +152,8 @@ def _maxout(p: Maxout, x: Shape):
 
 RELU = _simple("relu", 1, "max(0, x)", _relu, _unary("Relu"), lambda p, x: "nn.ReLU()",
                init_before="he", watch=Watch(dead="<=0"))
+RELU6 = _simple("relu6", 2, "min(max(0, x), 6) (MobileNet)", _relu6, _relu6_onnx, lambda p, x: "nn.ReLU6()",
+                init_before="he", watch=Watch(dead="<=0"))
 TANH = _simple("tanh", 4, "tanh(x), in (-1, 1)", _tanh, _unary("Tanh"), lambda p, x: "nn.Tanh()",
                init_before="xavier", watch=SQUASH_TANH)
 SIGMOID = _simple("sigmoid", 4, "1 / (1 + e^-x), in (0, 1)", _sigmoid, _unary("Sigmoid"), lambda p, x: "nn.Sigmoid()",
@@ -194,4 +209,4 @@ GELU = _simple("gelu", 8, "x * Phi(x), Phi the standard normal CDF (exact, with 
 SILU = _simple("silu", 5, "x * sigmoid(x) (swish)", _silu, _silu_onnx, lambda p, x: "nn.SiLU()",
                init_before="he", watch=Watch())
 
-LAYERS = (RELU, LEAKY_RELU, PRELU, ELU, GELU, SILU, MAXOUT, TANH, SIGMOID, SOFTMAX)
+LAYERS = (RELU, RELU6, LEAKY_RELU, PRELU, ELU, GELU, SILU, MAXOUT, TANH, SIGMOID, SOFTMAX)

@@ -139,6 +139,11 @@ class LayerDef:
     # why the layer makes the training loss differ between two evaluations at the same weights
     # (params -> reason, or None): L-BFGS, which assumes it does not, warns (compiler/checks.py)
     noise: Callable[[Any], str | None] | None = None
+    # a merge reads several values: `infer(params, shapes)` takes a tuple of shapes, and it has no
+    # module: `expression(params, shapes, names)` is its forward as Python source (torch.cat(...))
+    merge: bool = False
+    expression: Callable[[Any, tuple, list], str] | None = None
+    structural: bool = False  # written as a structure word (concat, add), not as a layer line
 
 
 def upper_label(text: str) -> Callable[[str, Any], str]:

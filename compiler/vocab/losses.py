@@ -76,3 +76,33 @@ LOSSES = Registry("loss", (
     LossDef("l1", NoParams, _l1, False, None, "mean absolute error (regression)"),
     LossDef("bce", NoParams, _bce, False, None, "binary cross-entropy on logits, targets in [0, 1]", "labels"),
 ))
+
+
+def build_loss(graph):
+    """The spec's training objective as one function (scores, targets) -> scalar: its loss on the
+    one output, or the weighted sum over several (scores and targets are then Multis)."""
+    losses = graph.spec.losses
+    if len(losses) <= 1:
+        w = losses[0].weight if losses else 1.0
+        f = LOSSES[graph.spec.loss.kind].build(graph.spec.loss.params)
+        return f if w == 1.0 else (lambda s, y: w * f(s, y))
+    parts = [(LOSSES[o.choice.kind].build(o.choice.params), o.weight) for o in losses]
+
+    def total(scores, targets):
+        out = 0.0
+        for (f, w), s, y in zip(parts, scores.parts, targets.parts):
+            if w:
+                out = out + w * f(s, y)
+        return out
+    return total
+
+
+def chance_loss(graph, n_classes: int | None) -> float:
+    """The loss of uniform scores (the divergence rule's floor): summed over the outputs with a
+    classification loss, by their weights; 0 where there is none."""
+    total = 0.0
+    for o, (_, _, shape) in zip(graph.spec.losses, graph.outputs):
+        d = LOSSES[o.choice.kind]
+        if d.classification and d.chance:
+            total += o.weight * d.chance(o.choice.params, shape.features)
+    return total

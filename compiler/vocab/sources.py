@@ -32,8 +32,10 @@ class Arrays:
 
 class Npz(Params):
     path: str
-    x: str = "x"
-    y: str = "y"
+    # array names; default "x" and "y", or, for a model of several inputs / outputs, their names.
+    # Several: a tuple in the inputs' (outputs') order, x=("img", "meta")
+    x: str | tuple[str, ...] | None = None
+    y: str | tuple[str, ...] | None = None
 
 
 class Npy(Params):
@@ -55,6 +57,12 @@ class Csv(Params):
             raise ValueError(f"label must be a column name (a string) or a column index (a whole number), "
                              f"got {format_value(v)}")
         return v
+
+
+class Shapes(Params):
+    n: int = Field(512, ge=2)
+    seed: int = Field(0, ge=0)
+    noise: float = Field(0.1, ge=0)  # std of the gaussian noise added to every pixel
 
 
 class ImageFolder(Params):
@@ -194,18 +202,38 @@ def _labels(y: np.ndarray) -> tuple[np.ndarray, list[str] | None]:
 
 
 def _npz(p: Npz, inp, outputs) -> Arrays:
+    (x,), (y,), names = read_npz(p, ["x"], ["y"])
+    if isinstance(p.x, tuple) or isinstance(p.y, tuple):
+        raise NncError(f"{p.path}: x and y name one array each for a model of one input and one output")
+    return Arrays(x, y, names)
+
+
+def read_npz(p: Npz, inputs: list[str], outputs: list[str]) -> tuple[list, list, list[str] | None]:
+    """The arrays of an .npz for the model's inputs and outputs: named by `x` and `y` (one name,
+    or a tuple of them in order), else by the inputs' and outputs' own names. Class names (string
+    labels) come from the first output's labels."""
+    def names(given, default):
+        if given is None:
+            return default
+        got = (given,) if isinstance(given, str) else given
+        if len(got) != len(default):
+            raise NncError(f"{p.path}: {len(got)} array name(s) given for {len(default)} array(s): "
+                           f"{', '.join(default)}")
+        return list(got)
+
+    xs, ys = names(p.x, inputs), names(p.y, outputs)
     with _np_load(p.path, "npz") as f:
-        missing = [k for k in (p.x, p.y) if k not in f.files]
+        missing = [k for k in (*xs, *ys) if k not in f.files]
         if missing:
             raise NncError(f"{p.path}: no array named {missing[0]!r} (it has {', '.join(f.files) or 'none'})")
         try:
-            x, y = f[p.x], f[p.y]
+            x, y = [f[k] for k in xs], [f[k] for k in ys]
         except (ValueError, OSError) as e:
             raise NncError(f"{p.path}: cannot read as .npz ({e})") from None
         except MemoryError as e:
             raise NncError(f"{p.path}: too large to load into memory ({e})") from None
-    y, names = _labels(y)
-    return Arrays(numbers(x, p.path, f"array {p.x!r}"), y, names)
+    labels = [_labels(a) for a in y]
+    return [numbers(a, p.path, f"array {k!r}") for a, k in zip(x, xs)], [a for a, _ in labels], labels[0][1]
 
 
 def _npy(p: Npy, inp, outputs) -> Arrays:
@@ -331,6 +359,41 @@ def _synthetic(p: Synthetic, inp: Shape, outputs) -> Arrays:
     return Arrays(x, rng.integers(0, classes, p.n, dtype=np.int64), [str(i) for i in range(classes)])
 
 
+SHAPE_CLASSES = ["background", "rectangle", "disk", "triangle", "ring"]
+
+
+def _shapes(p: Shapes, inp, outputs) -> Arrays:
+    """Images of a few shapes (rectangles, disks, triangles, rings: as many kinds as the model
+    has classes, less the background) on a noisy background, with a label for every pixel: a
+    segmentation task made on the spot. Each shape has its own random brightness, so a pixel's
+    value alone does not say its class: the model must look at the shape around it."""
+    import numpy as np
+
+    dims = inp.dims
+    if len(dims) != 3:
+        raise NncError("the shapes source makes images: declare `input image(C, H, W)`")
+    c, h, w = dims
+    kinds = min(outputs, len(SHAPE_CLASSES)) - 1
+    if kinds < 1:
+        raise NncError(f"the shapes source needs 2 to {len(SHAPE_CLASSES)} classes (background and shapes), "
+                       f"the model has {outputs}")
+    rng = np.random.default_rng(p.seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    x = rng.normal(0, p.noise, (p.n, c, h, w)).astype(np.float32)
+    y = np.zeros((p.n, h, w), np.int64)
+    for i in range(p.n):
+        for _ in range(rng.integers(1, 4)):
+            k = int(rng.integers(1, kinds + 1))
+            r = rng.uniform(0.15, 0.3) * min(h, w)
+            cy, cx = rng.uniform(r, h - r), rng.uniform(r, w - r)
+            dy, dx = (yy - cy) / r, (xx - cx) / r
+            mask = {1: (abs(dy) <= 0.8) & (abs(dx) <= 0.8), 2: dy ** 2 + dx ** 2 <= 1,
+                    3: (dy <= 0.8) & (abs(dx) <= (dy + 1) / 1.8), 4: (dy ** 2 + dx ** 2 <= 1) & (dy ** 2 + dx ** 2 >= 0.3)}[k]
+            x[i][:, mask] += rng.uniform(0.5, 1.5)
+            y[i][mask] = k
+    return Arrays(x, y, SHAPE_CLASSES[:kinds + 1])
+
+
 def _memory(p: NoParams, inp, outputs) -> Arrays:
     raise NncError("this spec's data is handed over in memory by the Python API (nnc.train(spec, data=(x, y))), "
                    "so there is nothing here to read it from; write a data source in the spec's data section "
@@ -373,6 +436,8 @@ SOURCES = Registry("data source", (
               ("path",)),
     SourceDef("synthetic", Synthetic, _synthetic, "random normal inputs and random labels of the spec's shapes",
               examples=lambda p: p.n),
+    SourceDef("shapes", Shapes, _shapes, "images of rectangles, disks, triangles and rings with a class label per pixel "
+              "(segmentation), made on the spot", examples=lambda p: p.n),
     SourceDef("memory", NoParams, _memory, "arrays handed over by the Python API: nnc.train(spec, data=(x, y))"),
     SourceDef("cifar10", TorchvisionSet, _torchvision("cifar10"), "CIFAR-10 from a local root (torchvision)",
               255.0, ("root",), example=(3, 32, 32), classes=10, examples=lambda p: 60000),

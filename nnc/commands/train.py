@@ -41,7 +41,7 @@ def run(args) -> int:
                         f"(give more than {done})")
         extend = (f"train.epochs={args.epochs}",) if args.epochs is not None else ()
         kept = tuple(o for o in ck.overrides if not (extend and o.split("=", 1)[0].strip() == "train.epochs"))
-        spec = load_text(ck.spec_text, ck.spec_name, kept + extend)
+        spec = load_text(ck.spec_text, ck.spec_name, kept + extend, ck.spec_files)
         _say_if_finished(args, spec, ck, done)
         check_reads(ck, spec, tuple(args.allow_read))
         out = args.out or args.resume
