@@ -216,11 +216,14 @@ def significant(text: str) -> list[str]:
 
 def format_text(text: str, name: str = "<spec>") -> str:
     """`text` in the canonical layout; an NncError with the diagnostics when the spec has
-    errors (a file with errors is left as it is)."""
+    errors (a file with errors is left as it is). A file with no model block (blocks or sections
+    for others to include) only needs to parse: it is checked through the specs that include it."""
     from nnc.compiler.checks import check
     from nnc.compiler.load import load_text
+    from nnc.grammar.parse import parse
 
-    check(load_text(text, name))
+    if any(s.head.text == "model" for s in parse(text, name)):
+        check(load_text(text, name))
     out = layout(text)
     if significant(out) != significant(text):  # only spacing may change: anything else is a bug here
         raise RuntimeError(f"nnc fmt would change the tokens of {name}")

@@ -130,7 +130,7 @@ def test_an_argument_that_breaks_a_layer_points_at_the_use_and_the_definition():
     d = errors(STAGES.replace("stage stage2 16", "stage stage2 0"))
     e = d[0]
     assert e.message == "conv1 filters must be > 0, got 0" and (e.span.line, e.span.column) == (19, 18)
-    assert [(r.span.line, r.message) for r in e.related][:3] == [(3, "in the definition of block basic"),
+    assert [(s.line, m) for s, m in e.related][:3] == [(3, "in the definition of block basic"),
                                                                  (12, "in block basic, used here as stage2.block1"),
                                                                  (19, "in block stage, used here as stage2")]
 
