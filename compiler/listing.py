@@ -59,6 +59,10 @@ def print_listing(graph: Graph, resolved: bool = False) -> None:
     table.add_row("total", "", "", f"{graph.n_params:,}", flops(graph.flops), "", style="bold")
     console.print()
     console.print(table)
+    from nnc.compiler.data_plan import describe
+
+    console.print()
+    console.print(describe(spec), markup=False)
     if resolved:
         console.print()
         for section, text, origin in resolved_sections(graph):
@@ -80,7 +84,8 @@ def resolved_sections(graph: Graph) -> list[tuple[str, str, str]]:
         "schedule": (f"warmup({', '.join(f'{k}={v}' for k, v in spec.schedule.warmup.model_dump().items() if v)}), "
                      if spec.schedule.warmup else "") + str(spec.schedule.main),
         "data": ", ".join([str(spec.data.source), f"val {spec.data.val:g}", f"test {spec.data.test:g}",
-                           f"seed {spec.data.seed}"] +
+                           f"seed {spec.data.seed}", f"cache {spec.data.cache}", f"max_bad {spec.data.max_bad:g}"] +
+                          ([f"workers {spec.data.workers}"] if spec.data.workers is not None else []) +
                           ([f"preprocess {' '.join(map(str, spec.data.preprocess))}"] if spec.data.preprocess else []) +
                           ([f"augment {' '.join(map(str, spec.data.augment))}"] if spec.data.augment else [])),
         "train": _fields(spec.train),
@@ -108,6 +113,18 @@ def _fields(params) -> str:
     return ", ".join(out)
 
 
+def _data_plan(spec) -> dict:
+    from nnc.compiler.data_plan import plan
+    from nnc.diagnostics import NncError
+
+    try:
+        p = plan(spec)
+    except NncError as e:
+        return {"cache": None, "why": e.diagnostics[0].message}
+    return {"cache": p.cache, "why": p.why, "examples": p.extent.n if p.extent else None,
+            "bytes": p.extent.nbytes if p.extent else None}
+
+
 def listing_json(graph: Graph, resolved: bool = False) -> dict:
     def layer(l: LayerInfo) -> dict:
         return {"name": l.name, "path": l.path, "kind": l.kind, "implicit": l.implicit,
@@ -123,5 +140,6 @@ def listing_json(graph: Graph, resolved: bool = False) -> dict:
         "listing": lecture_lines(graph),
         "layers": [layer(l) for l in graph.layers()],
         "warnings": [{"line": w.span.line if w.span else None, "message": w.message} for w in graph.warnings],
+        "data": _data_plan(graph.spec),
     } | ({"resolved": {s: {"text": text, "origin": origin} for s, text, origin in resolved_sections(graph)}}
          if resolved else {})

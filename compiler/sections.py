@@ -257,7 +257,8 @@ def _schedule(stmt: Statement | None, ctx: Ctx) -> ScheduleSpec | None:
 def _data(stmt: Statement | None, ctx: Ctx) -> DataSpec | None:
     if stmt is None:
         return DataSpec(Choice("digits", SOURCES["digits"].params()), 0.1, 0.2)
-    raw = _keyed(stmt, "data", {"val": None, "test": None, "seed": None, "preprocess": PREPROCESS, "augment": AUGMENT}, ctx,
+    keys = {k: None for k in DataOptions.model_fields} | {"preprocess": PREPROCESS, "augment": AUGMENT}
+    raw = _keyed(stmt, "data", keys, ctx,
                  head={"registry": SOURCES, "what": "data source"})
     source = raw.get("__head__")
     if "__head__" not in raw:
@@ -270,7 +271,8 @@ def _data(stmt: Statement | None, ctx: Ctx) -> DataSpec | None:
         ctx.out.add(Diagnostic(f"val {opts.val:g} + test {opts.test:g} leaves no training data",
                                      ctx.spans.get("data.test", stmt.span)))
     if source and opts:
-        return DataSpec(source, opts.val, opts.test, steps["preprocess"], steps["augment"], opts.seed)
+        return DataSpec(source, opts.val, opts.test, steps["preprocess"], steps["augment"], opts.seed, opts.cache,
+                        opts.workers, opts.max_bad)
     return None
 
 

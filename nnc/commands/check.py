@@ -27,8 +27,11 @@ def run(args) -> int:
         if not args.quiet:
             from nnc.compiler.listing import flops
 
+            from nnc.compiler.data_plan import describe
+
             print(f"{graph.spec.document.name}: ok ({graph.spec.model.name}: {graph.n_params:,} parameters, "
                   f"{flops(graph.flops)}FLOPs per example)")
+            print(f"  {describe(graph.spec)}")
     return EXIT_USER if failed else 0
 
 
