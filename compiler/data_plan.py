@@ -69,7 +69,7 @@ def describe(spec, processes: int = 1) -> str:
     try:
         p = plan(spec, processes)
     except NncError as e:
-        return f"data: not readable yet ({e.diagnostics[0].message})"
+        return f"data: {e.diagnostics[0].message}"
     how = "in memory" if p.cache == "memory" else "streamed from disk by worker processes"
     return f"data: {how} ({p.why})"
 
