@@ -82,6 +82,7 @@ def joined(world: World, dev: torch.device):
                             device_id=dev if dev.type == "cuda" else None)
     try:
         yield
+        dist.barrier()  # the ranks leave together: none tears its end down while rank 0 still writes
     finally:
         dist.destroy_process_group()
 

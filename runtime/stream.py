@@ -157,10 +157,17 @@ def _worker_init(_):
 
 
 def loader(dataset, workers: int, pin: bool, persistent: bool) -> tuple[torch.utils.data.DataLoader, EpochItems]:
+    """Workers are forked where the system can (a worker starts in milliseconds; a process started
+    with `spawn`, as Python's multiprocessing or a newer Python may default to, would re-import
+    torch in every worker first)."""
+    import multiprocessing
+
     items = EpochItems()
+    fork = "fork" in multiprocessing.get_all_start_methods() and workers > 0
     dl = torch.utils.data.DataLoader(dataset, batch_size=None, sampler=items, num_workers=workers, pin_memory=pin,
                                      persistent_workers=persistent and workers > 0, worker_init_fn=_worker_init,
-                                     prefetch_factor=2 if workers else None)
+                                     prefetch_factor=2 if workers else None,
+                                     multiprocessing_context=multiprocessing.get_context("fork") if fork else None)
     return dl, items
 
 

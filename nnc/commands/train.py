@@ -49,7 +49,7 @@ def run(args) -> int:
         out = args.out or args.resume
         if args.out and Path(args.out).resolve() != Path(args.resume).resolve() and world.rank == 0:
             _check_fresh(out)
-        if extend and not args.quiet:
+        if extend and not args.quiet and args.nproc == 1:
             print(f"continuing {args.resume} to {args.epochs} epochs (it was at epoch {done}); "
                   "a schedule over the run's length (cosine, linear warm-up in steps) follows the new length",
                   file=sys.stderr)
