@@ -179,8 +179,7 @@ def no_double_squash(graph: Graph, out: Collector) -> None:
 # In order: a later pass may hold back while earlier ones found errors (loss_fits_output).
 def training_settings(graph: Graph, out: Collector) -> None:
     """Settings that cannot work together: fp16 on the CPU or with L-BFGS, a random_resized_crop
-    after another augmentation step, a split given both as a folder and as a fraction, streaming
-    a source that is read whole."""
+    after another augmentation step, streaming a source that is read whole."""
     spec, cfg = graph.spec, graph.spec.train
     where = spec.spans.get("train.precision")
     if cfg.precision == "fp16" and cfg.device == "cpu":
@@ -194,11 +193,6 @@ def training_settings(graph: Graph, out: Collector) -> None:
             out.error(c.span, "random_resized_crop comes first in augment: it picks the region of the original image",
                       "move it before the other steps")
     src = spec.data.source
-    if src.kind == "imagefolder" and src.params.train is not None:
-        for split in ("val", "test"):
-            if getattr(src.params, split) and f"data.{split}" in spec.spans:
-                out.error(spec.spans[f"data.{split}"], f"the {split} split is the folder imagefolder({split}=...): "
-                                                       f"a fraction `{split}` cannot apply too", f"remove `{split}` here")
     if spec.data.cache == "stream" and not SOURCES[src.kind].streams:
         out.error(spec.spans.get("data.cache", spec.spans.get("data")),
                   f"cache stream: {src.kind} data cannot be streamed (it is read whole)",

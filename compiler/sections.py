@@ -266,6 +266,12 @@ def _data(stmt: Statement | None, ctx: Ctx) -> DataSpec | None:
     steps = {k: raw.pop(k, ()) for k in ("preprocess", "augment")}
     for k in ("preprocess", "augment"):
         raw["__spans__"].pop(k, None)
+    if source and source.kind == "imagefolder" and source.params.train is not None:
+        for split in ("val", "test"):  # imagefolder(train=..., val=...) with `val 0.1` written too
+            if getattr(source.params, split) and split in raw:
+                ctx.out.add(Diagnostic(f"the {split} split is the folder imagefolder({split}=...): a fraction "
+                                       f"`{split}` cannot apply too", raw["__spans__"].get(split, stmt.span),
+                                       help=f"remove `{split}` here"))
     opts = _finish(raw, DataOptions, "data", ctx)
     if opts and opts.val + opts.test >= 1:
         ctx.out.add(Diagnostic(f"val {opts.val:g} + test {opts.test:g} leaves no training data",

@@ -24,6 +24,16 @@ def _graph(text: str):
     return check(load_text(text, "m.nnspec"))
 
 
+def scenarios(rank: int, out: Path, text: str, steps: int, cases: list) -> None:
+    """In one process group: `grads_and_params`, then `runs`."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    grads_and_params(rank, out, text, steps)
+    runs(rank, out, cases)
+    dist.destroy_process_group()
+
+
 def grads_and_params(rank: int, out: Path, text: str, steps: int) -> None:
     """The gradients of the first step and the parameters after `steps` steps, as this rank has them."""
     import torch
@@ -32,15 +42,14 @@ def grads_and_params(rank: int, out: Path, text: str, steps: int) -> None:
     from nnc.runtime.train import batches, prepare, step
 
     world, dev = distributed.from_env(), torch.device("cpu")
-    with distributed.joined(world, dev):
-        s, _ = prepare(_graph(text), out / "run", dev, world, None)
-        it = batches(s, 0)
-        for i in range(steps):
-            xb, yb, n = next(it)
-            step(s, xb, yb, n, False, (), None)
-            if i == 0:
-                torch.save({k: p.grad.clone() for k, p in s.model.named_parameters()}, out / f"grads{rank}.pt")
-        torch.save({k: p.detach().clone() for k, p in s.model.named_parameters()}, out / f"params{rank}.pt")
+    s, _ = prepare(_graph(text), out / "run", dev, world, None)
+    it = batches(s, 0)
+    for i in range(steps):
+        xb, yb, n = next(it)
+        step(s, xb, yb, n, False, (), None)
+        if i == 0:
+            torch.save({k: p.grad.clone() for k, p in s.model.named_parameters()}, out / f"grads{rank}.pt")
+    torch.save({k: p.detach().clone() for k, p in s.model.named_parameters()}, out / f"params{rank}.pt")
 
 
 class _Callback:
@@ -75,14 +84,11 @@ class SignalAt(_Callback):
 
 
 def runs(rank: int, out: Path, cases: list) -> None:
-    """Train each case (name, spec text, callback on rank 0 or 1, or None) in one process group;
-    record how each ended: its final metrics, or the exit code it raised."""
-    import torch.distributed as dist
-
+    """Train each case (name, spec text, callback on rank 0 or 1, or None); record how each ended:
+    its final metrics, or the exit code it raised."""
     from nnc.diagnostics import NncError
     from nnc.runtime.train import train
 
-    dist.init_process_group("gloo")
     results = {}
     import time
 
@@ -96,7 +102,6 @@ def runs(rank: int, out: Path, cases: list) -> None:
         except KeyboardInterrupt:
             results[name] = {"exit": 130}
         results[name]["seconds"] = time.perf_counter() - t0
-    dist.destroy_process_group()
     (out / f"results{rank}.json").write_text(json.dumps(results))
 
 

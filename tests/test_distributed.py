@@ -84,17 +84,37 @@ def reference(tmp_path_factory):
     return one_process(spec(), out), out
 
 
-def test_two_ranks_compute_the_gradient_of_the_global_batch(tmp_path):
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """One start of two ranks for the cheaper checks: one step's gradients, then runs that stop:
+    divergence (exit 3), early stopping, Ctrl-C on rank 1 only (130), too many unreadable images
+    (exit 1), and a streamed, augmented image folder."""
+    out = tmp_path_factory.mktemp("ranks")
+    folder = _images(out / "imgs", bad=1)
+    images = ('model F {\n input image(3, 8, 8)\n conv 4 kernel 3 pad 1\n relu\n dense 3\n}\n'
+              f'optimizer adam(lr=3e-3)\ndata imagefolder("{folder}"), val 0.2, test 0.2, cache stream, workers 1, '
+              'max_bad BAD, preprocess channel_mean normalize, augment random_resized_crop flip color_jitter\n'
+              'train batch 16, epochs 2, monitor_every 1\n')
+    cases = [("diverge", spec().replace("optimizer adam(lr=3e-3)", "optimizer sgd(lr=80)"), None, None),
+             ("early", spec(epochs=30, extra=", early_stop(patience=1, min_delta=0.5)"), None, None),
+             ("interrupt", spec(every=1), 1, ["SignalAt", 1]),
+             ("stream", images.replace("BAD", "0.1"), None, None),
+             ("broken", images.replace("BAD", "0"), None, None)]
+    assert spawn("scenarios", out, spec(batch=64), 5, cases, timeout=300) == [0, 0]
+    results = [json.loads((out / f"results{r}.json").read_text()) for r in (0, 1)]
+    return out, results, images
+
+
+def test_two_ranks_compute_the_gradient_of_the_global_batch(two_ranks, tmp_path):
     """One step: each rank's gradient (after DDP's all-reduce) is the single process's gradient of
     the same global batch, though each saw half of it; after more steps both ranks hold the same
     parameters as each other and as the single process."""
-    text = spec(batch=64)
-    assert spawn("grads_and_params", tmp_path, text, 5) == [0, 0]
+    out = two_ranks[0]
     import dist_workers
     from nnc.runtime import distributed
     from nnc.runtime.train import batches, prepare, step
 
-    s, _ = prepare(dist_workers._graph(text), tmp_path / "one", torch.device("cpu"), distributed.World(), None)
+    s, _ = prepare(dist_workers._graph(spec(batch=64)), tmp_path / "one", torch.device("cpu"), distributed.World(), None)
     it = batches(s, 0)
     for i in range(5):
         xb, yb, n = next(it)
@@ -103,13 +123,28 @@ def test_two_ranks_compute_the_gradient_of_the_global_batch(tmp_path):
         if i == 0:
             grads = {k: p.grad.clone() for k, p in s.model.named_parameters()}
     for rank in (0, 1):
-        got = torch.load(tmp_path / f"grads{rank}.pt")
+        got = torch.load(out / f"grads{rank}.pt")
         for k, g in grads.items():
             torch.testing.assert_close(got[k], g, rtol=1e-5, atol=1e-7)
-    p0, p1 = torch.load(tmp_path / "params0.pt"), torch.load(tmp_path / "params1.pt")
+    p0, p1 = torch.load(out / "params0.pt"), torch.load(out / "params1.pt")
     for k, p in s.model.named_parameters():
         assert torch.equal(p0[k], p1[k]), k
         torch.testing.assert_close(p0[k], p.detach(), rtol=1e-4, atol=1e-6)
+
+
+def test_stops_reach_every_rank(two_ranks, tmp_path):
+    """Divergence, early stopping, Ctrl-C on one rank and too many unreadable images end both
+    ranks at the same point, none left waiting; streamed images with augmentation train as on one
+    process (augmentation is drawn per example, not per process)."""
+    out, (r0, r1), images = two_ranks
+    assert r0["diverge"]["exit"] == r1["diverge"]["exit"] == 3
+    assert r0["early"]["epochs"] == r1["early"]["epochs"] < 30
+    assert r0["interrupt"]["exit"] == r1["interrupt"]["exit"] == 130
+    assert not (out / "interrupt" / "metrics.jsonl").read_text().count('"epoch": 2,')
+    assert r0["broken"]["exit"] == r1["broken"]["exit"] == 1
+    assert "1 of 31 images could not be read" in r0["broken"]["message"]
+    one = one_process(images.replace("BAD", "0.1"), tmp_path / "stream1")
+    assert r0["stream"]["test_loss"] == pytest.approx(one["test_loss"], rel=1e-5)
 
 
 def test_nproc_2_trains_like_one_process_and_rank_0_alone_writes(tmp_path, reference):
@@ -149,32 +184,6 @@ def test_a_killed_two_process_run_resumes_with_two_or_one(tmp_path, reference):
     assert_same_run(json.loads(r.stdout.strip().splitlines()[-1]), final_1, tmp_path / "two", run_1)
     final = one_process(text, tmp_path / "one", resume=str(tmp_path / "cut"))
     assert_same_run(final, final_1, tmp_path / "one", run_1)
-
-
-def test_stops_reach_every_rank(tmp_path):
-    """Divergence (exit 3), early stopping, Ctrl-C on one rank only (130) and too many unreadable
-    images (exit 1) end both ranks at the same point, none left waiting; streamed images with
-    augmentation train as on one process."""
-    folder = _images(tmp_path / "imgs", bad=1)
-    images = ('model F {\n input image(3, 8, 8)\n conv 4 kernel 3 pad 1\n relu\n dense 3\n}\n'
-              f'optimizer adam(lr=3e-3)\ndata imagefolder("{folder}"), val 0.2, test 0.2, cache stream, workers 1, '
-              'max_bad BAD, preprocess channel_mean normalize, augment random_resized_crop flip color_jitter\n'
-              'train batch 16, epochs 2, monitor_every 1\n')
-    cases = [("diverge", spec().replace("optimizer adam(lr=3e-3)", "optimizer sgd(lr=80)"), None, None),
-             ("early", spec(epochs=30, extra=", early_stop(patience=1, min_delta=0.5)"), None, None),
-             ("interrupt", spec(every=1), 1, ["SignalAt", 1]),
-             ("stream", images.replace("BAD", "0.1"), None, None),
-             ("broken", images.replace("BAD", "0"), None, None)]
-    assert spawn("runs", tmp_path, cases, timeout=240) == [0, 0]
-    r0, r1 = (json.loads((tmp_path / f"results{r}.json").read_text()) for r in (0, 1))
-    print({k: round(v["seconds"], 1) for k, v in r0.items()})
-    assert r0["diverge"]["exit"] == r1["diverge"]["exit"] == 3
-    assert r0["early"]["epochs"] == r1["early"]["epochs"] < 30
-    assert r0["interrupt"]["exit"] == r1["interrupt"]["exit"] == 130
-    assert r0["broken"]["exit"] == r1["broken"]["exit"] == 1 and "1 of 31 images could not be read" in r0["broken"]["message"]
-    one = one_process(images.replace("BAD", "0.1"), tmp_path / "stream1")
-    assert r0["stream"]["test_loss"] == pytest.approx(one["test_loss"], rel=1e-5)
-    assert not (tmp_path / "interrupt" / "metrics.jsonl").read_text().count('"epoch": 2,')
 
 
 def _images(root: Path, bad: int = 0, n: int = 10) -> Path:
