@@ -15,7 +15,7 @@ from nnc.compiler.model_block import model as model_block
 from nnc.compiler.overrides import apply_overrides
 from nnc.compiler.sections import Ctx
 from nnc.compiler.spec import SECTIONS, VERSION, Spec
-from nnc.diagnostics import Diagnostic, Document, NncError, Span, did_you_mean, lines
+from nnc.diagnostics import Diagnostic, Document, NncError, Span, closest, did_you_mean, lines
 from nnc.grammar.parse import Statement, decode, parse
 
 # ---------------------------------------------------------------- entry point
@@ -53,9 +53,11 @@ def build_spec(stmts: tuple[Statement, ...], document: Document, overrides: tupl
             if word in LAYERS:
                 hint = "layers go inside the model { ... } block"
             ctx.out.add(Diagnostic(f"unknown section '{word}'", s.head.span,
-                                         help=hint or "sections: " + ", ".join(SECTIONS)))
+                                   help=hint or "sections: " + ", ".join(SECTIONS),
+                                   fix=closest(word, SECTIONS) if word not in LAYERS else None))
         elif word in found:
-            ctx.out.add(Diagnostic(f"{word} is given twice (first on line {found[word].span.line})", s.head.span))
+            ctx.out.add(Diagnostic(f"{word} is given twice (first on line {found[word].span.line})", s.head.span,
+                                   related=((found[word].span, f"{word} is first given here"),)))
         else:
             found[word] = s
             ctx.spans[word] = s.span
@@ -109,7 +111,12 @@ def read_spec_text(path: str) -> str:
     except OSError as e:
         raise NncError(f"{path}: cannot read ({e.strerror})") from None
     if not exists:
-        raise NncError(f"{path}: no such file")
+        from nnc.compiler.library import library
+        from nnc.diagnostics import closest
+
+        near = closest(Path(path).stem, library()) if "/" not in path else None
+        raise NncError(Diagnostic(f"{path}: no such file", help=f"the spec library has {near} (nnc specs lists it)"
+                                  if near else None))
     if is_dir:
         raise NncError(f"{path}: is a directory, not a .nnspec file")
     try:
@@ -121,4 +128,13 @@ def read_spec_text(path: str) -> str:
 
 
 def load_spec(path: str, overrides: tuple[str, ...] = ()) -> Spec:
-    return load_text(read_spec_text(path), "<stdin>" if path == "-" else str(path), tuple(overrides))
+    """The spec in file `path` (`-`: standard input; a library name such as `alexnet` where no
+    such file exists: the library's spec, compiler/library.py)."""
+    import os
+
+    path = str(path)
+    if path != "-" and not os.path.exists(path):  # perhaps the name of a library spec
+        from nnc.compiler.library import resolve
+
+        path = resolve(path)
+    return load_text(read_spec_text(path), "<stdin>" if path == "-" else path, tuple(overrides))

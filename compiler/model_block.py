@@ -26,6 +26,13 @@ class _Draft:
     project: bool = False
 
 
+def names_layer(kind: str, word: str) -> bool:
+    """Whether a word right after layer word `kind` is the layer's name (`conv conv1 96`), not
+    one of its options (`maxpool kernel 2`): the one rule the compiler and `nnc fmt` share."""
+    d = LAYERS[kind]
+    return word not in ("true", "false") and all(word != (f.alias or n) for n, f in d.params.model_fields.items())
+
+
 def _layer_line(stmt: Statement, ctx: Ctx) -> _Draft | None:
     if len(stmt.entries) > 1:
         ctx.out.add(Diagnostic("one layer per line (no commas in the model block)", stmt.entries[1].span))
@@ -35,7 +42,7 @@ def _layer_line(stmt: Statement, ctx: Ctx) -> _Draft | None:
     d = LAYERS[kind]
     keys = {f.alias or n: f for n, f in d.params.model_fields.items()}
     name = None
-    if items and items[0].kind == "word" and items[0].value not in keys and items[0].value not in ("true", "false"):
+    if items and items[0].kind == "word" and names_layer(kind, items[0].value):
         name = items.pop(0)
     raw: dict[str, Any] = {}
     spans: dict[str, Span] = {}
@@ -165,7 +172,8 @@ def _name_all(drafts: list[_Draft], ctx: Ctx) -> None:
                                              help="'.' joins a block's name to its layers' (res1.conv1)"))
             if d.name:
                 if d.name in seen:
-                    ctx.out.add(Diagnostic(f"layer name '{d.name}' is used twice (first on line {seen[d.name].line})", d.span))
+                    ctx.out.add(Diagnostic(f"layer name '{d.name}' is used twice (first on line {seen[d.name].line})", d.span,
+                                           related=((seen[d.name], f"'{d.name}' is first given here"),)))
                 seen[d.name] = d.span
             if d.body:
                 explicit(d.body)

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from nnc.compiler.layers.base import Params
-from nnc.diagnostics import Collector, Diagnostic, Span, did_you_mean, unknown
+from nnc.diagnostics import Collector, Diagnostic, Span, closest, did_you_mean, unknown
 from nnc.grammar.parse import Value
 
 RANGES = ("loguniform", "uniform", "intuniform", "choice")
@@ -309,7 +309,8 @@ def validate(params: type[Params], raw: dict, what: str, span: Span | None, span
             hint = did_you_mean(bad, names)
             if hint != f"did you mean '{need}'?":
                 hint = f"{what} needs `{need}`" + (f": did you mean {call}({need}={shown})?" if call else "")
-            merged = Diagnostic(f"unknown {what} option '{bad}'", key_spans.get(bad, spans.get(bad, span)), help=hint)
+            merged = Diagnostic(f"unknown {what} option '{bad}'", key_spans.get(bad, spans.get(bad, span)), help=hint,
+                                fix=need if hint == f"did you mean '{need}'?" else None)
             errors.append(merged)
         for e in errs:
             if merged and (e is extra[0] or e is missing[0]):
@@ -329,7 +330,8 @@ def validate(params: type[Params], raw: dict, what: str, span: Span | None, span
             if e["type"] == "missing" and call and len(loc) == 1:
                 help = f"e.g. {call}({loc[0]}={_example(params, loc[0])})"
             where = next((spans[k] for k in (".".join(loc[:i]) for i in range(len(loc), 0, -1)) if k in spans), span)
-            d = Diagnostic(msg, where, help=help)
+            fix = closest(str(e.get("input")), _literal(e.get("ctx") or {})) if e["type"] == "literal_error" else None
+            d = Diagnostic(msg, where, help=help, fix=fix if isinstance(e.get("input"), str) else None)
             if d not in errors:  # `stride 0` read as (0, 0) fails twice, in the same words at the same place
                 errors.append(d)
         return None

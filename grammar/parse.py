@@ -81,6 +81,13 @@ def _parser() -> Lark:
     return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=False, cache=True)
 
 
+def lex(text: str):
+    """Every token of `text` as the parser's lexer reads it, comments, line breaks (with the
+    blank and comment lines they take in) and spacing included (`nnc fmt` lays a spec out from
+    them; the parse tree keeps none of the three)."""
+    return _parser().lex(text if text.endswith("\n") else text + "\n", dont_ignore=True)
+
+
 def _span(meta_or_token) -> Span:
     m = meta_or_token
     return Span(m.line, m.column, m.end_line, m.end_column)

@@ -4,6 +4,7 @@
     spec = nnc.load_spec("specs/alexnet.nnspec")
     graph = nnc.check(spec)          # shapes, params, FLOPs (no torch needed)
     model = nnc.build_model(graph)   # a torch.nn.Module with the spec's init
+    run = nnc.train("specs/digits_mlp.nnspec", data=(x, y), epochs=5)   # docs/python.md
 
 The names are imported on first use, so that `import nnc.diagnostics` (or `nnc check`)
 pays for nothing it does not need.
@@ -20,6 +21,14 @@ _API = {  # public name -> the module that defines it
     "Spec": "nnc.compiler.spec",
     "load_spec": "nnc.compiler.load",
     "load_text": "nnc.compiler.load",
+    # the notebook API (docs/python.md)
+    "Run": "nnc.api",
+    "train": "nnc.api",
+    "evaluate": "nnc.api",
+    "export": "nnc.api",
+    "doctor": "nnc.api",
+    "search": "nnc.api",
+    "load": "nnc.api",
 }
 
 
@@ -43,4 +52,5 @@ def build_model(spec_or_graph, seed: int | None = None):
     return _build(graph, seed)
 
 
-__all__ = ["Graph", "NncError", "Spec", "__version__", "build_model", "check", "load_spec", "load_text"]
+__all__ = ["Graph", "NncError", "Run", "Spec", "__version__", "build_model", "check", "doctor", "evaluate", "export",
+           "load", "load_spec", "load_text", "search", "train"]

@@ -14,20 +14,24 @@ from nnc.commands.options import color
 from nnc.diagnostics import NncError, render_all
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from nnc.commands import register_all
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given the command line, only its command's subparser when it names one (each
+    one registered costs start-up time, and `nnc check` is meant to answer at once)."""
+    from nnc.commands import COMMANDS, register_all
     from nnc.version import __version__
 
     parser = argparse.ArgumentParser(prog="nnc", description="Define, train and ship neural networks from .nnspec files.")
     parser.add_argument("--version", action="version", version=f"nnc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    register_all(sub)
+    named = argv[0] if argv and argv[0] in COMMANDS else None
+    register_all(sub, (named,) if named else COMMANDS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         return args.func(args) or 0
     except NncError as e:

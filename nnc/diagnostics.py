@@ -58,9 +58,23 @@ class Diagnostic:
     document: Document | None = None
     help: str | None = None
     severity: str = "error"  # or "warning"
+    fix: str | None = None  # the text that would replace the span (a did-you-mean): an editor's quick fix
+    related: tuple[tuple[Span, str], ...] = ()  # other places that explain this one (where a name was first given)
 
     def sort_key(self):
         return (self.document.name if self.document else "", self.span or Span(0, 0, 0, 0))
+
+    def as_json(self) -> dict:
+        """For tools (`nnc check --json`): lines and columns 1-based, the end exclusive."""
+        def where(s: Span | None):
+            if s is None or s.origin or s.line <= 0:
+                return None
+            return {"start": {"line": s.line, "column": s.column}, "end": {"line": s.end_line, "column": s.end_column}}
+
+        return {"file": self.document.name if self.document else None, "range": where(self.span),
+                "origin": self.span.origin if self.span else None, "severity": self.severity,
+                "message": self.message, "help": self.help, "fix": self.fix,
+                "related": [{"range": where(s), "message": m} for s, m in self.related]}
 
 
 class NncError(Exception):
@@ -157,18 +171,24 @@ def render_all(diags: list[Diagnostic], color: bool = False) -> str:
     return "\n".join(shown)
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+def closest(word: str, choices: Iterable[str]) -> str | None:
     import difflib
 
     close = difflib.get_close_matches(word, sorted(set(choices)), n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'?" if close else None
+    return close[0] if close else None
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    close = closest(word, choices)
+    return f"did you mean '{close}'?" if close else None
 
 
 def unknown(span: Span | None, what: str, word: str, choices: Iterable[str]) -> Diagnostic:
     choices = sorted(set(choices))
-    hint = did_you_mean(word, choices)
+    close = closest(word, choices)
+    hint = f"did you mean '{close}'?" if close else None
     if hint is None and not choices:
         hint = "it takes none"
     elif hint is None and len(choices) <= 24:
         hint = "expected one of: " + ", ".join(choices)
-    return Diagnostic(f"unknown {what} '{word}'", span, help=hint)
+    return Diagnostic(f"unknown {what} '{word}'", span, help=hint, fix=close)

@@ -47,7 +47,11 @@ def kind_of(path: str) -> str:
 
 def load(path: str, accept: tuple[str, ...] = (SPEC, CHECKPOINT), overrides: tuple[str, ...] = ()) -> Artifact:
     """What `path` names, loaded and checked. `overrides` (--set) apply to bare specs only."""
+    from nnc.compiler.library import resolve
+
     kind = kind_of(path)
+    if kind == CHECKPOINT and SPEC in accept and resolve(path) != path:  # a library name: `nnc export alexnet`
+        kind = SPEC
     if kind not in accept:  # the checkpoint reader names a spec or an ONNX model for what it is
         kind = CHECKPOINT
     if overrides and kind != SPEC:

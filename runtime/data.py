@@ -42,11 +42,13 @@ def data_error(graph: Graph, message: str, help: str | None = None) -> NncError:
     return NncError(Diagnostic(message, spec.spans.get("data"), spec.document, help))
 
 
-def load_arrays(graph: Graph) -> Arrays:
-    """The whole source in memory, checked: the input's layout, finite values, the loss's targets."""
+def load_arrays(graph: Graph, given: Arrays | None = None) -> Arrays:
+    """The whole source in memory (or `given`, handed over in memory by the Python API), checked:
+    the input's layout, finite values, the loss's targets."""
     spec = graph.spec
     src = spec.data.source
-    arrays = SOURCES[src.kind].load(located(spec), spec.model.input.dims, graph.output.features)
+    arrays = given if given is not None else \
+        SOURCES[src.kind].load(located(spec), spec.model.input.dims, graph.output.features)
     x, y = arrays.x, arrays.y
     if len(x) != len(y):
         raise data_error(graph, f"{src.kind}: {len(x)} inputs but {len(y)} labels")
@@ -162,11 +164,12 @@ def tensors(split: Split, stats: dict, device) -> tuple:
     return torch.as_tensor(np.ascontiguousarray(x)).to(device), torch.as_tensor(split.y).to(device)
 
 
-def load_splits(graph: Graph) -> Splits:
+def load_splits(graph: Graph, given: Arrays | None = None) -> Splits:
     """Seeded by `data seed` (not `train seed`): the same spec gives the same splits in `train`,
     `eval` and `doctor`, and runs that differ only in their train seed share them (an ensemble).
-    Unreadable images are dropped from their split (too many of them stop here)."""
-    arrays = load_arrays(graph)
+    `given`: arrays handed over in memory, in place of the spec's data source. Unreadable images
+    are dropped from their split (too many of them stop here)."""
+    arrays = load_arrays(graph, given)
     parts = split_indices(graph, len(arrays.x), arrays.parts)
     check_bad(graph, arrays.bad, len(arrays.x))
     bad = np.array([i for i, _, _ in arrays.bad], np.int64)

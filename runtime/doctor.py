@@ -216,10 +216,10 @@ def expected_at_init(kind: str, margin: float, scores: torch.Tensor) -> dict:
 class Doctor:
     """Holds the preprocessed training split and builds fresh models for each check."""
 
-    def __init__(self, graph: Graph, device: str = "cpu", budget: float = DEFAULT_BUDGET):
+    def __init__(self, graph: Graph, device: str = "cpu", budget: float = DEFAULT_BUDGET, data=None):
         spec = graph.spec
         self.graph, self.dev, self.budget = graph, torch.device(device), budget
-        train = load_splits(graph).train
+        train = load_splits(graph, data).train
         self.x, self.y = tensors(train, preprocess.fit_for(spec, train.x), self.dev)
         self.loss_def = LOSSES[spec.loss.kind]
         self.loss_fn = self.loss_def.build(spec.loss.params)
@@ -508,9 +508,10 @@ SHORT = {"init": "init_loss", "reg": "regularization", "overfit": "overfit", "gr
 
 
 def run_doctor(graph: Graph, device: str = "cpu", checks=CHECKS, budget: float = DEFAULT_BUDGET,
-               on_check=None) -> list[Check]:
-    """Run `checks` (method names, in order); `on_check(check)` is called as each completes."""
-    doc = Doctor(graph, device, budget)
+               on_check=None, data=None) -> list[Check]:
+    """Run `checks` (method names, in order); `on_check(check)` is called as each completes.
+    `data`: arrays handed over in memory (the Python API), in place of the spec's source."""
+    doc = Doctor(graph, device, budget, data)
     out = []
     for c in checks:
         # each check draws its examples and initial weights as if it ran alone, so that its

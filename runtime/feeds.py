@@ -138,14 +138,15 @@ class Data:
 
 
 def open_data(graph: Graph, world: World, dev: torch.device, stats: dict | None, channels_last: bool,
-              batch: int) -> Data:
+              batch: int, given=None) -> Data:
     """The splits as feeds, with preprocessing statistics: `stats` (a resumed run's own), else
-    fitted on the training split (streamed data: summed over every process's share)."""
+    fitted on the training split (streamed data: summed over every process's share). `given`:
+    arrays handed over in memory by the Python API, in place of the spec's source."""
     spec = graph.spec
-    p = plan(spec, world.local_size)
+    p = plan(spec, world.local_size) if given is None else DataPlan("memory", "arrays handed over by the caller", None)
     steps = stream.aug_steps(spec)
     if p.cache == "memory":
-        splits = load_splits(graph)
+        splits = load_splits(graph, given)
         stats = stats if stats is not None else preprocess.fit_for(spec, splits.train.x)
         pixel_max = SOURCES[spec.data.source.kind].pixel_max
         feeds = [MemoryFeed(sp, stats, dev, channels_last, st, pixel_max)

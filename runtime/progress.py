@@ -22,7 +22,8 @@ class EpochProgress:
             self.console = Console(stderr=True, highlight=False)
             self.progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
-                                     console=self.console, transient=True, disable=not self.console.is_terminal)
+                                     console=self.console, transient=True,
+                                     disable=not (self.console.is_terminal or self.console.is_jupyter))
             self.progress.start()
 
     def start(self, epoch: int, epochs: int, steps: int):

@@ -127,24 +127,26 @@ class Setup:
 
 
 def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | None = None,
-          quiet: bool = False, callbacks: list | None = None) -> dict:
+          quiet: bool = False, callbacks: list | None = None, data=None) -> dict:
     """Train the graph's model; return the final metrics. Raises NncError (exit 1) on bad
     input and NncError(exit 3) when the loss explodes. A process started by torchrun joins its
-    process group; `callbacks` run on the process they are given to (the default monitors: rank 0)."""
+    process group; `callbacks` run on the process they are given to (the default monitors: rank 0).
+    `data`: arrays (runtime.data's Arrays) handed over in memory by the Python API, in place of
+    the spec's data source."""
     world = distributed.from_env()
     cfg = graph.spec.train
     dev = pick_device(cfg.device, "the spec's train device") if device == "auto" else pick_device(device)
     dev = distributed.device_for(world, dev)
     with distributed.joined(world, dev):
-        return _train(graph, Path(out), dev, world, resume, quiet or not world.main, callbacks)
+        return _train(graph, Path(out), dev, world, resume, quiet or not world.main, callbacks, data)
 
 
 def _train(graph: Graph, out: Path, dev: torch.device, world: World, resume: str | None, quiet: bool,
-           callbacks: list | None) -> dict:
+           callbacks: list | None, given=None) -> dict:
     from nnc.runtime.progress import EpochProgress
 
     spec, cfg = graph.spec, graph.spec.train
-    s, st = prepare(graph, out, dev, world, resume)
+    s, st = prepare(graph, out, dev, world, resume, given)
     if callbacks is None:  # the babysitting monitors are on by default; callbacks=[] turns them off
         from nnc.runtime.monitors import default_monitors
 
@@ -277,8 +279,10 @@ def start_line(s: Setup) -> str:
 # ---------------------------------------------------------------- preparation
 
 
-def prepare(graph: Graph, out: Path, dev: torch.device, world: World, resume: str | None) -> tuple[Setup, RunState]:
-    """Data, model, optimizer and the run's state, restored from `resume`'s last checkpoint."""
+def prepare(graph: Graph, out: Path, dev: torch.device, world: World, resume: str | None,
+            given=None) -> tuple[Setup, RunState]:
+    """Data (`given` arrays, or the spec's source), model, optimizer and the run's state, restored
+    from `resume`'s last checkpoint."""
     spec, cfg = graph.spec, graph.spec.train
     if world.main:
         make_dir(out, "run directory")
@@ -296,7 +300,7 @@ def prepare(graph: Graph, out: Path, dev: torch.device, world: World, resume: st
 
     # --- data: splits as feeds, preprocessing fitted on the training split only (or the run's own)
     data = open_data(graph, world, dev, dict(ck.preprocess) if ck else None, channels_last,
-                     max(1, cfg.batch // world.size))
+                     max(1, cfg.batch // world.size), given)
     loss_def = LOSSES[spec.loss.kind]
     n_classes = graph.output.features if loss_def.classification else None
 

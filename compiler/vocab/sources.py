@@ -431,6 +431,12 @@ def _synthetic(p: Synthetic, dims, outputs) -> Arrays:
                   [str(i) for i in range(classes)])
 
 
+def _memory(p: NoParams, dims, outputs) -> Arrays:
+    raise NncError("this spec's data is handed over in memory by the Python API (nnc.train(spec, data=(x, y))), "
+                   "so there is nothing here to read it from; write a data source in the spec's data section "
+                   "(npz, csv, imagefolder, ...) to use it from the command line")
+
+
 def _torchvision(name: str):
     def load(p: TorchvisionSet, dims, outputs) -> Arrays:
         import numpy as np
@@ -470,6 +476,7 @@ SOURCES = Registry("data source", (
     SourceDef("synthetic", Synthetic, _synthetic, "random normal inputs and random labels of the spec's shapes",
               extent=lambda p, dims: Extent(p.n, _decoded(p.n, dims), f"{p.n:,} generated examples",
                                             "it is generated in memory")),
+    SourceDef("memory", NoParams, _memory, "arrays handed over by the Python API: nnc.train(spec, data=(x, y))"),
     SourceDef("cifar10", TorchvisionSet, _torchvision("cifar10"), "CIFAR-10 from a local root (torchvision)",
               255.0, ("root",), example=(3, 32, 32), classes=10, extent=_fixed(60000, "images")),
     SourceDef("mnist", TorchvisionSet, _torchvision("mnist"), "MNIST from a local root (torchvision)",

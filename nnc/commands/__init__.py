@@ -9,9 +9,9 @@ from __future__ import annotations
 import importlib
 
 COMMANDS: tuple[str, ...] = ("check", "show", "train", "eval", "doctor", "search", "ensemble", "export", "infer",
-                             "compile")
+                             "compile", "fmt", "lsp", "specs", "new")
 
 
-def register_all(sub) -> None:
-    for name in COMMANDS:
+def register_all(sub, names: tuple[str, ...] = COMMANDS) -> None:
+    for name in names:
         importlib.import_module(f"nnc.commands.{name}").register(sub)
