@@ -76,22 +76,22 @@ class MemoryFeed:
 
 class StreamFeed:
     """A split read by worker processes, batch by batch; unreadable examples are collected for
-    the run to count and log (`problems`)."""
+    the run to count and log (`problems`). The splits of a source share one DataLoader, so one
+    set of workers (kept between epochs) serves training, validation and the statistics pass:
+    an item says which examples to read and whether to augment them (epoch < 0: not)."""
 
-    def __init__(self, dataset, eval_dataset, index: np.ndarray, stats: dict, dev: torch.device,
-                 channels_last: bool, workers: int, persistent: bool):
+    def __init__(self, reader: tuple, index: np.ndarray, dev: torch.device, channels_last: bool):
+        self.loader, self.items = reader
         self.index, self.dev, self.channels_last = index, dev, channels_last
-        self.stats = {k: torch.as_tensor(v, device=dev) for k, v in stats.items()}
-        pin = dev.type == "cuda"
-        self.train_loader, self.train_items = stream.loader(dataset, workers, pin, persistent)
-        self.eval_loader, self.eval_items = stream.loader(eval_dataset, workers, pin, persistent)
+        self.stats: dict = {}
         self.n = len(index)
         self.index_device = torch.device("cpu")  # the workers read by index
         self.bad: list = []
         self.fatal: str | None = None
 
-    def _run(self, loader, raw: bool = False):
-        for x, y, bad in loader:
+    def _run(self, items: list, raw: bool = False):
+        self.items.items = items
+        for x, y, bad in self.loader:
             for entry in bad:
                 if entry[0] == stream.FATAL:
                     self.fatal = self.fatal or f"{entry[1]}: {entry[2]}"
@@ -106,18 +106,15 @@ class StreamFeed:
                     y.to(self.dev, non_blocking=True)
 
     def batches(self, epoch: int, plan: list, gen=None):
-        self.train_items.items = [(epoch, self.index[gb[lo:hi].numpy()]) for gb, lo, hi in plan]
-        return self._run(self.train_loader)
+        return self._run([(epoch, self.index[gb[lo:hi].numpy()]) for gb, lo, hi in plan])
 
     def eval_batches(self, world: World, batch: int, raw: bool = False):
         lo, hi = world.shard(self.n)
-        self.eval_items.items = [(-1, self.index[i:min(i + batch, hi)]) for i in range(lo, hi, batch)]
-        return self._run(self.eval_loader, raw)
+        return self._run([(-1, self.index[i:min(i + batch, hi)]) for i in range(lo, hi, batch)], raw)
 
     def read(self, index: np.ndarray, batch: int):
         """Raw batches of the given source examples (every process reads the same)."""
-        self.eval_items.items = [(-1, index[i:i + batch]) for i in range(0, len(index), batch)]
-        return self._run(self.eval_loader, raw=True)
+        return self._run([(-1, index[i:i + batch]) for i in range(0, len(index), batch)], raw=True)
 
     def problems(self) -> tuple[list, str | None]:
         """The unreadable examples met since the last call, and a fatal problem, if any."""
@@ -153,26 +150,25 @@ def open_data(graph: Graph, world: World, dev: torch.device, stats: dict | None,
                  for sp, st in ((splits.train, steps), (splits.val, []), (splits.test, []))]
         n = len(splits.train) + len(splits.val) + len(splits.test) + len(splits.bad)
         return Data(*feeds, stats, splits.classes, p, n, list(splits.bad))
-    make, n, parts, classes = _stream_source(graph)
+    dataset, n, parts, classes = _stream_source(graph, steps)
     idx = split_indices(graph, n, parts)
     workers = spec.data.workers if spec.data.workers is not None else stream.default_workers(world.local_size)
-    data = Data(*(StreamFeed(make(steps if k == "train" else []), make([]), idx[k], {}, dev, channels_last, workers,
-                             persistent=k != "test") for k in ("train", "val", "test")),
-                {}, classes, p, n)
+    reader = stream.loader(dataset, workers, dev.type == "cuda", persistent=True)
+    data = Data(*(StreamFeed(reader, idx[k], dev, channels_last) for k in ("train", "val", "test")), {}, classes, p, n)
     data.stats = stats if stats is not None else streamed_stats(graph, data, world, batch)
     for f in (data.train, data.val, data.test):
         f.stats = {k: torch.as_tensor(v, device=dev) for k, v in data.stats.items()}
     return data
 
 
-def _stream_source(graph: Graph):
-    """(dataset maker: augment steps -> Dataset, examples, parts, classes) of a streamable source."""
+def _stream_source(graph: Graph, steps: list):
+    """(Dataset, examples, parts, classes) of a streamable source; `steps`: the augmentation."""
     spec = graph.spec
     src, params, dims, seed = spec.data.source, located(spec), spec.model.input.dims, spec.train.seed
     if src.kind == "imagefolder":
         ls = list_images(params)
         y = targets(graph, np.array(ls.labels, np.int64), ls.classes)
-        return (lambda steps: stream.ImageFiles(ls.files, y, dims, steps, seed)), len(ls.files), ls.parts, ls.classes
+        return stream.ImageFiles(ls.files, y, dims, steps, seed), len(ls.files), ls.parts, ls.classes
     path, key = (params.path, params.x) if src.kind == "npz" else (params.x, None)
     x = stream.open_rows(path, key)
     if src.kind == "npz":
@@ -189,7 +185,7 @@ def _stream_source(graph: Graph):
     y = targets(graph, y, classes)
     check = functools.partial(value_problem, graph)
     tokens = spec.model.input.kind == "tokens"
-    return (lambda steps: stream.ArrayRows(path, key, y, lay, check, steps, seed, tokens)), len(x), None, classes
+    return stream.ArrayRows(path, key, y, lay, check, steps, seed, tokens), len(x), None, classes
 
 
 def streamed_stats(graph: Graph, data: Data, world: World, batch: int) -> dict:
