@@ -15,10 +15,11 @@ Pillow, converts to RGB, resizes, and returns a CHW uint8 tensor and its label; 
 128, shuffle, the same workers), then `.float()` and the same normalization in the main process.
 Rounds alternate which side goes first; the ratio is the median of the per-round ratios.
 
-Memory: `nnc train` (a small conv net, 1 epoch, cache auto, NNC_MEMORY=--cap) on a folder whose
+Memory: `nnc train` (a small conv net, --epochs 2, cache auto, NNC_MEMORY=--cap) on a folder whose
 decoded size is several times the cap, and on one twice as large; the peak proportional set size
 (PSS, so that pages the forked workers share count once) of the whole process tree, sampled every
-20 ms. `--contrast` adds the same runs with `cache memory`.
+20 ms, and the run's test accuracy (ten classes told apart by a colour shift under the same kind
+of patterns: chance is 10%). `--contrast` adds the same runs with `cache memory`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ BATCH = 128
 
 
 def make_folder(root: Path, n: int, size: int, classes: int = 10, start: int = 0) -> Path:
-    """n JPEGs (smooth colour fields plus noise, as photos compress) in `classes` folders."""
+    """n JPEGs (smooth colour fields plus noise, as photos compress) in `classes` folders; a class
+    is a tint (a hue around the colour wheel) under random patterns."""
     from PIL import Image
 
     rng = np.random.default_rng(start)
@@ -50,7 +52,8 @@ def make_folder(root: Path, n: int, size: int, classes: int = 10, start: int = 0
         (root / f"class{c:02d}").mkdir(parents=True, exist_ok=True)
         a, b, p = rng.random(3) * 6
         base = np.stack([np.sin(a * xx + p), np.cos(b * yy + p), np.sin((a + b) * (xx + yy))], 2)
-        img = (base * 60 + 120 + 30 * c / classes + rng.normal(0, 12, (size, size, 3))).clip(0, 255).astype(np.uint8)
+        tint = 50 * np.cos(2 * np.pi * (c / classes + np.array([0, 1 / 3, 2 / 3])))
+        img = (base * 50 + 128 + tint + rng.normal(0, 12, (size, size, 3))).clip(0, 255).astype(np.uint8)
         Image.fromarray(img).save(root / f"class{c:02d}" / f"{i:06d}.jpg", quality=90)
     return root
 
@@ -64,7 +67,7 @@ SPEC = """model S {{
 }}
 optimizer sgd(lr=0.01, momentum=0.9)
 data imagefolder("{folder}"), val 0.05, test 0.05, cache {cache}, workers {w}, preprocess channel_mean normalize
-train batch {b}, epochs 1, monitor_every 0
+train batch {b}, epochs {e}, monitor_every 0
 """
 
 
@@ -79,7 +82,7 @@ def nnc_feed(folder: Path, inp: int, workers: int):
     from nnc.runtime.train import epoch_plan
 
     classes = len([d for d in folder.iterdir() if d.is_dir()])
-    graph = check(load_text(SPEC.format(s=inp, k=classes, folder=folder, cache="stream", w=workers, b=BATCH)))
+    graph = check(load_text(SPEC.format(s=inp, k=classes, folder=folder, cache="stream", w=workers, b=BATCH, e=1)))
     data = open_data(graph, World(), torch.device("cpu"), None, True, BATCH)
     gen = torch.Generator().manual_seed(0)
 
@@ -194,7 +197,10 @@ def peak_memory(spec: Path, out: Path, env: dict) -> tuple[int, float, str]:
     th.join()
     if proc.returncode:
         raise SystemExit(f"nnc train failed ({proc.returncode}): {err}")
-    return peak, time.perf_counter() - t0, err
+    import json
+
+    final = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["final"]
+    return peak, time.perf_counter() - t0, final["test_accuracy"]
 
 
 def memory(a) -> None:
@@ -214,13 +220,14 @@ def memory(a) -> None:
             made = n
             for cache in ("auto", "memory") if a.contrast else ("auto",):
                 spec = tmp / f"s{n}{cache}.nnspec"
-                spec.write_text(SPEC.format(s=a.input, k=10, folder=folder, cache=cache, w=a.workers, b=64))
+                spec.write_text(SPEC.format(s=a.input, k=10, folder=folder, cache=cache, w=a.workers, b=64, e=a.epochs))
                 env = {**os.environ, "NNC_MEMORY": a.cap}
-                peak, secs, err = peak_memory(spec, tmp / f"run{n}{cache}", env)
-                path = "streamed" if "streamed from disk" in err or cache == "auto" and n * per * 4 > cap else "in memory"
+                peak, secs, acc = peak_memory(spec, tmp / f"run{n}{cache}", env)
+                path = "streamed" if cache == "auto" and n * per * 4 > cap else "in memory"
                 rows.append((n, cache, peak, secs))
                 print(f"{n:7,d} images, decoded {n * per / 2**20:7.0f} MB ({n * per / cap:4.1f}x the cap), cache {cache:6s} "
-                      f"({path}): peak PSS of the process tree {peak / 2**20:6.0f} MB, {secs:5.1f} s", flush=True)
+                      f"({path}): peak PSS of the process tree {peak / 2**20:6.0f} MB, {secs:5.1f} s, "
+                      f"test accuracy {100 * acc:.1f}%", flush=True)
     auto = [r for r in rows if r[1] == "auto"]
     print(f"peak at {auto[1][0]:,} / at {auto[0][0]:,} images (cache auto): {auto[1][2] / auto[0][2]:.3f} "
           "(flat: about 1; the data doubled)")
@@ -236,6 +243,7 @@ def main() -> None:
     ap.add_argument("--memory", action="store_true", help="peak memory of nnc train at two folder sizes")
     ap.add_argument("--cap", default="64M", help="NNC_MEMORY for --memory")
     ap.add_argument("--contrast", action="store_true", help="--memory: also with cache memory")
+    ap.add_argument("--epochs", type=int, default=2, help="--memory: epochs of each run")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (CI)")
     a = ap.parse_args()
     if a.smoke:

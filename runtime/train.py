@@ -162,7 +162,7 @@ def _train(graph: Graph, out: Path, dev: torch.device, world: World, resume: str
     progress = EpochProgress(quiet)
     progress.note(start_line(s))
     account_unreadable(s, "load", s.data.bad, log, progress)
-    if not resume and world.main:  # so that a run that diverges at once still leaves a good checkpoint
+    if not resume:  # so that a run that diverges at once still leaves a good checkpoint
         save(s, st, "last", {"epoch": 0, "step": 0, "metrics": {}})
     full_batch = OPTIMIZERS[spec.optimizer.kind].full_batch
     sample_every = cfg.monitor_every if callbacks else 0
@@ -443,7 +443,7 @@ def batches(s: Setup, epoch: int):
 def sync_step(s: Setup, loss: torch.Tensor, n: int) -> tuple[float, int]:
     """The global batch's loss and size. Over several processes one all-reduce also carries
     Ctrl-C and bad data from any rank to all, which then stop at this same step."""
-    _, fatal = s.data.train.problems() if s.data.plan.cache == "stream" else ((), None)
+    fatal = s.data.train.fatal if s.data.plan.cache == "stream" else None
     if s.world.size == 1:
         if fatal:
             raise data_error(s.graph, f"streamed data: {fatal}")
