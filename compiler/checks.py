@@ -13,6 +13,7 @@ from nnc.compiler.model_block import related
 from nnc.compiler.spec import Spec
 from nnc.compiler.values import SearchRange, format_value
 from nnc.compiler.vocab.losses import LOSSES
+from nnc.compiler.vocab.optimizers import OPTIMIZERS
 from nnc.compiler.vocab.preprocess import PREPROCESS
 from nnc.compiler.vocab.sources import SOURCES
 from nnc.diagnostics import Collector, Diagnostic, NncError, Span, unknown
@@ -291,9 +292,32 @@ def fits_in_memory(graph: Graph, out: Collector) -> None:
 
 
 # In order: a later pass may hold back while earlier ones found errors (loss_fits_output).
+def training_settings(graph: Graph, out: Collector) -> None:
+    """Settings that cannot work together: fp16 on the CPU or with L-BFGS, a random_resized_crop
+    after another augmentation step, streaming a source that is read whole."""
+    spec, cfg = graph.spec, graph.spec.train
+    where = spec.spans.get("train.precision")
+    if cfg.precision == "fp16" and cfg.device == "cpu":
+        out.error(where, "precision fp16 needs a GPU: training in fp16 (with its gradient scaler) is CUDA's",
+                  "on the CPU use fp32 (the default) or bf16")
+    if cfg.precision == "fp16" and OPTIMIZERS[spec.optimizer.kind].full_batch:
+        out.error(where, f"precision fp16 does not work with {spec.optimizer.kind}: its line search needs unscaled losses",
+                  "use fp32 or bf16")
+    for c in spec.data.augment[1:]:
+        if c.kind == "random_resized_crop":
+            out.error(c.span, "random_resized_crop comes first in augment: it picks the region of the original image",
+                      "move it before the other steps")
+    src = spec.data.source
+    if spec.data.cache == "stream" and not SOURCES[src.kind].streams:
+        out.error(spec.spans.get("data.cache", spec.spans.get("data")),
+                  f"cache stream: {src.kind} data cannot be streamed (it is read whole)",
+                  "imagefolder, npy and uncompressed npz sources stream; use cache memory or auto")
+
+
+
 PASSES = (data_fits_input, names_exist, finetune_map_exists, reserved_names, something_to_train, loss_fits_output,
           loss_fits_data, metric_exists, no_double_squash, no_symmetric_init, lbfgs_without_noise, every_value_used,
-          fits_in_memory)
+          training_settings, fits_in_memory)
 
 
 def analyze(spec: Spec) -> Graph:

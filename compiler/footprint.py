@@ -6,8 +6,9 @@ In float32 (4 bytes a value; token ids 8): the weights; per example, every layer
 autograd keeps for the backward pass, the input included); training adds the gradients, the
 optimizer's state (OptimizerDef.state_copies), the EMA copy, twice the activations of a batch
 (the saved outputs and their gradients) and the data set held in memory twice (the arrays read
-and the tensors made from them), where its size is known without reading it
-(SourceDef.examples). An estimate: framework workspaces and recurrent layers' gates are not in it.
+and the tensors made from them) where its size is known without decoding it (SourceDef.extent)
+and it is not streamed from disk (compiler/data_plan.py). An estimate: framework workspaces and
+recurrent layers' gates are not in it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from nnc.compiler.data_plan import plan
 from nnc.compiler.graph import Graph
 from nnc.compiler.vocab.optimizers import OPTIMIZERS
-from nnc.compiler.vocab.sources import SOURCES
+from nnc.diagnostics import NncError
 
 FLOAT = 4
 
@@ -32,6 +34,7 @@ class Footprint:
     data: int | None  # bytes of the data set in memory; None: read from files, not known here
     examples: int | None
     optimizer_name: str
+    streamed: bool = False  # the data is read from disk batch by batch: not held in memory
 
     @property
     def training_per_example(self) -> int:
@@ -47,7 +50,8 @@ class Footprint:
 
     def training_parts(self) -> str:
         """What `training` adds up, in words."""
-        data = f"the data set {size(self.data)} ({self.examples:,} examples, twice)" if self.data is not None \
+        data = "the data set streamed from disk (not held in memory)" if self.streamed else \
+            f"the data set {size(self.data)} ({self.examples:,} examples, twice)" if self.data is not None \
             else "the data set (its size is not known before it is read: not counted)"
         return (f"weights {size(self.weights)}, gradients and {self.optimizer_name} state {size(self.optimizer)}, "
                 f"activations of a batch of {self.batch:,} {size(self.batch * self.training_per_example)}, {data}")
@@ -67,14 +71,18 @@ def estimate(graph: Graph) -> Footprint:
     activations = (graph.input.numel + sum(l.output.numel for l in graph.layers())) * FLOAT
     opt = OPTIMIZERS[spec.optimizer.kind]
     copies = 1 + opt.state_copies(spec.optimizer.params) + (1 if spec.train.ema else 0)
-    src = SOURCES[spec.data.source.kind]
-    examples = src.examples(spec.data.source.params) if src.examples else None
+    try:
+        way = plan(spec)
+    except NncError:  # (data that cannot be read yet: its size is not known)
+        way = None
+    examples = way.extent.n if way and way.extent else None
+    streamed = way is not None and way.cache == "stream"
     n_train = max(1, examples - round(spec.data.test * examples) - round(spec.data.val * examples)) \
         if examples else None
     batch = (n_train or spec.train.batch) if opt.full_batch else min(spec.train.batch, n_train or spec.train.batch)
     per_value = 8 if raw.kind == "tokens" else FLOAT
-    data = 2 * examples * raw.numel * per_value if examples is not None else None
-    return Footprint(weights, activations, copies * weights, batch, data, examples, spec.optimizer.kind)
+    data = 0 if streamed else 2 * examples * raw.numel * per_value if examples is not None else None
+    return Footprint(weights, activations, copies * weights, batch, data, examples, spec.optimizer.kind, streamed)
 
 
 def physical_memory() -> int | None:

@@ -82,6 +82,10 @@ def print_listing(graph: Graph, resolved: bool = False) -> None:
     table.add_row("total", "", "", f"{graph.n_params:,}", flops(graph.flops), "", style="bold")
     console.print()
     console.print(table)
+    from nnc.compiler.data_plan import describe
+
+    console.print()
+    console.print(describe(spec), markup=False)
     if resolved:
         console.print()
         for section, text, origin in resolved_sections(graph):
@@ -113,7 +117,8 @@ def resolved_sections(graph: Graph) -> list[tuple[str, str, str]]:
         "schedule": (f"warmup({', '.join(f'{k}={v}' for k, v in spec.schedule.warmup.model_dump().items() if v)}), "
                      if spec.schedule.warmup else "") + str(spec.schedule.main),
         "data": ", ".join([str(spec.data.source), f"val {spec.data.val:g}", f"test {spec.data.test:g}",
-                           f"seed {spec.data.seed}"] +
+                           f"seed {spec.data.seed}", f"cache {spec.data.cache}", f"max_bad {spec.data.max_bad:g}"] +
+                          ([f"workers {spec.data.workers}"] if spec.data.workers is not None else []) +
                           ([f"preprocess {' '.join(map(str, spec.data.preprocess))}"] if spec.data.preprocess else []) +
                           ([f"augment {' '.join(map(str, spec.data.augment))}"] if spec.data.augment else [])),
         "train": _fields(spec.train),
@@ -148,6 +153,18 @@ def _memory_json(graph: Graph) -> dict:
             "optimizer_and_gradients": fp.optimizer, "data": fp.data, "machine": physical_memory()}
 
 
+def _data_plan(spec) -> dict:
+    from nnc.compiler.data_plan import plan
+    from nnc.diagnostics import NncError
+
+    try:
+        p = plan(spec)
+    except NncError as e:
+        return {"cache": None, "why": e.diagnostics[0].message}
+    return {"cache": p.cache, "why": p.why, "examples": p.extent.n if p.extent else None,
+            "bytes": p.extent.nbytes if p.extent else None}
+
+
 def listing_json(graph: Graph, resolved: bool = False) -> dict:
     def where(span) -> dict:
         return {"file": (span.doc or graph.spec.document).name, "line": span.line, "column": span.column}
@@ -179,5 +196,6 @@ def listing_json(graph: Graph, resolved: bool = False) -> dict:
         "blocks": {b.name: {"params": [p.name for p in b.params], **where(b.span)} for b in graph.spec.blocks.values()},
         "includes": [{"file": path, **where(span)} for path, span in graph.spec.includes],
         "warnings": [{"line": w.span.line if w.span else None, "message": w.message} for w in graph.warnings],
+        "data": _data_plan(graph.spec),
     } | ({"resolved": {s: {"text": text, "origin": origin} for s, text, origin in resolved_sections(graph)}}
          if resolved else {})

@@ -316,7 +316,8 @@ def _schedule(stmt: Statement | None, ctx: Ctx) -> ScheduleSpec | None:
 def _data(stmt: Statement | None, ctx: Ctx) -> DataSpec | None:
     if stmt is None:
         return DataSpec(Choice("digits", SOURCES["digits"].params()), 0.1, 0.2)
-    raw = _keyed(stmt, "data", {"val": None, "test": None, "seed": None, "preprocess": PREPROCESS, "augment": AUGMENT}, ctx,
+    keys = {k: None for k in DataOptions.model_fields} | {"preprocess": PREPROCESS, "augment": AUGMENT}
+    raw = _keyed(stmt, "data", keys, ctx,
                  head={"registry": SOURCES, "what": "data source"})
     source = raw.get("__head__")
     if "__head__" not in raw:
@@ -324,12 +325,19 @@ def _data(stmt: Statement | None, ctx: Ctx) -> DataSpec | None:
     steps = {k: raw.pop(k, ()) for k in ("preprocess", "augment")}
     for k in ("preprocess", "augment"):
         raw["__spans__"].pop(k, None)
+    if source and source.kind == "imagefolder" and source.params.train is not None:
+        for split in ("val", "test"):  # imagefolder(train=..., val=...) with `val 0.1` written too
+            if getattr(source.params, split) and split in raw:
+                ctx.out.add(Diagnostic(f"the {split} split is the folder imagefolder({split}=...): a fraction "
+                                       f"`{split}` cannot apply too", raw["__spans__"].get(split, stmt.span),
+                                       help=f"remove `{split}` here"))
     opts = _finish(raw, DataOptions, "data", ctx)
     if opts and opts.val + opts.test >= 1:
         ctx.out.add(Diagnostic(f"val {opts.val:g} + test {opts.test:g} leaves no training data",
                                      ctx.spans.get("data.test", stmt.span)))
     if source and opts:
-        return DataSpec(source, opts.val, opts.test, steps["preprocess"], steps["augment"], opts.seed)
+        return DataSpec(source, opts.val, opts.test, steps["preprocess"], steps["augment"], opts.seed, opts.cache,
+                        opts.workers, opts.max_bad)
     return None
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, field_validator
 
 from nnc.compiler.layers import Shape
 from nnc.compiler.layers.base import Params
@@ -156,12 +156,30 @@ class Train(Params):
     finetune: Finetune | None = None
     freeze: Names = ()
     monitor_every: int = Field(50, ge=0)  # steps between monitor samples; 0 turns monitors off
+    # precision and speed (runtime/device.py): auto is bf16 autocast on CUDA, fp32 on the CPU
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: Literal["auto"] | bool = "auto"  # auto: for models with conv layers
+    compile: bool = False  # torch.compile the model (useful on GPUs; slow to start)
+    sync_batchnorm: bool = False  # batch statistics over every process's batch (several GPUs)
+
+    @field_validator("channels_last", mode="before")
+    @classmethod
+    def _auto_or_bool(cls, v):  # one message, not one per member of the union
+        if v != "auto" and not isinstance(v, bool):
+            from nnc.compiler.values import format_value
+
+            raise ValueError(f"channels_last must be auto, true or false, got {format_value(v)}")
+        return v
 
 
 class DataOptions(Params):
     val: float = Field(0.1, ge=0, lt=1)
     test: float = Field(0.2, ge=0, lt=1)
     seed: int = Field(0, ge=0)  # the split's (numpy's, never negative); `train seed` drives initialization and shuffling
+    # runtime/feeds.py: data held in memory, or streamed from disk by worker processes (auto: by size)
+    cache: Literal["auto", "memory", "stream"] = "auto"
+    workers: int | None = Field(None, ge=0)  # streaming worker processes per training process (None: by CPUs)
+    max_bad: float = Field(0.01, ge=0, lt=1)  # the fraction of unreadable images a run skips before it stops
 
 
 @dataclass(frozen=True)
@@ -172,6 +190,9 @@ class DataSpec:
     preprocess: tuple[Choice, ...] = ()
     augment: tuple[Choice, ...] = ()
     seed: int = 0
+    cache: str = "auto"
+    workers: int | None = None
+    max_bad: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -251,6 +272,6 @@ DEFAULTS = {
     "regularize": "l2 0",
     "optimizer": "sgd(lr=0.01, momentum=0.9)",
     "schedule": "constant",
-    "data": "digits, val 0.1, test 0.2, seed 0",
-    "train": "batch 64, epochs 10, seed 0, device auto, monitor_every 50",
+    "data": "digits, val 0.1, test 0.2, seed 0, cache auto, max_bad 0.01",
+    "train": "batch 64, epochs 10, seed 0, device auto, monitor_every 50, precision auto, channels_last auto",
 }

@@ -207,7 +207,8 @@ def _evaluate_given(path: str, given, device: str) -> dict:
     model = build_model(graph)
     model.load_state_dict(ck.model)
     dev = pick_device(device)
-    x, y, _ = load_arrays(graph, given)
+    checked = load_arrays(graph, given)
+    x, y = checked.x, checked.y
     loss = LOSSES[graph.spec.loss.kind]
     res = run_evaluation(model.to(dev), *tensors(Split(x, y), dict(ck.preprocess), dev), build_loss(graph),
                          graph.output.features if loss.classification else None)

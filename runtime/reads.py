@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nnc.compiler.data_plan import located
 from nnc.compiler.spec import Spec
 from nnc.compiler.vocab.sources import SOURCES
 from nnc.diagnostics import NncError
@@ -24,8 +25,9 @@ SPEC_LIMIT = 10 * 2**20  # a recorded spec file larger than this is not a spec (
 
 def data_files(spec: Spec) -> list[tuple[str, Path]]:
     """(what, path) of every file or folder the spec's data source reads, located as training does."""
-    src = spec.data.source
-    return [(f"data {src.kind} {k}", Path(spec.locate(getattr(src.params, k), "data"))) for k in SOURCES[src.kind].paths]
+    src, params = spec.data.source, located(spec)
+    return [(f"data {src.kind} {k}", Path(getattr(params, k))) for k in SOURCES[src.kind].paths
+            if getattr(params, k) is not None]
 
 
 def _named_by_its_spec_file(ck) -> set[Path]:

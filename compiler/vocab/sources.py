@@ -1,16 +1,21 @@
 """The data-source registry: each word loads (x, y, class names) as numpy arrays.
 
-Everything is loaded into memory once; training batches by slicing tensors. No source
-downloads anything: the embedded default is scikit-learn's `load_digits`.
+`load` reads a whole source into memory (training then batches by slicing tensors); the
+sources that can be larger than memory also say how large they are without decoding
+(`extent`: a folder's listing, an .npy header), and runtime/stream.py reads them example by
+example instead (images decoded by worker processes, arrays through memory maps). Only the
+standard library runs here at `nnc check` time. No source downloads anything: the embedded
+default is scikit-learn's `load_digits`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from nnc.compiler.layers.base import Shape
 from nnc.compiler.vocab.registry import NoParams, Params, Registry
@@ -24,10 +29,22 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".t
 
 @dataclass
 class Arrays:
-    x: np.ndarray  # (N, ...) float32
+    x: np.ndarray  # (N, ...) float32; a tuple of arrays for a model of several inputs (y: outputs)
     y: np.ndarray  # (N,) int64 labels, or (N, ...) float32 targets
     classes: list[str] | None = None
+    # examples given as their own split (imagefolder(train=..., val=...)): split -> (start, end)
+    parts: dict[str, tuple[int, int]] | None = None
+    bad: list[tuple[int, str, str]] = field(default_factory=list)  # (index, file, why): unreadable, skipped
 
+
+@dataclass(frozen=True)
+class Extent:
+    """What is known of a source's size without decoding it."""
+
+    n: int | None  # examples (None: unknown until loaded)
+    nbytes: int | None  # decoded into memory as float32
+    what: str  # "1,797 examples", "12,000 images in 10 class folders"
+    streams: str | None = None  # None: it can be streamed; else why not
 
 
 class Npz(Params):
@@ -66,7 +83,25 @@ class Shapes(Params):
 
 
 class ImageFolder(Params):
-    path: str
+    path: str | None = None  # one folder, split by the data section's fractions
+    train: str | None = None  # or folders per split: a split without one is taken from train
+    val: str | None = None
+    test: str | None = None
+
+    @model_validator(mode="after")
+    def _one_layout(self):
+        if (self.path is None) == (self.train is None):
+            raise ValueError("give one folder, imagefolder(\"DIR\"), or folders per split, "
+                             "imagefolder(train=\"DIR\", val=\"DIR\", test=\"DIR\")")
+        if self.path is not None and (self.val or self.test):
+            raise ValueError("val= and test= folders go with train=, not with one folder")
+        return self
+
+    def folders(self) -> dict[str, str]:
+        """split ("all", "train", "val", "test") -> folder, for those given."""
+        if self.path is not None:
+            return {"all": self.path}
+        return {k: v for k, v in (("train", self.train), ("val", self.val), ("test", self.test)) if v}
 
 
 class Synthetic(Params):
@@ -93,8 +128,9 @@ class SourceDef:
     # its examples' shape (C, H, W) and its class count
     example: tuple[int, ...] | None = None
     classes: int | None = None
-    # how many examples it holds, when known without reading anything (the memory estimate)
-    examples: Callable[[Params], int] | None = None
+    # its size without decoding it (params with paths located, input dims) -> Extent; None: held in memory
+    extent: Callable[[Params, tuple[int, ...]], Extent] | None = None
+    streams: bool = False  # can be read example by example (runtime/stream.py) instead of whole
 
 
 def _missing(path: str, what: str) -> NncError:
@@ -155,7 +191,7 @@ def numbers(a: np.ndarray, path: str, name: str) -> np.ndarray:
     return a.astype(np.float32)
 
 
-def _np_load(path: str, kind: str):
+def np_load(path: str, kind: str):
     """np.load of a file the user named as `kind` ("npz" or "npy"), with numpy's failures
     (a truncated file, pickled data, the other format, a header claiming more than the file
     holds) said in the user's terms."""
@@ -190,7 +226,7 @@ def _digits(p, inp, outputs) -> Arrays:
     return Arrays(d.data.astype(np.float32), d.target.astype(np.int64), [str(c) for c in d.target_names])
 
 
-def _labels(y: np.ndarray) -> tuple[np.ndarray, list[str] | None]:
+def label_ids(y: np.ndarray) -> tuple[np.ndarray, list[str] | None]:
     import numpy as np
     if y.dtype.kind in "USO":
         names = sorted(set(y.tolist()))
@@ -222,7 +258,7 @@ def read_npz(p: Npz, inputs: list[str], outputs: list[str]) -> tuple[list, list,
         return list(got)
 
     xs, ys = names(p.x, inputs), names(p.y, outputs)
-    with _np_load(p.path, "npz") as f:
+    with np_load(p.path, "npz") as f:
         missing = [k for k in (*xs, *ys) if k not in f.files]
         if missing:
             raise NncError(f"{p.path}: no array named {missing[0]!r} (it has {', '.join(f.files) or 'none'})")
@@ -232,15 +268,15 @@ def read_npz(p: Npz, inputs: list[str], outputs: list[str]) -> tuple[list, list,
             raise NncError(f"{p.path}: cannot read as .npz ({e})") from None
         except MemoryError as e:
             raise NncError(f"{p.path}: too large to load into memory ({e})") from None
-    labels = [_labels(a) for a in y]
+    labels = [label_ids(a) for a in y]
     return [numbers(a, p.path, f"array {k!r}") for a, k in zip(x, xs)], [a for a, _ in labels], labels[0][1]
 
 
 def _npy(p: Npy, inp, outputs) -> Arrays:
     arrays = []
     for path in (p.x, p.y):
-        arrays.append(_np_load(path, "npy"))
-    y, names = _labels(arrays[1])
+        arrays.append(np_load(path, "npy"))
+    y, names = label_ids(arrays[1])
     return Arrays(numbers(arrays[0], p.x, "the array"), y, names)
 
 
@@ -289,33 +325,114 @@ def _csv(p: Csv, inp, outputs) -> Arrays:
         y = y.astype(np.int64) if np.all(y == np.round(y)) else y.astype(np.float32)
         names = None
     except ValueError:
-        y, names = _labels(raw)
+        y, names = label_ids(raw)
     return Arrays(x, y, names)
 
 
-def _imagefolder(p: ImageFolder, inp: Shape, outputs) -> Arrays:
-    import numpy as np
+def list_folder(root: str) -> tuple[list[str], list[str], list[int]]:
+    """(classes, files, labels) of `root/<class>/<image>`: class folders and files sorted by name,
+    images recognized by their suffix (a README.txt or .DS_Store beside them is not a broken image)."""
+    import os
 
-    root = Path(p.path)
-    if not root.is_dir():
-        raise _missing(p.path, "image folder")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if not Path(root).is_dir():
+        raise _missing(root, "image folder")
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
     if not classes:
-        raise NncError(f"{p.path}: no class folders inside (expected {p.path}/<class>/<image>)")
-    c, h, w = inp.dims
-    xs, ys = [], []
+        raise NncError(f"{root}: no class folders inside (expected {root}/<class>/<image>)")
+    files, labels, empty = [], [], []
     for label, name in enumerate(classes):
-        # images by their suffix: a README.txt or .DS_Store beside them is not a broken image
-        for f in sorted((root / name).iterdir()):
-            if not f.is_file() or f.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            xs.append(read_image(f, c, h, w))
-            ys.append(label)
-    empty = [n for n in classes if n not in {classes[y] for y in ys}]
+        folder = os.path.join(root, name)
+        names = sorted(e.name for e in os.scandir(folder)
+                       if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
+        files += [os.path.join(folder, n) for n in names]
+        labels += [label] * len(names)
+        if not names:
+            empty.append(name)
     if empty:
-        raise NncError(f"{p.path}: no images in {', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''} "
+        raise NncError(f"{root}: no images in {', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''} "
                        f"(read: {', '.join(sorted(IMAGE_SUFFIXES))})")
-    return Arrays(np.stack(xs), np.array(ys, np.int64), classes)
+    return classes, files, labels
+
+
+@dataclass
+class Listing:
+    """An image folder's files, in a fixed order; `parts`: the ranges of splits given as folders."""
+
+    classes: list[str]
+    files: list[str]
+    labels: list[int]
+    parts: dict[str, tuple[int, int]] | None
+
+
+def list_images(p: ImageFolder) -> Listing:
+    folders = p.folders()
+    if "all" in folders:
+        return Listing(*list_folder(folders["all"]), None)
+    classes, files, labels = list_folder(folders["train"])
+    parts = {"train": (0, len(files))}
+    for split in ("val", "test"):
+        if split in folders:
+            names, more, idx = list_folder(folders[split])
+            foreign = [n for n in names if n not in classes]
+            if foreign:
+                raise NncError(f"{folders[split]}: class folder(s) {', '.join(foreign[:5])} are not in the "
+                               f"training folder {folders['train']}")
+            parts[split] = (len(files), len(files) + len(more))
+            files += more
+            labels += [classes.index(names[i]) for i in idx]
+    return Listing(classes, files, labels, parts)
+
+
+def unreadable(e: Exception) -> str:
+    """Why Pillow could not read an image, in a few words (it raises OSError, SyntaxError,
+    ValueError, EOFError, zlib's and struct's errors, DecompressionBombError, ...)."""
+    from PIL import UnidentifiedImageError
+
+    return "not an image Pillow can read" if isinstance(e, UnidentifiedImageError) else f"{type(e).__name__}: {e}"
+
+
+def _imagefolder(p: ImageFolder, inp: Shape, outputs) -> Arrays:
+    """Every image decoded into one array; an unreadable one is left as zeros and listed in `bad`
+    (runtime/data.py drops it and stops when there are too many)."""
+    import numpy as np
+    from PIL import Image
+
+    listing = list_images(p)
+    c, h, w = inp.dims
+    x = np.zeros((len(listing.files), c, h, w), np.float32)
+    bad = []
+    for i, f in enumerate(listing.files):
+        try:
+            with Image.open(f) as im:
+                x[i] = load_image(im, c, h, w)
+        except Exception as e:  # noqa: BLE001 (Pillow's failures have no common base)
+            bad.append((i, f, unreadable(e)))
+    return Arrays(x, np.array(listing.labels, np.int64), listing.classes, listing.parts, bad)
+
+
+def image_array(im, c: int, h: int, w: int, box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """A Pillow image -> (H, W, C) values in [0, 255]: uint8 for 8-bit images, float32 for 16-bit
+    ones; the region `box` (x0, y0, x1, y1 in the file's pixels; default: all of it) resized to
+    (h, w). A JPEG much larger than that is decoded at a reduced scale (Pillow's draft mode: the
+    decoder skips what the resize would throw away)."""
+    import math
+
+    import numpy as np
+    from PIL import Image
+
+    w0, h0 = im.size
+    box = box or (0.0, 0.0, float(w0), float(h0))
+    if im.format == "JPEG":
+        bw, bh = box[2] - box[0], box[3] - box[1]
+        if im.draft(im.mode, (math.ceil(w * w0 / bw), math.ceil(h * h0 / bh))) is not None:
+            sx, sy = im.size[0] / w0, im.size[1] / h0
+            box = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+    if im.mode.startswith("I;16") or im.mode == "I":  # 16-bit grey (Pillow reads such PNGs as I;16 or I):
+        # scaled to 0..255 (Pillow's convert("L") would clip every value above 255 to white)
+        a = np.asarray(Image.fromarray(np.asarray(im, np.float32) * (255 / 65535)).resize((w, h), box=box), np.float32)
+        return a[:, :, None] if c == 1 else np.repeat(a[:, :, None], c, 2)
+    a = np.asarray(im.convert("L" if c == 1 else "RGB").resize((w, h), box=box))
+    return a[:, :, None] if c == 1 else a
 
 
 def read_image(path: Path, c: int, h: int, w: int) -> np.ndarray:
@@ -336,15 +453,80 @@ def read_image(path: Path, c: int, h: int, w: int) -> np.ndarray:
 def load_image(im, c: int, h: int, w: int) -> np.ndarray:
     """A Pillow image -> (C, H, W) float32 in [0, 255], resized to the spec's input."""
     import numpy as np
-    from PIL import Image
 
-    if im.mode.startswith("I;16") or im.mode == "I":  # 16-bit grey (Pillow reads such PNGs as I;16 or I):
-        # scaled to 0..255 (Pillow's convert("L") would clip every value above 255 to white)
-        a = np.asarray(Image.fromarray(np.asarray(im, np.float32) * (255 / 65535)).resize((w, h)), np.float32)
-        return a[None] if c == 1 else np.repeat(a[None], c, 0)
-    im = im.convert("L" if c == 1 else "RGB").resize((w, h))
-    a = np.asarray(im, dtype=np.float32)
-    return a[None] if c == 1 else a.transpose(2, 0, 1)
+    return np.ascontiguousarray(image_array(im, c, h, w).transpose(2, 0, 1), dtype=np.float32)
+
+
+def _npy_header(f, name: str) -> tuple[tuple[int, ...], str, bool]:
+    """(shape, dtype descr, fortran order) from an .npy header, read with the standard library."""
+    import ast
+    import struct
+
+    if f.read(6) != b"\x93NUMPY":
+        raise NncError(f"{name}: cannot read as .npy (not a numpy file)")
+    major = f.read(2)[0]
+    size = struct.unpack("<H", f.read(2))[0] if major == 1 else struct.unpack("<I", f.read(4))[0]
+    try:
+        d = ast.literal_eval(f.read(size).decode("latin1"))
+        return tuple(d["shape"]), str(d["descr"]), bool(d["fortran_order"])
+    except (ValueError, SyntaxError, KeyError, TypeError):
+        raise NncError(f"{name}: cannot read as .npy (a damaged header)") from None
+
+
+def _decoded(n: int, dims: tuple[int, ...]) -> int:
+    return n * math.prod(dims) * 4
+
+
+def _array_extent(shape, descr: str, fortran: bool, dims, name: str, streams: str | None = None) -> Extent:
+    if not shape:
+        raise NncError(f"{name}: a single number, not an array of examples")
+    if descr.startswith(("|O", "O")):
+        streams = "it holds Python objects"
+    elif fortran and len(shape) > 1:
+        streams = "it is stored in Fortran order (save np.ascontiguousarray(x))"
+    return Extent(shape[0], _decoded(shape[0], dims), f"{shape[0]:,} examples of shape {tuple(shape[1:])}", streams)
+
+
+def _npy_extent(p: Npy, dims) -> Extent:
+    if not Path(p.x).is_file():
+        raise _missing(p.x, "npy file")
+    with open(p.x, "rb") as f:
+        return _array_extent(*_npy_header(f, p.x), dims, p.x)
+
+
+def _first_name(given: str | tuple[str, ...] | None, default: str) -> str:
+    """The array of the (first) input: the size of the data set."""
+    return given if isinstance(given, str) else given[0] if given else default
+
+
+def _npz_extent(p: Npz, dims) -> Extent:
+    import zipfile
+
+    if not Path(p.path).is_file():
+        raise _missing(p.path, "npz file")
+    try:
+        with zipfile.ZipFile(p.path) as z:
+            info = z.getinfo(_first_name(p.x, "x") + ".npy")
+            with z.open(info) as f:
+                header = _npy_header(f, f"{p.path}:{p.x}")
+    except (zipfile.BadZipFile, OSError):
+        raise NncError(f"{p.path}: cannot read as .npz (not a numpy file)") from None
+    except KeyError:
+        raise NncError(f"{p.path}: no array named {_first_name(p.x, 'x')!r}") from None
+    why = None if info.compress_type == zipfile.ZIP_STORED else \
+        "it is compressed (np.savez_compressed), which cannot be memory-mapped: save it with np.savez or as .npy files"
+    return _array_extent(*header, dims, p.path, why)
+
+
+def _folder_extent(p: ImageFolder, dims) -> Extent:
+    listing = list_images(p)
+    n = len(listing.files)
+    given = f", {' and '.join(k for k in listing.parts if k != 'train')} folders" if listing.parts else ""
+    return Extent(n, _decoded(n, dims), f"{n:,} images in {len(listing.classes)} class folders{given}")
+
+
+def _fixed(n: int, what: str = "examples"):
+    return lambda p, dims: Extent(n, _decoded(n, dims), f"{n:,} {what}", "it is read whole")
 
 
 def _synthetic(p: Synthetic, inp: Shape, outputs) -> Arrays:
@@ -428,23 +610,26 @@ def _torchvision(name: str):
 
 SOURCES = Registry("data source", (
     SourceDef("digits", NoParams, _digits, "scikit-learn's 8x8 handwritten digits (1797 images, 10 classes, values 0-16)", 16.0,
-              example=(1, 8, 8), classes=10, examples=lambda p: 1797),
-    SourceDef("npz", Npz, _npz, "arrays x and y from an .npz file", paths=("path",)),
-    SourceDef("npy", Npy, _npy, "x and y from two .npy files", paths=("x", "y")),
+              example=(1, 8, 8), classes=10, extent=_fixed(1797)),
+    SourceDef("npz", Npz, _npz, "arrays x and y from an .npz file", paths=("path",), extent=_npz_extent,
+              streams=True),
+    SourceDef("npy", Npy, _npy, "x and y from two .npy files", paths=("x", "y"), extent=_npy_extent,
+              streams=True),
     SourceDef("csv", Csv, _csv, "a table of numbers with one label column", paths=("path",)),
-    SourceDef("imagefolder", ImageFolder, _imagefolder, "a folder of class folders of images (Pillow), resized to the input", 255.0,
-              ("path",)),
+    SourceDef("imagefolder", ImageFolder, _imagefolder, "a folder of class folders of images (Pillow), resized to the input",
+              255.0, ("path", "train", "val", "test"), extent=_folder_extent, streams=True),
     SourceDef("synthetic", Synthetic, _synthetic, "random normal inputs and random labels of the spec's shapes",
-              examples=lambda p: p.n),
+              extent=lambda p, dims: Extent(p.n, _decoded(p.n, dims), f"{p.n:,} generated examples",
+                                            "it is generated in memory")),
     SourceDef("shapes", Shapes, _shapes, "images of rectangles, disks, triangles and rings with a class label per pixel "
-              "(segmentation), made on the spot", examples=lambda p: p.n),
+              "(segmentation), made on the spot",
+              extent=lambda p, dims: Extent(p.n, _decoded(p.n, dims), f"{p.n:,} generated images",
+                                            "it is generated in memory")),
     SourceDef("memory", NoParams, _memory, "arrays handed over by the Python API: nnc.train(spec, data=(x, y))"),
     SourceDef("cifar10", TorchvisionSet, _torchvision("cifar10"), "CIFAR-10 from a local root (torchvision)",
-              255.0, ("root",), example=(3, 32, 32), classes=10, examples=lambda p: 60000),
+              255.0, ("root",), example=(3, 32, 32), classes=10, extent=_fixed(60000, "images")),
     SourceDef("mnist", TorchvisionSet, _torchvision("mnist"), "MNIST from a local root (torchvision)",
-             
-              255.0, ("root",), example=(1, 28, 28), classes=10, examples=lambda p: 70000),
+              255.0, ("root",), example=(1, 28, 28), classes=10, extent=_fixed(70000, "images")),
     SourceDef("fashion_mnist", TorchvisionSet, _torchvision("fashion_mnist"), "Fashion-MNIST from a local root (torchvision)",
-             
-              255.0, ("root",), example=(1, 28, 28), classes=10, examples=lambda p: 70000),
+              255.0, ("root",), example=(1, 28, 28), classes=10, extent=_fixed(70000, "images")),
 ))

@@ -28,9 +28,11 @@ def run(args) -> int:
             else:
                 print(render_all(e.diagnostics, color(sys.stderr)), file=sys.stderr)
             continue
+        from nnc.compiler.data_plan import describe
+
         if args.json:
             report["specs"].append({"file": graph.spec.document.name, "ok": True, "model": graph.spec.model.name,
-                                    "params": graph.n_params, "flops": graph.flops})
+                                    "params": graph.n_params, "flops": graph.flops, "data": describe(graph.spec)})
             report["diagnostics"] += [d.as_json() for d in graph.warnings]
             continue
         print_warnings(graph)
@@ -39,6 +41,7 @@ def run(args) -> int:
 
             print(f"{graph.spec.document.name}: ok ({graph.spec.model.name}: {graph.n_params:,} parameters, "
                   f"{flops(graph.flops)}FLOPs per example)")
+            print(f"  {describe(graph.spec)}")
     if args.json:
         import json
 

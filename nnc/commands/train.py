@@ -14,6 +14,14 @@ def run(args) -> int:
     from nnc.compiler.checks import check
     from nnc.compiler.load import load_spec
     from nnc.runtime.checkpoint import load
+    from nnc.runtime.distributed import from_env
+
+    world = from_env()
+    if args.nproc > 1 and world.size > 1:
+        raise usage(f"--nproc {args.nproc}: this process is one of {world.size} started by torchrun already; "
+                    "give the number of processes to torchrun (--nproc-per-node) only")
+    if world.rank > 0:  # the other ranks of a run say nothing: rank 0 speaks for the run
+        args.quiet, args.json = True, False
 
     overrides = list(args.set)
     if args.epochs is not None:
@@ -45,9 +53,9 @@ def run(args) -> int:
         _say_if_finished(args, spec, ck, done)
         check_reads(ck, spec, tuple(args.allow_read))
         out = args.out or args.resume
-        if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+        if args.out and Path(args.out).resolve() != Path(args.resume).resolve() and world.rank == 0:
             _check_fresh(out)
-        if extend and not args.quiet:
+        if extend and not args.quiet and args.nproc == 1:
             print(f"continuing {args.resume} to {args.epochs} epochs (it was at epoch {done}); "
                   "a schedule over the run's length (cosine, linear warm-up in steps) follows the new length",
                   file=sys.stderr)
@@ -55,17 +63,21 @@ def run(args) -> int:
         if not args.spec:
             raise usage("give a SPEC, or --resume RUN_DIR")
         spec = load_spec(args.spec, tuple(overrides))
-        if args.out:
+        if args.out and world.rank == 0:  # (the other ranks would find rank 0's files there)
             _check_fresh(args.out)
         out = args.out or _default_out(args.spec, args.quiet)
     graph = check(spec)
-    if not args.quiet:
+    if not args.quiet and args.nproc == 1:  # (with --nproc, rank 0 prints them)
         print_warnings(graph)
+    if args.nproc > 1:
+        return _launch(args, out)
     from nnc.runtime.train import train
 
     try:
         final = train(graph, out, device=args.device, resume=args.resume, quiet=args.quiet or args.json)
     except KeyboardInterrupt:
+        if world.rank > 0:
+            return 130
         if (Path(out) / "last.safetensors").is_file():
             print(f"nnc: interrupted; the last checkpoint is {out}/last.safetensors: continue with "
                   f"nnc train --resume {out}", file=sys.stderr)
@@ -73,9 +85,13 @@ def run(args) -> int:
             print("nnc: interrupted before the first checkpoint; nothing to resume", file=sys.stderr)
         return 130
     except NncError as e:  # a script reading --json gets its one line on failure too (divergence: exit 3)
+        if world.rank > 0:  # every rank met the same error; rank 0 reports it
+            return e.exit_code
         if args.json:
             print(json.dumps({"error": str(e), "exit": e.exit_code}))
         raise
+    if world.rank > 0:
+        return 0
     if args.json:
         print(json.dumps(final))
     else:
@@ -110,6 +126,26 @@ def _say_if_finished(args, spec, ck, done: int) -> None:
         return
     if not args.quiet:
         print(f"{args.resume} is finished ({why}); nothing to resume: its final metrics follow", file=sys.stderr)
+
+
+def _launch(args, out: str) -> int:
+    """`--nproc N`: the same command as N processes under torchrun, into the run directory chosen
+    here (every rank must name the same one)."""
+    from nnc.runtime.distributed import launch
+
+    argv = [args.spec] if args.spec and not args.resume else []
+    argv += ["--out", str(out), "--device", args.device]
+    if args.resume:
+        argv += ["--resume", args.resume]
+    for flag, value in (("--epochs", args.epochs), ("--seed", args.seed)):
+        if value is not None:
+            argv += [flag, str(value)]
+    for o in args.set:
+        argv += ["--set", o]
+    for a in args.allow_read:
+        argv += ["--allow-read", a]
+    argv += [f for f, on in (("--json", args.json), ("--quiet", args.quiet)) if on]
+    return launch(args.nproc, argv)
 
 
 def _check_fresh(out: str) -> None:
@@ -148,6 +184,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     add_allow_read(p)
+    p.add_argument("--nproc", type=count(1), default=1, metavar="N",
+                   help="train with N processes on this machine (torchrun; one per GPU); SPEC's batch is the global "
+                        "batch (docs/scale.md)")
     add_set(p)
     p.add_argument("--json", action="store_true", help="end with one JSON line of the final metrics")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-epoch lines")
