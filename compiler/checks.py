@@ -24,6 +24,11 @@ def data_fits_input(graph: Graph, out: Collector) -> None:
     """Preprocessing and augmentation apply to the input's kind; a fixed data set's examples
     have the input's number of values."""
     spec, x = graph.spec, graph.spec.model.input
+    if len(spec.model.inputs) > 1:
+        for c in (*spec.data.preprocess, *spec.data.augment):
+            out.error(c.span, f"{c.kind}: preprocessing and augmentation apply to a model of one input; this one "
+                              f"reads {len(spec.model.inputs)}", "prepare the arrays before saving them to the npz")
+        return
     for c in spec.data.preprocess:
         d = PREPROCESS[c.kind]
         # sequences take the steps that work elementwise on any shape (mean_image, normalize)

@@ -20,8 +20,9 @@ import torch
 
 from nnc.compiler.data_plan import DataPlan, located, plan
 from nnc.compiler.graph import Graph
+from nnc.compiler.modules import Multi
 from nnc.compiler.vocab.augment import augment_batch, draws
-from nnc.compiler.vocab.sources import SOURCES, label_ids, list_images, np_load
+from nnc.compiler.vocab.sources import SOURCES, array_name, label_ids, list_images, np_load
 from nnc.runtime import preprocess, stream
 from nnc.runtime.data import Split, data_error, layout_of, load_splits, split_indices, targets, value_problem
 from nnc.runtime.distributed import World, all_sum, gather_lists
@@ -45,11 +46,14 @@ class MemoryFeed:
                  pixel_max: float | None):
         self.steps, self.pixel_max, self.channels_last = steps, pixel_max, channels_last
         self.stats = {k: torch.as_tensor(v, device=dev) for k, v in stats.items()} if steps else {}
-        x = split.x if steps or not stats else preprocess.apply(stats, split.x.astype(np.float32))
-        self.x = torch.as_tensor(np.ascontiguousarray(x)).to(dev)
-        if channels_last and self.x.dim() == 4:
+
+        def put(a):  # (several inputs or outputs: a Multi of them, neither preprocessed nor augmented)
+            return Multi(put(t) for t in a) if isinstance(a, tuple) else torch.as_tensor(np.ascontiguousarray(a)).to(dev)
+
+        self.x = put(split.x if steps or not stats else preprocess.apply(stats, split.x.astype(np.float32)))
+        if channels_last and isinstance(self.x, torch.Tensor) and self.x.dim() == 4:
             self.x = self.x.contiguous(memory_format=torch.channels_last)
-        self.y = torch.as_tensor(split.y).to(dev)
+        self.y = put(split.y)
         self.n = len(self.x)
         self.index_device = dev  # epoch permutations index the data where it is
 
@@ -169,11 +173,11 @@ def _stream_source(graph: Graph, steps: list):
         ls = list_images(params)
         y = targets(graph, np.array(ls.labels, np.int64), ls.classes)
         return stream.ImageFiles(ls.files, y, dims, steps, seed), len(ls.files), ls.parts, ls.classes
-    path, key = (params.path, params.x) if src.kind == "npz" else (params.x, None)
+    path, key = (params.path, array_name(params.x, "x")) if src.kind == "npz" else (params.x, None)
     x = stream.open_rows(path, key)
     if src.kind == "npz":
         with np_load(params.path, "npz") as f:
-            y = f[params.y]
+            y = f[array_name(params.y, "y")]
     else:
         y = np_load(params.y, "npy")
     y, classes = label_ids(np.asarray(y))

@@ -160,7 +160,7 @@ def test_nproc_2_trains_like_one_process_and_rank_0_alone_writes(tmp_path, refer
     assert_same_run(final_2, final_1, run_2, run_1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.nnspec", "runs"]
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["m"]
-    assert sorted(p.name for p in run_2.iterdir()) == ["accuracy.png", "best.safetensors", "dashboard.png",
+    assert sorted(p.name for p in run_2.iterdir()) == [".lock", "accuracy.png", "best.safetensors", "dashboard.png",
                                                       "last.safetensors", "loss.png", "metrics.jsonl", "spec.nnspec",
                                                       "tensorboard"]
     assert [r["epoch"] for r in epochs_of(run_2)] == [1, 2, 3]  # one writer

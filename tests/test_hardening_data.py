@@ -60,9 +60,13 @@ def test_arrays_of_text_csv_fields_past_the_limit_and_image_bombs(tmp_path):
     for c in "ab":
         (tmp_path / "imgs" / c).mkdir(parents=True)
     (tmp_path / "imgs" / "a" / "bomb.png").write_bytes(png_claiming(20000, 20000))
-    (tmp_path / "imgs" / "b" / "ok.png").write_bytes(png_claiming(8, 8))
-    r = train_on(tmp_path, 'imagefolder("imgs")', IMAGE)
-    assert r.returncode == 1 and "bomb.png: too large an image to read (Image size (400000000 pixels)" in r.stderr
+    from PIL import Image
+
+    for i in range(3):
+        Image.new("L", (8, 8), 40 * i).save(tmp_path / "imgs" / "b" / f"ok{i}.png")
+    r = train_on(tmp_path, 'imagefolder("imgs")', IMAGE)  # skipped and counted: 1 of 4 is past max_bad
+    assert r.returncode == 1 and "1 of 4 images could not be read" in r.stderr, r.stderr
+    assert "bomb.png (too large an image to read (Image size (400000000 pixels)" in r.stderr
 
 
 def test_infer_refuses_the_same_files(tmp_path):

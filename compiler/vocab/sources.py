@@ -141,26 +141,23 @@ def _missing(path: str, what: str) -> NncError:
 
 def npy_claim(f, path: str, what: str, size: int) -> None:
     """Read an .npy header from `f` (positioned at its start, `size` bytes long) and refuse, before
-    numpy allocates it, an array the file cannot hold: a header may claim any shape."""
-    import numpy as np
-
-    fmt = np.lib.format
+    numpy allocates (or maps) it, an array the file cannot hold: a header may claim any shape."""
     try:
-        version = fmt.read_magic(f)
-        read = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
-        if read is None:
-            return  # (a newer format: numpy's own checks apply)
-        shape, _, dtype = read(f)
-    except (ValueError, OSError, EOFError):
+        shape, descr, _ = _npy_header(f, path)
+    except (NncError, IndexError, OSError, EOFError):
         return  # not an .npy header: numpy says so when it loads the file
-    n = 1
-    for d in shape:
-        n *= d
-    need, have = n * dtype.itemsize, size - f.tell()
-    if dtype.hasobject or need <= have:
-        return
-    raise NncError(f"{path}: the header of {what} says shape {tuple(shape)} of {dtype} ({need:,} bytes), but the "
-                   f"file holds {max(have, 0):,} bytes of data: it is truncated or damaged")
+    _fits(shape, descr, size - f.tell(), path, what)
+
+
+def _fits(shape: tuple[int, ...], descr: str, have: int, path: str, what: str) -> None:
+    kinds = {"f": "float", "i": "int", "u": "uint", "c": "complex", "b": "bool"}
+    if descr[1:2] not in kinds or not descr[2:].isdigit():
+        return  # (strings, objects, structured records: numpy's own checks apply)
+    need = math.prod(shape) * int(descr[2:])
+    if need > have:
+        dtype = "bool" if descr[1] == "b" else f"{kinds[descr[1]]}{8 * int(descr[2:])}"
+        raise NncError(f"{path}: the header of {what} says shape {tuple(shape)} of {dtype} ({need:,} bytes), but "
+                       f"the file holds {max(have, 0):,} bytes of data: it is truncated or damaged")
 
 
 def _claims(path: str, kind: str) -> None:
@@ -386,8 +383,12 @@ def list_images(p: ImageFolder) -> Listing:
 def unreadable(e: Exception) -> str:
     """Why Pillow could not read an image, in a few words (it raises OSError, SyntaxError,
     ValueError, EOFError, zlib's and struct's errors, DecompressionBombError, ...)."""
-    from PIL import UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
+    if isinstance(e, Image.DecompressionBombError):  # refused before decoding: a header may claim any size
+        return f"too large an image to read ({str(e).rstrip('.')}); resize it first"
+    if isinstance(e, MemoryError):
+        return f"too large an image to read ({e})"
     return "not an image Pillow can read" if isinstance(e, UnidentifiedImageError) else f"{type(e).__name__}: {e}"
 
 
@@ -437,17 +438,13 @@ def image_array(im, c: int, h: int, w: int, box: tuple[float, float, float, floa
 
 def read_image(path: Path, c: int, h: int, w: int) -> np.ndarray:
     """An image file -> (C, H, W) float32 in [0, 255] (load_image), or a user error naming it."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as im:
             return load_image(im, c, h, w)
-    except Image.DecompressionBombError as e:  # Pillow refuses before decoding: a header may claim any size
-        raise NncError(f"{path}: too large an image to read ({str(e).rstrip('.')}); resize it first") from None
-    except (UnidentifiedImageError, OSError):
-        raise NncError(f"{path}: not an image Pillow can read") from None
-    except MemoryError as e:
-        raise NncError(f"{path}: too large an image to read ({e})") from None
+    except Exception as e:  # noqa: BLE001 (Pillow's failures have no common base)
+        raise NncError(f"{path}: {unreadable(e)}") from None
 
 
 def load_image(im, c: int, h: int, w: int) -> np.ndarray:
@@ -491,11 +488,13 @@ def _npy_extent(p: Npy, dims) -> Extent:
     if not Path(p.x).is_file():
         raise _missing(p.x, "npy file")
     with open(p.x, "rb") as f:
-        return _array_extent(*_npy_header(f, p.x), dims, p.x)
+        header = _npy_header(f, p.x)
+        _fits(header[0], header[1], Path(p.x).stat().st_size - f.tell(), p.x, "the array")
+    return _array_extent(*header, dims, p.x)
 
 
-def _first_name(given: str | tuple[str, ...] | None, default: str) -> str:
-    """The array of the (first) input: the size of the data set."""
+def array_name(given: str | tuple[str, ...] | None, default: str) -> str:
+    """The npz array named by `given` (the first of a tuple: the first input's), else `default`."""
     return given if isinstance(given, str) else given[0] if given else default
 
 
@@ -506,13 +505,14 @@ def _npz_extent(p: Npz, dims) -> Extent:
         raise _missing(p.path, "npz file")
     try:
         with zipfile.ZipFile(p.path) as z:
-            info = z.getinfo(_first_name(p.x, "x") + ".npy")
+            info = z.getinfo(array_name(p.x, "x") + ".npy")
             with z.open(info) as f:
-                header = _npy_header(f, f"{p.path}:{p.x}")
+                header = _npy_header(f, f"{p.path}:{array_name(p.x, 'x')}")
+                _fits(header[0], header[1], info.file_size - f.tell(), p.path, f"array {info.filename[:-4]!r}")
     except (zipfile.BadZipFile, OSError):
         raise NncError(f"{p.path}: cannot read as .npz (not a numpy file)") from None
     except KeyError:
-        raise NncError(f"{p.path}: no array named {_first_name(p.x, 'x')!r}") from None
+        raise NncError(f"{p.path}: no array named {array_name(p.x, 'x')!r}") from None
     why = None if info.compress_type == zipfile.ZIP_STORED else \
         "it is compressed (np.savez_compressed), which cannot be memory-mapped: save it with np.savez or as .npy files"
     return _array_extent(*header, dims, p.path, why)
