@@ -116,10 +116,11 @@ class Setup:
 
 
 def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | None = None,
-          quiet: bool = False, callbacks: list | None = None, data=None) -> dict:
+          quiet: bool = False, callbacks: list | None = None, data=None, plots: str = "wait") -> dict:
     """Train the graph's model; return the final metrics. Raises NncError (exit 1) on bad
     input and NncError(exit 3) when the loss explodes. `data`: arrays (runtime.data's Arrays)
-    handed over in memory by the Python API, in place of the spec's data source."""
+    handed over in memory by the Python API, in place of the spec's data source. `plots`: the
+    end-of-run pictures drawn before returning ("wait"), in the background, or "off"."""
     from nnc.runtime.progress import EpochProgress
 
     spec, cfg = graph.spec, graph.spec.train
@@ -206,11 +207,11 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
                 break
     except BaseException:  # diverged or interrupted: keep the pictures and logs of what ran
         progress.close()
-        wrap_up(callbacks, run, log, out)
+        wrap_up(callbacks, run, log, out, plots)
         raise
     finally:
         progress.close()
-    return finish(s, st, run, callbacks, log, t_start)
+    return finish(s, st, run, callbacks, log, t_start, plots)
 
 
 # ---------------------------------------------------------------- preparation
@@ -468,9 +469,9 @@ def save(s: Setup, st: RunState, kind: str, info: dict) -> None:
     checkpoint.save(s.out / f"{kind}.safetensors", ck)
 
 
-def finish(s: Setup, st: RunState, run: Run, callbacks: list, log: MetricsLog, t_start: float) -> dict:
+def finish(s: Setup, st: RunState, run: Run, callbacks: list, log: MetricsLog, t_start: float, plots: str) -> dict:
     """The best weights back in the model, scored on the test split; the end-of-run pictures."""
-    from nnc.runtime.plots import training_curves
+    from nnc.runtime.plots import end_pictures
 
     best = checkpoint.load(s.out / "best.safetensors")
     s.model.load_state_dict(best.model)
@@ -482,18 +483,17 @@ def finish(s: Setup, st: RunState, run: Run, callbacks: list, log: MetricsLog, t
     for cb in callbacks:
         cb.end(run)
     log.close()
-    final["plots"] = [str(p) for p in training_curves(s.out / "metrics.jsonl", s.out)]
-    final["plots"] += [str(s.out / f) for f in ("dashboard.png", "filters.png") if (s.out / f).is_file()]  # the monitors
+    final["plots"] = [str(p) for p in end_pictures(s.out, s.graph, callbacks, plots)]
     return final
 
 
-def wrap_up(callbacks: list, run: Run, log: MetricsLog, out: Path) -> None:
-    """What a run that stops early still leaves: the monitors' pictures, closed logs, loss curves.
+def wrap_up(callbacks: list, run: Run, log: MetricsLog, out: Path, plots: str = "wait") -> None:
+    """What a run that stops early still leaves: closed logs, the pictures of what ran.
     A failure here must not hide the reason the run stopped."""
-    from nnc.runtime.plots import training_curves
+    from nnc.runtime.plots import end_pictures
 
     for step_ in [*(lambda cb=cb: cb.end(run) for cb in callbacks), log.close,
-                  lambda: training_curves(out / "metrics.jsonl", out)]:
+                  lambda: end_pictures(out, run.graph, callbacks, plots)]:
         try:
             step_()
         except Exception:

@@ -58,7 +58,7 @@ def run(args) -> int:
     from nnc.runtime.train import train
 
     try:
-        final = train(graph, out, device=args.device, resume=args.resume, quiet=args.quiet or args.json)
+        final = train(graph, out, device=args.device, resume=args.resume, quiet=args.quiet or args.json, plots=args.plots)
     except KeyboardInterrupt:
         if (Path(out) / "last.safetensors").is_file():
             print(f"nnc: interrupted; the last checkpoint is {out}/last.safetensors: continue with "
@@ -81,8 +81,9 @@ def run(args) -> int:
             print(f"test loss {final['test_loss']:.4f}" + (f", test accuracy {100 * acc:.2f}%" if acc is not None else "")
                   + f" ({when})")
         print(f"best checkpoint: {final['best_checkpoint']}")
+        later = " (drawing in the background)" if args.plots == "background" else ""
         for p in final["plots"]:
-            print(f"plot: {p}")
+            print(f"plot: {p}{later}")
     return 0
 
 
@@ -122,4 +123,7 @@ def register(sub) -> None:
     add_set(p)
     p.add_argument("--json", action="store_true", help="end with one JSON line of the final metrics")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument("--plots", choices=("background", "wait", "off"), default="background",
+                   help="the end-of-run pictures: drawn by a background process while nnc exits (default), "
+                        "before it exits, or not (`nnc plot RUN_DIR` draws them later)")
     p.set_defaults(func=run)
