@@ -8,6 +8,7 @@ anything else is a bug and says so. The commands live in nnc/commands/, one modu
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from nnc.commands.options import color
@@ -48,5 +49,20 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
+def entry() -> None:
+    """The `nnc` program (console script and `python -m nnc.cli`): main, then an exit that skips
+    the interpreter's finalization, which takes ~1-2 s once torch (and torch._dynamo) are
+    loaded. Every command has closed its files by the time main returns (checkpoints and logs
+    are written atomically and closed); only the standard streams need flushing. `main` alone,
+    as a library call, returns normally."""
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:  # `nnc ... | head`: the reader left; its exit status is the pipe's
+        pass
+    os._exit(code if isinstance(code, int) else 1)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

@@ -364,21 +364,14 @@ class Monitor:
 
     def end(self, run) -> None:
         """Also called when the run diverged or was interrupted, possibly in its first step:
-        every hook goes, whatever was queued is written, the pictures show what was recorded."""
+        every hook goes, whatever was queued is written."""
         for h in [*self.own, *self.handles]:
             h.remove()
         self.own, self.handles = [], []
-        try:
-            if getattr(self, "tb_queue", None):
-                self.flush_tb(run)
-        finally:
-            if self.pictures:
-                from nnc.runtime.plots import dashboard, filters
-
-                dashboard(run.log.path, run.out / "dashboard.png")
-                first = next((l for l in self.graph.layers() if l.tensors), None)
-                if first is not None and LAYERS[first.kind].filters:
-                    filters(run.model.get_submodule(first.path).weight.detach().float().cpu(), run.out / "filters.png")
+        if getattr(self, "tb_queue", None):
+            self.flush_tb(run)
+        # the pictures (`pictures`: dashboard.png, filters.png) are drawn from the run directory
+        # after the run (runtime/plots.py end_pictures), possibly by another process
 
 
 def default_monitors(graph: Graph) -> list:

@@ -5,8 +5,10 @@ each hyperparameter (`search_scatter`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 from pathlib import Path
 
 MAX_LEGEND = 8  # more lines than this: colored by depth with a colorbar instead of a legend
@@ -66,7 +68,7 @@ def training_curves(metrics: Path, out: Path) -> list[Path]:
         ax.legend()
         fig.tight_layout()
         path = out / f"{name}.png"
-        fig.savefig(path)
+        _save(fig, path)
         plt.close(fig)
         written.append(path)
     return written
@@ -268,33 +270,148 @@ def dashboard(metrics, path) -> None:
         a.grid(alpha=0.3)
         if a.get_legend_handles_labels()[0] and a.get_legend() is None:
             a.legend(fontsize=7)
-    fig.savefig(path)  # tight_layout: +0.8 s
+    _save(fig, path)  # tight_layout: +0.8 s
     plt.close(fig)
 
 
 def filters(w, path) -> None:
     """First-layer filters (O, C, k, k) as one mosaic, each filter scaled to [0, 1] on its own;
-    RGB when C == 3, else channel 0 in gray."""
-    import torch
+    RGB when C == 3, else channel 0 in gray. `w`: a numpy array (or anything numpy reads)."""
+    import numpy as np
 
     plt = _plt()
+    w = np.asarray(w, dtype=np.float32)
     o, c, kh, kw = w.shape
     cols = math.ceil(math.sqrt(o))
     rows = math.ceil(o / cols)
     f = w if c == 3 else w[:, :1]
-    lo = f.amin((1, 2, 3), keepdim=True)
-    f = (f - lo) / (f.amax((1, 2, 3), keepdim=True) - lo + 1e-12)
-    grid = torch.ones(f.shape[1], rows * (kh + 1) + 1, cols * (kw + 1) + 1)  # 1-pixel white borders
+    lo = f.min(axis=(1, 2, 3), keepdims=True)
+    f = (f - lo) / (f.max(axis=(1, 2, 3), keepdims=True) - lo + 1e-12)
+    grid = np.ones((f.shape[1], rows * (kh + 1) + 1, cols * (kw + 1) + 1), np.float32)  # 1-pixel white borders
     for i in range(o):
         r, q = divmod(i, cols)
         grid[:, 1 + r * (kh + 1):1 + r * (kh + 1) + kh, 1 + q * (kw + 1):1 + q * (kw + 1) + kw] = f[i]
     fig, ax = plt.subplots(figsize=(6, 6 * grid.shape[1] / grid.shape[2]), dpi=90)
-    ax.imshow(grid.permute(1, 2, 0).numpy() if c == 3 else grid[0].numpy(), cmap=None if c == 3 else "gray",
+    ax.imshow(grid.transpose(1, 2, 0) if c == 3 else grid[0], cmap=None if c == 3 else "gray",
               interpolation="nearest", vmin=0, vmax=1)
     ax.axis("off")
     ax.set_title(f"first-layer filters ({o} x {c} x {kh} x {kw})")
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------- a run's pictures, now or in the background
+
+
+def _save(fig, path) -> None:
+    """Written under a temporary name and renamed: a picture drawn in the background is never
+    seen half-written."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp)
+    os.replace(tmp, path)
+
+
+def run_pictures(out: Path, classify: bool, dashboard_: bool, filters_of: str | None) -> list[Path]:
+    """The pictures `draw_run` makes for a run directory, named before they are drawn."""
+    names = ["loss.png"] + ["accuracy.png"] * classify + ["dashboard.png"] * dashboard_ + ["filters.png"] * bool(filters_of)
+    return [Path(out) / n for n in names]
+
+
+def draw_run(out: Path, dashboard_: bool, filters_of: str | None) -> list[Path]:
+    """Every end-of-run picture of the run directory `out`, from its files alone: the curves from
+    metrics.jsonl, the monitors' dashboard, and the filters of the tensor `filters_of` (e.g.
+    `conv1.weight`) as the best checkpoint holds it (the last one when there is no best yet)."""
+    out = Path(out)
+    drawn = training_curves(out / "metrics.jsonl", out)
+    if dashboard_:
+        dashboard(out / "metrics.jsonl", out / "dashboard.png")
+        drawn.append(out / "dashboard.png")
+    ck = next((out / f for f in ("best.safetensors", "last.safetensors") if (out / f).is_file()), None)
+    if filters_of and ck is not None:
+        from safetensors import safe_open
+
+        with safe_open(str(ck), framework="numpy") as f:
+            filters(f.get_tensor(f"model/{filters_of}"), out / "filters.png")
+        drawn.append(out / "filters.png")
+    return drawn
+
+
+def draw_in_background(out: Path, dashboard_: bool, filters_of: str | None) -> None:
+    """`draw_run` in a detached process (`python -m nnc.runtime.plots`), so that the command's
+    exit does not wait for matplotlib (~1.5 s here). A failure is written to OUT/plots.log."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "nnc.runtime.plots", str(out)] + ["--dashboard"] * dashboard_ \
+        + (["--filters", filters_of] if filters_of else [])
+    subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True, close_fds=True)
+
+
+def end_pictures(out: Path, graph, callbacks: list, mode: str = "wait") -> list[Path]:
+    """A run's end-of-run pictures: drawn before returning ("wait"), by a detached process while
+    the command exits ("background"), or not at all ("off"; `nnc plot RUN` draws them later).
+    The dashboard and the first layer's filters when a callback asked for pictures (the monitors)."""
+    from nnc.compiler.layers import LAYERS
+    from nnc.compiler.vocab.losses import LOSSES
+
+    if mode == "off":
+        return []
+    dash = any(getattr(cb, "pictures", False) for cb in callbacks)
+    first = next((l for l in graph.layers() if l.tensors), None)
+    filters_of = f"{first.path}.weight" if dash and first is not None and LAYERS[first.kind].filters else None
+    if mode == "background":
+        draw_in_background(out, dash, filters_of)
+        return run_pictures(out, LOSSES[graph.spec.loss.kind].classification, dash, filters_of)
+    return draw_run(out, dash, filters_of)
+
+
+def redraw(out: Path) -> list[Path]:
+    """`nnc plot RUN`: a run directory's pictures drawn again (or for the first time, after
+    `nnc train --plots off`), deciding from its files what the run would have drawn: the dashboard
+    when metrics.jsonl holds monitor records, the filters when the spec's first layer has them."""
+    import json
+
+    from safetensors import safe_open
+
+    from nnc.compiler.checks import check
+    from nnc.compiler.layers import LAYERS
+    from nnc.compiler.load import load_text
+    from nnc.diagnostics import NncError
+
+    out = Path(out)
+    ck = next((out / f for f in ("best.safetensors", "last.safetensors") if (out / f).is_file()), None)
+    if ck is None or not (out / "metrics.jsonl").is_file():
+        raise NncError(f"{out}: not a run directory (it needs metrics.jsonl and a checkpoint, as `nnc train` writes)")
+    try:
+        with safe_open(str(ck), framework="numpy") as f:
+            meta = f.metadata() or {}
+        graph = check(load_text(meta["spec_text"], meta["spec_name"], tuple(json.loads(meta.get("overrides", "[]")))))
+    except (OSError, KeyError, ValueError) as e:
+        raise NncError(f"{ck}: cannot read the run's spec from it ({e})") from None
+    dash = any(r.get("monitor") == "step" for r in _rows(out / "metrics.jsonl"))
+    first = next((l for l in graph.layers() if l.tensors), None)
+    filters_of = f"{first.path}.weight" if dash and first is not None and LAYERS[first.kind].filters else None
+    return draw_run(out, dash, filters_of)
+
+
+def _main(argv: list[str]) -> int:
+    import argparse
+    import traceback
+
+    ap = argparse.ArgumentParser(prog="python -m nnc.runtime.plots", description="draw a run directory's pictures")
+    ap.add_argument("out")
+    ap.add_argument("--dashboard", action="store_true")
+    ap.add_argument("--filters", metavar="TENSOR")
+    a = ap.parse_args(argv)
+    try:
+        draw_run(Path(a.out), a.dashboard, a.filters)
+    except Exception:  # nobody waits on this process: leave the reason beside the pictures
+        with contextlib.suppress(OSError):
+            (Path(a.out) / "plots.log").write_text(traceback.format_exc())
+        return 1
+    return 0
 
 
 PANELS_PER_ROW = 4
@@ -369,3 +486,7 @@ def _padded(r) -> tuple[float, float]:
         return lo / 10 ** (0.05 * math.log10(hi / lo)), hi * 10 ** (0.05 * math.log10(hi / lo))
     pad = 0.05 * (hi - lo)
     return lo - pad, hi + pad
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(__import__("sys").argv[1:]))

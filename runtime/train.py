@@ -127,13 +127,14 @@ class Setup:
 
 
 def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | None = None,
-          quiet: bool = False, callbacks: list | None = None, data=None) -> dict:
+          quiet: bool = False, callbacks: list | None = None, data=None, plots: str = "wait") -> dict:
     """Train the graph's model; return the final metrics. Raises NncError (exit 1) on bad
     input and NncError(exit 3) when the loss explodes. A process started by torchrun joins its
     process group; `callbacks` run on the process they are given to (the default monitors: rank 0).
     `data`: arrays (runtime.data's Arrays) handed over in memory by the Python API, in place of
     the spec's data source. The run holds its directory's lock from start to end (rank 0:
-    runtime/run_dir.claim)."""
+    runtime/run_dir.claim). `plots`: the end-of-run pictures drawn before returning ("wait"), in
+    the background, or "off"."""
     world = distributed.from_env()
     cfg = graph.spec.train
     out = Path(out)
@@ -141,11 +142,11 @@ def train(graph: Graph, out: str | Path, device: str = "auto", resume: str | Non
     dev = distributed.device_for(world, dev)
     continuing = resume is not None and Path(resume).resolve() == out.resolve()
     with distributed.joined(world, dev), claim(out, continuing) if world.main else contextlib.nullcontext():
-        return _train(graph, out, dev, world, resume, quiet or not world.main, callbacks, data)
+        return _train(graph, out, dev, world, resume, quiet or not world.main, callbacks, data, plots)
 
 
 def _train(graph: Graph, out: Path, dev: torch.device, world: World, resume: str | None, quiet: bool,
-           callbacks: list | None, given=None) -> dict:
+           callbacks: list | None, given=None, plots: str = "wait") -> dict:
     from nnc.runtime.progress import EpochProgress
 
     spec, cfg = graph.spec, graph.spec.train
@@ -202,13 +203,13 @@ def _train(graph: Graph, out: Path, dev: torch.device, world: World, resume: str
     except BaseException:  # diverged or interrupted: keep the pictures and logs of what ran
         progress.close()
         if world.main:
-            wrap_up(callbacks, run, log, out)
+            wrap_up(callbacks, run, log, out, plots)
         raise
     finally:
         progress.close()
         if s.stop is not None:
             s.stop.close()
-    return finish(s, st, run, callbacks, log, progress)
+    return finish(s, st, run, callbacks, log, progress, plots)
 
 
 def end_epoch(s: Setup, st: RunState, run: Run, epoch: int, meter: EpochMeter, last: tuple, callbacks: list,
@@ -696,7 +697,7 @@ def save(s: Setup, st: RunState, kind: str, info: dict) -> None:
     checkpoint.save(s.out / f"{kind}.safetensors", ck)
 
 
-def finish(s: Setup, st: RunState, run: Run, callbacks: list, log, progress) -> dict:
+def finish(s: Setup, st: RunState, run: Run, callbacks: list, log, progress, plots: str) -> dict:
     """The best weights back in the model (rank 0 reads them, every rank gets them), scored on the
     test split; the end-of-run pictures."""
     if s.world.main:
@@ -709,24 +710,23 @@ def finish(s: Setup, st: RunState, run: Run, callbacks: list, log, progress) -> 
              "time": time.perf_counter() - s.t_start, "params": s.graph.n_params, "plots": []}
     if not s.world.main:
         return final
-    from nnc.runtime.plots import training_curves
+    from nnc.runtime.plots import end_pictures
 
     log.write({"final": final})
     for cb in callbacks:
         cb.end(run)
     log.close()
-    final["plots"] = [str(p) for p in training_curves(s.out / "metrics.jsonl", s.out)]
-    final["plots"] += [str(s.out / f) for f in ("dashboard.png", "filters.png") if (s.out / f).is_file()]  # the monitors
+    final["plots"] = [str(p) for p in end_pictures(s.out, s.graph, callbacks, plots)]
     return final
 
 
-def wrap_up(callbacks: list, run: Run, log: MetricsLog, out: Path) -> None:
-    """What a run that stops early still leaves: the monitors' pictures, closed logs, loss curves.
+def wrap_up(callbacks: list, run: Run, log: MetricsLog, out: Path, plots: str = "wait") -> None:
+    """What a run that stops early still leaves: closed logs, the pictures of what ran.
     A failure here must not hide the reason the run stopped."""
-    from nnc.runtime.plots import training_curves
+    from nnc.runtime.plots import end_pictures
 
     for step_ in [*(lambda cb=cb: cb.end(run) for cb in callbacks), log.close,
-                  lambda: training_curves(out / "metrics.jsonl", out)]:
+                  lambda: end_pictures(out, run.graph, callbacks, plots)]:
         try:
             step_()
         except Exception:

@@ -17,7 +17,7 @@ from nnc.compiler.torch_module import build_model
 from nnc.diagnostics import EXIT_DIVERGED
 from nnc.runtime import checkpoint
 from nnc.runtime.monitors import HIST_SAMPLE, Monitor
-from nnc.runtime.plots import dashboard
+from nnc.runtime.plots import dashboard, end_pictures, filters
 from nnc.runtime.train import train
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -293,7 +293,10 @@ def test_end_copes_with_a_run_that_died_in_its_first_step(tmp_path):
     assert any(m._forward_hooks for m in model.modules())
     mon.end(run)
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    # the pictures are drawn from the run directory, which holds no checkpoint yet: no filters
+    assert [p.name for p in end_pictures(tmp_path, graph, [mon])] == ["dashboard.png"]
     assert (tmp_path / "dashboard.png").read_bytes()[:8] == PNG
+    filters(model.conv1.weight.detach().numpy(), tmp_path / "filters.png")
     assert (tmp_path / "filters.png").read_bytes()[:8] == PNG
 
 

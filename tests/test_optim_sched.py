@@ -202,3 +202,85 @@ def test_momentum_is_the_notes_form_when_the_rate_changes():
     np.testing.assert_allclose(run("sgd", {"lr": 0.1, "momentum": mu}), by_hand(False, True), rtol=1e-9)
     np.testing.assert_allclose(run("sgd", {"lr": 0.1, "momentum": mu, "nesterov": True}), by_hand(True, True), rtol=1e-9)
     assert np.abs(by_hand(False, False) - by_hand(False, True)).max() > 1e-2  # the two forms really differ here
+
+
+# ---------------------------------------------------------------- nnc's update rules vs torch.optim
+
+TORCH = {  # the word -> torch.optim's class and arguments for the same rule (single-tensor, as on a CPU)
+    "sgd": lambda g, p: torch.optim.SGD(g, lr=p.lr, momentum=0.9, nesterov=True, foreach=False),
+    "adagrad": lambda g, p: torch.optim.Adagrad(g, lr=p.lr, eps=p.eps, foreach=False),
+    "rmsprop": lambda g, p: torch.optim.RMSprop(g, lr=p.lr, alpha=p.decay, eps=p.eps, foreach=False),
+    "adam": lambda g, p: torch.optim.Adam(g, lr=p.lr, betas=(p.beta1, p.beta2), eps=p.eps, foreach=False),
+    "adamw": lambda g, p: torch.optim.AdamW(g, lr=p.lr, betas=(p.beta1, p.beta2), eps=p.eps,
+                                             weight_decay=p.weight_decay, foreach=False),
+}
+
+
+def _net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(144, 3))
+
+
+def _groups(net, kind):
+    """Two groups, the notes' L2 on one (AdamW's decay is its own), the second at twice the rate."""
+    ps = list(net.parameters())
+    l2 = ({}, {}) if kind == "adamw" else ({"weight_decay": 0.01}, {"weight_decay": 0.0})
+    return [{"params": ps[::2], "lr_mult": 1.0, **l2[0]}, {"params": ps[1::2], "lr_mult": 2.0, **l2[1]}]
+
+
+def _steps(net, opt, n, first=0):
+    g = torch.Generator().manual_seed(1)
+    for i in range(first + n):
+        x, y = torch.randn(16, 1, 8, 8, generator=g), torch.randint(0, 3, (16,), generator=g)
+        if i < first:
+            continue
+        for group in opt.param_groups:  # a schedule: the rate changes between steps
+            group["lr"] = (0.05 if i < 3 else 0.01) * group["lr_mult"]
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("kind", sorted(TORCH))
+def test_update_rules_are_torch_optims_to_the_bit_and_share_its_state(kind):
+    """Two parameter groups (L2 on one), a changing rate: nnc's rule and torch.optim's give
+    identical weights; torch.optim's state dict, saved as `last` checkpoints save it, resumes in
+    nnc's rule and ends where torch.optim's own run ends."""
+    from nnc.runtime import state
+
+    d = OPTIMIZERS[kind]
+    p = d.params(**({"momentum": 0.9, "nesterov": True} if kind == "sgd" else {}), **CASES[kind])
+    nets = []
+    for make in (lambda g: d.build(p, g), lambda g: TORCH[kind](g, p)):
+        net = _net()
+        _steps(net, make(_groups(net, kind)), 7)
+        nets.append(net)
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        assert torch.equal(a, b)
+    net = _net()  # 4 steps in torch.optim, its state saved as a checkpoint holds it, 3 more in nnc's rule
+    theirs = TORCH[kind](_groups(net, kind), p)
+    _steps(net, theirs, 4)
+    tensors, meta = state.optimizer_to_tensors(theirs)
+    ours = d.build(p, _groups(net, kind))
+    state.optimizer_from_tensors(ours, tensors, meta)
+    _steps(net, ours, 3, first=4)
+    for a, b in zip(net.parameters(), nets[1].parameters()):
+        assert torch.equal(a, b)
+
+
+def test_no_update_rule_imports_torch_dynamo():
+    """torch.optim's classes import torch._dynamo (~1.5 s) when built and at every step: nnc's do not."""
+    code = ("import sys, torch\n"
+            "from nnc.compiler.vocab.optimizers import OPTIMIZERS\n"
+            "for kind, d in OPTIMIZERS.items():\n"
+            "    if d.full_batch: continue\n"
+            "    w = torch.nn.Parameter(torch.ones(3))\n"
+            "    o = d.build(d.params(), [{'params': [w], 'lr_mult': 1.0, 'weight_decay': 0.0}])\n"
+            "    (w ** 2).sum().backward(); o.step(); o.zero_grad(); o.load_state_dict(o.state_dict())\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('torch._dynamo', 'sympy'))))\n")
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

@@ -39,7 +39,7 @@ def mlp(tmp_path, extra="", data=", preprocess mean_image normalize", epochs=3, 
 
 @pytest.mark.parametrize("name,target", [("digits_cnn", 0.98), ("digits_mlp", 0.97)])
 def test_readme_specs_reach_their_accuracy(tmp_path, name, target):
-    r = run_nnc("train", SPECS / f"{name}.nnspec", "--out", tmp_path / "run", "--json")
+    r = run_nnc("train", SPECS / f"{name}.nnspec", "--out", tmp_path / "run", "--json", "--plots", "wait")
     assert r.returncode == 0, r.stderr
     final = json.loads(r.stdout.strip().splitlines()[-1])
     assert final["test_accuracy"] >= target
@@ -411,7 +411,7 @@ def test_an_epochs_last_update_is_judged_before_it_is_saved(tmp_path):
     its initial weights as the last good checkpoint, and its pictures and logs."""
     path = mlp(tmp_path, epochs=3, reg="regularize l2 0\n")
     r = run_nnc("train", path, "--out", tmp_path / "run", "--set", "optimizer=sgd(lr=50)",
-                "--set", "train.batch=5000", "--json")
+                "--set", "train.batch=5000", "--json", "--plots", "wait")
     assert r.returncode == 3, r.stderr
     assert "training diverged at the end of epoch 1" in r.stderr and "The learning rate (50)" in r.stderr
     ck = checkpoint.load(tmp_path / "run" / "last.safetensors")

@@ -1,9 +1,10 @@
 """The optimizer registry: the word, its parameters, and the torch optimizer it builds.
 
-Update rules are the notes' (vanilla, momentum, Nesterov, Adagrad, RMSProp, Adam); the
-implementations are checked against those formulas in tests/test_optim_sched.py. `sgd` with
-momentum is torch's SGD, whose velocity is in gradient units (compiler/optim.py says how the two
-forms differ when the rate changes).
+Update rules are the notes' (vanilla, momentum, Nesterov, Adagrad, RMSProp, Adam), written in
+compiler/optim.py (torch.optim's classes import torch._dynamo, ~1.5 s of start-up; L-BFGS stays
+torch.optim's); tests/test_optim_sched.py checks them against those formulas and torch.optim.
+`sgd` with momentum is torch's form, whose velocity is in gradient units; `momentum` and
+`nesterov` are the notes' (compiler/optim.py says how the two differ when the rate changes).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class LBFGS(Params):
 class OptimizerDef:
     kind: str
     params: type[Params]
-    build: Callable[[Any, list[dict]], Any]  # (params, torch param groups) -> torch.optim.Optimizer
+    build: Callable[[Any, list[dict]], Any]  # (params, torch param groups) -> a torch.optim.Optimizer
     doc: str
     full_batch: bool = False
     # how many parameter-sized tensors it keeps (momentum, Adam's two moments, L-BFGS's history):
@@ -74,8 +75,8 @@ class OptimizerDef:
 
 
 def _sgd(p, groups):
-    import torch
-    return torch.optim.SGD(groups, lr=p.lr, momentum=p.momentum, nesterov=p.nesterov)
+    from nnc.compiler import optim
+    return optim.SGD(groups, lr=p.lr, momentum=p.momentum, nesterov=p.nesterov)
 
 
 def _momentum(nesterov: bool):
@@ -86,23 +87,23 @@ def _momentum(nesterov: bool):
 
 
 def _adagrad(p, groups):
-    import torch
-    return torch.optim.Adagrad(groups, lr=p.lr, eps=p.eps)
+    from nnc.compiler import optim
+    return optim.Adagrad(groups, lr=p.lr, eps=p.eps)
 
 
 def _rmsprop(p, groups):
-    import torch
-    return torch.optim.RMSprop(groups, lr=p.lr, alpha=p.decay, eps=p.eps)
+    from nnc.compiler import optim
+    return optim.RMSprop(groups, lr=p.lr, alpha=p.decay, eps=p.eps)
 
 
 def _adam(p, groups):
-    import torch
-    return torch.optim.Adam(groups, lr=p.lr, betas=(p.beta1, p.beta2), eps=p.eps)
+    from nnc.compiler import optim
+    return optim.Adam(groups, lr=p.lr, betas=(p.beta1, p.beta2), eps=p.eps)
 
 
 def _adamw(p, groups):
-    import torch
-    return torch.optim.AdamW(groups, lr=p.lr, betas=(p.beta1, p.beta2), eps=p.eps, weight_decay=p.weight_decay)
+    from nnc.compiler import optim
+    return optim.Adam(groups, lr=p.lr, betas=(p.beta1, p.beta2), eps=p.eps, weight_decay=p.weight_decay, decoupled=True)
 
 
 def _lbfgs(p, groups):

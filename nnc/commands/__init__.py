@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 COMMANDS: tuple[str, ...] = ("check", "show", "train", "eval", "doctor", "search", "ensemble", "export", "infer",
-                             "compile", "fmt", "lsp", "specs", "new")
+                             "compile", "fmt", "lsp", "specs", "new", "plot")
 
 
 def register_all(sub, names: tuple[str, ...] = COMMANDS) -> None:

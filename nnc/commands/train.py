@@ -74,7 +74,7 @@ def run(args) -> int:
     from nnc.runtime.train import train
 
     try:
-        final = train(graph, out, device=args.device, resume=args.resume, quiet=args.quiet or args.json)
+        final = train(graph, out, device=args.device, resume=args.resume, quiet=args.quiet or args.json, plots=args.plots)
     except KeyboardInterrupt:
         if world.rank > 0:
             return 130
@@ -103,8 +103,9 @@ def run(args) -> int:
             print(f"test loss {final['test_loss']:.4f}" + (f", test accuracy {100 * acc:.2f}%" if acc is not None else "")
                   + f" ({when})")
         print(f"best checkpoint: {final['best_checkpoint']}")
+        later = " (drawing in the background)" if args.plots == "background" else ""
         for p in final["plots"]:
-            print(f"plot: {p}")
+            print(f"plot: {p}{later}")
     return 0
 
 
@@ -134,7 +135,7 @@ def _launch(args, out: str) -> int:
     from nnc.runtime.distributed import launch
 
     argv = [args.spec] if args.spec and not args.resume else []
-    argv += ["--out", str(out), "--device", args.device]
+    argv += ["--out", str(out), "--device", args.device, "--plots", args.plots]
     if args.resume:
         argv += ["--resume", args.resume]
     for flag, value in (("--epochs", args.epochs), ("--seed", args.seed)):
@@ -190,4 +191,7 @@ def register(sub) -> None:
     add_set(p)
     p.add_argument("--json", action="store_true", help="end with one JSON line of the final metrics")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument("--plots", choices=("background", "wait", "off"), default="background",
+                   help="the end-of-run pictures: drawn by a background process while nnc exits (default), "
+                        "before it exits, or not (`nnc plot RUN_DIR` draws them later)")
     p.set_defaults(func=run)
