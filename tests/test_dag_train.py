@@ -22,7 +22,7 @@ def test_unet_learns_to_segment_shapes(tmp_path):
     """specs/unet.nnspec on fewer examples and epochs than it states (seconds on a CPU): every
     pixel's class, well above the 76% that calling everything background gets."""
     run = tmp_path / "run"
-    r = nnc_main("train", ROOT / "specs" / "unet.nnspec", "--out", run, "--device", "cpu", "-q",
+    r = nnc_main("train", ROOT / "specs" / "unet.nnspec", "--out", run, "--device", "cpu", "-q", "--plots", "wait",
                  "--set", "data=shapes(n=300), val 0.1, test 0.2", "--set", "train.epochs=5")
     assert r.returncode == 0, r.stderr
     f = final(run)

@@ -152,7 +152,7 @@ def test_nproc_2_trains_like_one_process_and_rank_0_alone_writes(tmp_path, refer
     and seed, one run directory with one line per epoch and one TensorBoard file."""
     final_1, run_1 = reference
     (tmp_path / "m.nnspec").write_text(spec())
-    r = run_nnc("train", "m.nnspec", "--nproc", "2", "--device", "cpu", cwd=tmp_path, timeout=300)
+    r = run_nnc("train", "m.nnspec", "--nproc", "2", "--device", "cpu", "--plots", "wait", cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "2 processes (gloo), batch 60 = 2 x 30 per process" in r.stderr
     run_2 = tmp_path / "runs" / "m"
