@@ -6,6 +6,13 @@ any pydantic user pays). Plus `python -X importtime -m nnc.cli check SPEC`, the 
 time of each module over a few runs, grouped by top-level package.
 
     python bench/check_startup.py [--spec specs/alexnet.nnspec] [--pairs 10] [--top 15] [--source]
+                                  [--against REF] [--command show]
+
+`--against REF` (e.g. main) also runs nnc as it was at git REF in the same rounds, so a change
+is measured before/after side by side: each tree is laid out as the installed package
+(nnc/compiler, nnc/grammar, ...) in a temporary folder and run as `python -m nnc.cli` from
+there, the working tree too. Child CPU time is printed beside wall time: on a shared machine
+it moves less than wall time.
 
 Bytecode: an installed nnc has its .pyc files (pip compiles them), and an editable checkout
 writes them on its first run, unless PYTHONDONTWRITEBYTECODE is set, as it is on the team's VM:
@@ -21,12 +28,15 @@ separate series; this one pairs each run with the floor runs next to it.)
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections import defaultdict
@@ -36,10 +46,34 @@ ROOT = Path(__file__).resolve().parent.parent
 LINE = re.compile(r"import time:\s+(\d+)\s+\|\s+(\d+)\s+\|(\s*)(\S+)")
 
 
-def wall(cmd: list[str], env: dict) -> float:
+# the package's folders in the checkout -> where the installed package has them (pyproject's package-dir)
+LAYOUT = {"nnc": "nnc", "compiler": "nnc/compiler", "grammar": "nnc/grammar", "runtime": "nnc/runtime",
+          "specs": "nnc/specs"}
+
+
+def wall(cmd: list[str], env: dict, cwd: Path = ROOT) -> tuple[float, float]:
+    """Wall and CPU seconds of one run of `cmd`."""
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT, env=env)
-    return time.perf_counter() - t0
+    subprocess.run(cmd, check=True, capture_output=True, cwd=cwd, env=env)
+    t = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return t, cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+
+
+def lay_out(ref: str | None, into: Path) -> Path:
+    """The package as installed, from git `ref` (None: the working tree), under `into`."""
+    src = into / "src"
+    if ref is None:
+        for d in LAYOUT:
+            shutil.copytree(ROOT / d, src / d, ignore=shutil.ignore_patterns("__pycache__"))
+    else:
+        data = subprocess.run(["git", "archive", ref, *LAYOUT], check=True, capture_output=True, cwd=ROOT).stdout
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            tar.extractall(src)
+    for d, where in LAYOUT.items():
+        shutil.copytree(src / d, into / "pkg" / where, dirs_exist_ok=True)
+    return into / "pkg"
 
 
 def environment(source: bool, cache: str) -> tuple[dict, str]:
@@ -53,16 +87,29 @@ def environment(source: bool, cache: str) -> tuple[dict, str]:
     return env, "bytecode compiled once into a private cache, as an installed nnc has it"
 
 
-def pairs(cmds: dict[str, list[str]], n: int, env: dict) -> dict[str, list[float]]:
-    """`n` rounds of every command, the order rotated each round."""
+def pairs(cmds: dict[str, tuple[list[str], dict, Path]], n: int) -> dict[str, list[tuple[float, float]]]:
+    """`n` rounds of every command (argv, environment, folder), the order rotated each round."""
     names = list(cmds)
     for name in names:  # warm-up: the OS's file cache, and the bytecode cache when it is private
-        wall(cmds[name], env)
-    times: dict[str, list[float]] = {name: [] for name in names}
+        wall(*cmds[name])
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     for i in range(n):
         for name in names[i % len(names):] + names[:i % len(names)]:
-            times[name].append(wall(cmds[name], env))
+            times[name].append(wall(*cmds[name]))
     return times
+
+
+def side_by_side(t: dict[str, list[tuple[float, float]]], ref: str, what: str) -> None:
+    print(f"\n{what}, each tree run as `python -m nnc.cli` from its package layout (median ms, wall / child CPU):")
+    for name in ("this tree", ref, "floor"):
+        w, c = (1e3 * statistics.median(x[k] for x in t[name]) for k in (0, 1))
+        print(f"  {name:12s} {w:6.0f} {c:6.0f}")
+    for k, unit in ((0, "wall"), (1, "CPU")):
+        r = [a[k] / b[k] for a, b in zip(t["this tree"], t[ref])]
+        q = statistics.quantiles(r, n=4)
+        f = statistics.median(a[k] / b[k] for a, b in zip(t["this tree"], t["floor"]))
+        print(f"  this tree / {ref}, {unit}: {statistics.median(r):.3f} (quartiles {q[0]:.3f}-{q[2]:.3f}); "
+              f"this tree / floor {f:.2f}")
 
 
 def importtime(spec: str, env: dict, runs: int) -> dict[str, tuple[int, int]]:
@@ -70,7 +117,7 @@ def importtime(spec: str, env: dict, runs: int) -> dict[str, tuple[int, int]]:
     best: dict[str, tuple[int, int]] = {}
     for _ in range(runs):
         p = subprocess.run([sys.executable, "-X", "importtime", "-m", "nnc.cli", "check", "-q", spec],
-                           capture_output=True, text=True, cwd=ROOT, env=env)
+                           check=True, capture_output=True, text=True, cwd=ROOT, env=env)
         for line in p.stderr.splitlines():
             if m := LINE.match(line):
                 name, s, c = m.group(4), int(m.group(1)), int(m.group(2))
@@ -101,16 +148,26 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--importtime-runs", type=int, default=5)
     ap.add_argument("--source", action="store_true", help="keep this shell's bytecode setting")
+    ap.add_argument("--against", metavar="REF", help="also time nnc at this git ref, side by side")
+    ap.add_argument("--command", default="check", choices=("check", "show"), help="with --against: the command")
     a = ap.parse_args()
     script = shutil.which("nnc", path=str(Path(sys.executable).parent)) or shutil.which("nnc")
     check = [script, "check", "-q", a.spec] if script else [sys.executable, "-m", "nnc.cli", "check", "-q", a.spec]
     shown = " ".join(Path(check[0]).name if i == 0 else x for i, x in enumerate(check))
-    cmds = {"check": check, "floor": [sys.executable, "-c", "import lark, pydantic"],
-            "basemodel": [sys.executable, "-c", "import lark; from pydantic import BaseModel"]}
+    floor = [sys.executable, "-c", "import lark, pydantic"]
     with tempfile.TemporaryDirectory(prefix="nnc-pyc-") as cache:
         env, how = environment(a.source, cache)
-        t = pairs(cmds, a.pairs, env)
+        cmds = {"check": (check, env, ROOT), "floor": (floor, env, ROOT),
+                "basemodel": ([sys.executable, "-c", "import lark; from pydantic import BaseModel"], env, ROOT)}
+        t = {k: [w for w, _ in v] for k, v in pairs(cmds, a.pairs).items()}
         mods = importtime(a.spec, env, a.importtime_runs)
+        if a.against:
+            argv = [sys.executable, "-m", "nnc.cli", a.command, *(["-q"] if a.command == "check" else []),
+                    str(ROOT / a.spec)]
+            trees = {"this tree": lay_out(None, Path(cache) / "tree"), a.against: lay_out(a.against, Path(cache) / "ref")}
+            cmp = {name: (argv, {**env, "PYTHONPATH": str(pkg)}, pkg) for name, pkg in trees.items()}
+            cmp["floor"] = (floor, env, ROOT)
+            both = pairs(cmp, a.pairs)
     ratios = [c / f for c, f in zip(t["check"], t["floor"])]
     ratios_bm = [c / f for c, f in zip(t["check"], t["basemodel"])]
     q = statistics.quantiles(ratios, n=4)
@@ -122,6 +179,8 @@ def main() -> None:
           f"goal <= 1.5: {'met' if statistics.median(ratios) <= 1.5 else 'not met'}; "
           f"against the BaseModel floor {statistics.median(ratios_bm):.2f}")
     report_imports(a.spec, mods, a.top, a.importtime_runs)
+    if a.against:
+        side_by_side(both, a.against, f"nnc {a.command} {a.spec}: this tree vs {a.against}")
 
 
 if __name__ == "__main__":
