@@ -108,7 +108,7 @@ def test_the_data_plan_follows_size_and_memory(tmp_path):
     folder = images(tmp_path / "imgs", n=4)
     (tmp_path / "f.nnspec").write_text(CONV.format(data=f'imagefolder("{folder}")', more="", train=""))
     r = run_nnc("check", tmp_path / "f.nnspec")
-    assert r.returncode == 0 and "data: in memory (12 images in 3 class folders, 9.0 KB as float32: within 1/4 of" in r.stdout
+    assert r.returncode == 0 and "data: in memory (12 images in 3 class folders, 9.0 KiB as float32: within 1/4 of" in r.stdout
     env = {**os.environ, "NNC_MEMORY": "20K"}
     import subprocess
     import sys
@@ -117,8 +117,8 @@ def test_the_data_plan_follows_size_and_memory(tmp_path):
         return subprocess.run([sys.executable, "-m", "nnc.cli", *map(str, args)], capture_output=True, text=True, env=env)
 
     r = cli("check", tmp_path / "f.nnspec")
-    assert "data: streamed from disk by worker processes (12 images in 3 class folders, 9.0 KB as float32: " \
-           "over 1/4 of the 20.0 KB set by NNC_MEMORY)" in r.stdout, r.stdout
+    assert "data: streamed from disk by worker processes (12 images in 3 class folders, 9.0 KiB as float32: " \
+           "over 1/4 of the 20.0 KiB set by NNC_MEMORY)" in r.stdout, r.stdout
     r = cli("show", tmp_path / "f.nnspec", "--set", "data.cache=memory", "--json")
     assert json.loads(r.stdout)["data"]["cache"] == "memory"
     r = cli("check", tmp_path / "f.nnspec", "--set", "data.cache=stream")
