@@ -59,6 +59,22 @@ def _numpy(a):
     return np.asarray(a)
 
 
+def _dataset(data) -> bool:
+    """Whether `data` is a torch Dataset to read item by item (NncError for one nnc cannot read)."""
+    import sys
+
+    torch = sys.modules.get("torch")  # (a torch Dataset means torch is imported already)
+    if torch is not None and isinstance(data, torch.utils.data.IterableDataset):
+        raise NncError("data: an IterableDataset cannot be split into train, val and test by index; nnc reads a "
+                       "map-style Dataset (with __len__ and __getitem__) or (x, y) arrays")
+    if isinstance(data, (tuple, list)) or hasattr(data, "shape"):  # (x, y), or an array given alone
+        return False
+    if hasattr(data, "__getitem__") and not hasattr(data, "__len__"):
+        raise NncError(f"data: a {type(data).__name__} without len(): nnc needs the number of examples to split "
+                       "them; give the Dataset a __len__")
+    return hasattr(data, "__getitem__")
+
+
 def arrays(data):
     """(x, y) arrays or tensors, or a torch Dataset of (x, y) pairs (read into memory), as the
     runtime's Arrays; None stays None (the spec's own data source)."""
@@ -69,18 +85,34 @@ def arrays(data):
     if data is None:
         return None
     classes = getattr(data, "classes", None)
-    if isinstance(data, (tuple, list)) and len(data) == 2:
+    if _dataset(data):
+        from nnc.runtime.stream import pair
+
+        try:
+            pairs = [pair(data[i], i) for i in range(len(data))]
+        except NncError as e:
+            raise NncError(f"data: the Dataset: {e}") from None
+        if not pairs:
+            raise NncError("data: the Dataset is empty")
+        x, y = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
         x, y = data
-    elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):  # a map-style Dataset
-        pairs = [data[i] for i in range(len(data))]
-        if not pairs or not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in pairs):
-            raise NncError("data: a Dataset of (x, y) pairs was expected")
-        x, y = np.stack([_numpy(p[0]) for p in pairs]), np.stack([_numpy(p[1]) for p in pairs])
     else:
         raise NncError(f"data: expected (x, y) arrays or tensors, or a torch Dataset; got {type(data).__name__}")
     x, y = _numpy(x).astype(np.float32), _numpy(y)  # (token ids are checked whole and made int64 later)
     y = y.astype(np.int64) if y.dtype.kind in "iub" else y.astype(np.float32)
     return Arrays(x, y, [str(c) for c in classes] if classes is not None else None)
+
+
+def _given(data, spec):
+    """What training reads in place of the spec's source: a torch Dataset streamed (unless the
+    spec says `cache memory`: then read whole, as arrays are), arrays in memory, or None."""
+    if data is not None and _dataset(data) and spec.data.cache != "memory":
+        from nnc.runtime.stream import UserDataset
+
+        classes = getattr(data, "classes", None)
+        return UserDataset(data, [str(c) for c in classes] if classes is not None else None)
+    return arrays(data)
 
 
 def _checked(spec, given):
@@ -162,7 +194,7 @@ def train(spec_or_path, data=None, *, out=None, overrides=None, epochs: int | No
     from nnc.runtime.train import train as run_training
 
     spec = load(spec_or_path, _overrides(overrides, epochs, seed))
-    given = arrays(data)
+    given = _given(data, spec)
     graph = _checked(spec, given)
     where = _out_dir(spec, out)
     final = run_training(graph, where, device=device or "auto", quiet=quiet, data=given,
