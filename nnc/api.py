@@ -187,8 +187,9 @@ def _out_dir(spec, out) -> str:
 def train(spec_or_path, data=None, *, out=None, overrides=None, epochs: int | None = None,
           device: str | None = None, seed: int | None = None, quiet: bool = False, monitors: bool = True) -> Run:
     """Train as `nnc train` does, into `out` (default: runs/<spec name>, -2, -3 ...). `data`:
-    (x, y) numpy arrays or torch tensors, or a torch Dataset of (x, y) pairs, in place of the
-    spec's data source (split by the spec's val and test fractions); None reads the spec's own."""
+    (x, y) numpy arrays or torch tensors (held in memory), or a map-style torch Dataset of (x, y)
+    pairs (streamed by DataLoader workers), in place of the spec's data source (split by the
+    spec's val and test fractions); None reads the spec's own."""
     from nnc.compiler.torch_module import build_model
     from nnc.runtime import checkpoint
     from nnc.runtime.train import train as run_training

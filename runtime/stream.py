@@ -1,9 +1,10 @@
 """Data streamed from disk, for sources larger than memory (`data ..., cache stream`, or auto).
 
 Examples are read in DataLoader worker processes a whole batch at a time: image files decoded
-with Pillow into uint8 (channels-last, as the files are), .npy / .npz arrays through memory maps.
-The workers also augment, so the main process only moves each batch to the device (pinned, on a
-GPU), converts it to float and applies the preprocessing statistics there. What is in memory at
+with Pillow into uint8 (channels-last, as the files are), .npy / .npz arrays through memory maps,
+a torch Dataset handed to the Python API item by item. The workers also augment, so the main
+process only moves each batch to the device (pinned, on a GPU), converts it to float and applies
+the preprocessing statistics there. What is in memory at
 once is bounded by the workers' prefetched batches, whatever the size of the data.
 
 An image that cannot be read is skipped and reported with the batch (runtime/feeds.py counts them
