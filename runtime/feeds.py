@@ -26,7 +26,7 @@ from nnc.compiler.vocab.losses import LOSSES
 from nnc.compiler.vocab.sources import SOURCES, array_name, label_ids, list_images, np_load
 from nnc.diagnostics import NncError
 from nnc.runtime import preprocess, stream
-from nnc.runtime.data import Split, data_error, layout_of, load_splits, split_indices, targets, value_problem
+from nnc.runtime.data import Split, check_bad, data_error, layout_of, load_splits, split_indices, targets, value_problem
 from nnc.runtime.distributed import World, all_sum, gather_lists
 
 EVAL_BATCH = 1024  # examples per evaluation batch held in memory
@@ -170,6 +170,22 @@ def open_data(graph: Graph, world: World, dev: torch.device, stats: dict | None,
     for f in (data.train, data.val, data.test):
         f.stats = {k: torch.as_tensor(v, device=dev) for k, v in data.stats.items()}
     return data
+
+
+def training_sample(graph: Graph, given=None, limit: int = 4096) -> Split:
+    """Raw training examples in memory for the doctor: the whole training split of data held in
+    memory; of streamed data, the first `limit` of the training split's (seeded) order, read by
+    worker processes, so the doctor never decodes a data set larger than memory."""
+    spec = graph.spec
+    if given is not None or plan(spec).cache == "memory":
+        return load_splits(graph, given).train
+    dataset, n, parts, _ = _stream_source(graph, [])
+    idx = split_indices(graph, n, parts)["train"][:limit]
+    workers = spec.data.workers if spec.data.workers is not None else stream.default_workers(1)
+    feed = StreamFeed(stream.loader(dataset, workers, False, persistent=False), idx, torch.device("cpu"), False)
+    xs, ys = zip(*feed.read(idx, 256))
+    check_bad(graph, feed.bad, len(idx))
+    return Split(torch.cat(xs).numpy(), torch.cat(ys).numpy())
 
 
 def _stream_source(graph: Graph, steps: list):
