@@ -223,28 +223,40 @@ def evaluate(checkpoint_or_run, data=None, *, split: str = "test", device: str |
     path = _path(checkpoint_or_run)
     if data is None:
         return evaluate_checkpoint(path, split, device or "auto")
-    return _evaluate_given(path, arrays(data), device or "auto")
+    return _evaluate_given(path, data, device or "auto")
 
 
-def _evaluate_given(path: str, given, device: str) -> dict:
+def _evaluate_given(path: str, data, device: str) -> dict:
     from nnc.compiler.torch_module import build_model
     from nnc.compiler.vocab.losses import LOSSES, build_loss
     from nnc.runtime import checkpoint
-    from nnc.runtime.data import Split, load_arrays, tensors
+    from nnc.runtime.data import Split, data_error, load_arrays, tensors
     from nnc.runtime.device import pick_device
-    from nnc.runtime.evaluate import evaluate as run_evaluation
+    from nnc.runtime.distributed import World
+    from nnc.runtime.evaluate import evaluate_batches
+    from nnc.runtime.feeds import EVAL_BATCH, dataset_feed
+    from nnc.runtime.stream import UserDataset
 
     ck = checkpoint.load(path)
-    graph = _checked(ck.spec(), given)
+    spec = ck.spec()
+    given = _given(data, spec)
+    graph = _checked(spec, given)
     ck.check_against(graph)
     model = build_model(graph)
     model.load_state_dict(ck.model)
     dev = pick_device(device)
-    checked = load_arrays(graph, given)
-    x, y = checked.x, checked.y
     loss = LOSSES[graph.spec.loss.kind]
-    res = run_evaluation(model.to(dev), *tensors(Split(x, y), dict(ck.preprocess), dev), build_loss(graph),
-                         graph.output.features if loss.classification else None)
+    if isinstance(given, UserDataset):  # streamed as training streams it
+        feed = dataset_feed(graph, given, dev, dict(ck.preprocess))
+        batches = feed.eval_batches(World(), EVAL_BATCH)
+    else:
+        feed, checked = None, load_arrays(graph, given)
+        x, y = tensors(Split(checked.x, checked.y), dict(ck.preprocess), dev)
+        batches = ((x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH))
+    res = evaluate_batches(model.to(dev), batches, build_loss(graph), graph.output.features if loss.classification
+                           else None, labels=loss.predicts == "labels")
+    if feed is not None and feed.fatal:
+        raise data_error(graph, f"streamed data: {feed.fatal}")
     return {**res.as_dict(), "split": "given", "classes": ck.classes, "checkpoint": path}
 
 

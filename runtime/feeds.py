@@ -243,6 +243,15 @@ def _stream_dataset(graph: Graph, given: stream.UserDataset, steps: list):
     return rows, n, None, given.classes
 
 
+def dataset_feed(graph: Graph, given: stream.UserDataset, dev: torch.device, stats: dict) -> StreamFeed:
+    """All of a torch Dataset handed over by the Python API as one streamed feed (for scoring)."""
+    rows, n, _, _ = _stream_dataset(graph, given, [])
+    workers = graph.spec.data.workers if graph.spec.data.workers is not None else stream.default_workers(1)
+    feed = StreamFeed(stream.loader(rows, workers, dev.type == "cuda", persistent=False), np.arange(n), dev, False)
+    feed.stats = {k: torch.as_tensor(v, device=dev) for k, v in stats.items()}
+    return feed
+
+
 def _batch_targets(graph: Graph, classes: list[str] | None, y: np.ndarray) -> np.ndarray:
     """`targets` of a batch of a Dataset's labels. A batch need not hold every class, so the
     classes are the model's outputs (or the Dataset's `classes`, checked against them), and a

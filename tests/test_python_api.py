@@ -87,7 +87,11 @@ def test_tensors_and_datasets_train_the_same_model(tmp_path):
     assert whole.reads.value == 600
     assert [r["train_loss"] for r in memory.history] == [r["train_loss"] for r in arrays.history]
     assert len(arrays.history) == 2 and arrays.test_accuracy > 0.5
-    assert nnc.evaluate(dataset, data=pairs_of(x, y))["classes"] == pairs_of(x, y).classes
+    scored, given = pairs_of(x, y), nnc.evaluate(dataset, data=(x, y))
+    streamed_eval = nnc.evaluate(dataset, data=scored)  # streamed too: item 0, then every item once
+    assert scored.reads.value == 601 and streamed_eval["classes"] == scored.classes
+    assert streamed_eval["loss"] == pytest.approx(given["loss"], rel=1e-5)
+    assert streamed_eval["predictions"] == given["predictions"] and streamed_eval["n"] == 600
     assert nnc.evaluate(tmp_path / "a", data=(x, y))["n"] == 600
     frame = arrays.dataframe()  # pandas is in the dev extra, not a dependency
     assert list(frame.index) == [1, 2] and "val_accuracy" in frame.columns
