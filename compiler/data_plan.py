@@ -49,25 +49,25 @@ def plan(spec, processes: int = 1) -> DataPlan:
                                       "use cache memory or auto"))
         return DataPlan("memory", "a model of several inputs or outputs reads its arrays whole", None)
     ext = d.extent(located(spec), spec.model.input.dims) if d.extent else None
-    size = f"{ext.what}, {_bytes(ext.nbytes)} as float32" if ext and ext.nbytes is not None else \
+    told = f"{ext.what}, {size(ext.nbytes)} as float32" if ext and ext.nbytes is not None else \
         ext.what if ext else f"{d.kind} is read whole"
     if data.cache == "memory":
-        return DataPlan("memory", f"{size}; cache memory", ext)
+        return DataPlan("memory", f"{told}; cache memory", ext)
     cannot = (ext.streams if ext else None) if d.streams else "it is read whole"
     if data.cache == "stream":
         if cannot:
             raise NncError(Diagnostic(f"cache stream: {d.kind} data cannot be streamed ({cannot})",
                                       spec.spans.get("data.cache", spec.spans.get("data")), spec.document,
                                       "imagefolder, npy and uncompressed npz sources stream; use cache memory or auto"))
-        return DataPlan("stream", f"{size}; cache stream", ext)
+        return DataPlan("stream", f"{told}; cache stream", ext)
     if cannot or ext is None or ext.nbytes is None:
-        return DataPlan("memory", size + (f"; {cannot}" if cannot and ext else ""), ext)
+        return DataPlan("memory", told + (f"; {cannot}" if cannot and ext else ""), ext)
     memory, where = available_memory()
     need = ext.nbytes * processes
     per = f" x {processes} processes" if processes > 1 else ""
     if need * MEMORY_SHARE > memory:
-        return DataPlan("stream", f"{size}{per}: over 1/{MEMORY_SHARE} of the {_bytes(memory)} {where}", ext)
-    return DataPlan("memory", f"{size}{per}: within 1/{MEMORY_SHARE} of the {_bytes(memory)} {where}", ext)
+        return DataPlan("stream", f"{told}{per}: over 1/{MEMORY_SHARE} of the {size(memory)} {where}", ext)
+    return DataPlan("memory", f"{told}{per}: within 1/{MEMORY_SHARE} of the {size(memory)} {where}", ext)
 
 
 def describe(spec, processes: int = 1) -> str:
@@ -85,7 +85,7 @@ def available_memory() -> tuple[int, str]:
     assume, for a test or a shared machine), else the smaller of the kernel's MemAvailable and
     what the cgroup (a container's limit) leaves."""
     if os.environ.get("NNC_MEMORY"):
-        return parse_bytes(os.environ["NNC_MEMORY"]), "set by NNC_MEMORY"
+        return parsesize(os.environ["NNC_MEMORY"]), "set by NNC_MEMORY"
     found = []
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -103,15 +103,16 @@ def available_memory() -> tuple[int, str]:
     return min(found) if found else (8 << 30, "assumed (the machine's memory is unknown)")
 
 
-def parse_bytes(text: str) -> int:
+def parsesize(text: str) -> int:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", text, re.I)
     if not m:
         raise NncError(f"NNC_MEMORY={text!r}: expected a size like 512M or 4G")
     return int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2).upper() or " "))
 
 
-def _bytes(n: int) -> str:
-    for unit, scale in (("TB", 1 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+def size(n: float) -> str:
+    """Bytes in binary units: `nnc show`'s memory estimate (compiler/footprint.py) and the data plan."""
+    for unit, scale in (("TiB", 2 ** 40), ("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
         if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
+            return f"{n / scale:,.1f} {unit}"
+    return f"{int(n)} B"

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from nnc.compiler.data_plan import plan
+from nnc.compiler.data_plan import plan, size  # (size: also imported from here)
 from nnc.compiler.graph import Graph
 from nnc.compiler.vocab.optimizers import OPTIMIZERS
 from nnc.diagnostics import NncError
@@ -55,13 +55,6 @@ class Footprint:
             else "the data set (its size is not known before it is read: not counted)"
         return (f"weights {size(self.weights)}, gradients and {self.optimizer_name} state {size(self.optimizer)}, "
                 f"activations of a batch of {self.batch:,} {size(self.batch * self.training_per_example)}, {data}")
-
-
-def size(n: float) -> str:
-    for unit, scale in (("TiB", 2 ** 40), ("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
-        if n >= scale:
-            return f"{n / scale:,.1f} {unit}"
-    return f"{int(n)} B"
 
 
 def estimate(graph: Graph) -> Footprint:

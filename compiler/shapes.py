@@ -61,21 +61,27 @@ class _Inference:
             for s in n.sources:
                 readers.setdefault(s, []).append(i)
 
+        known: dict[int, str | None] = {}  # (every layer on a walk shares its answer: one walk per chain)
+
         def after(i: int) -> str | None:
-            seen = 0
-            while seen < len(body):
-                seen += 1
+            walked, found = [], None
+            while i not in known and len(walked) < len(body):
+                walked.append(i)
                 r = readers.get(body[i].where, [])
                 nxt = i + 1 if i + 1 in r else r[0] if len(r) == 1 else None
                 if nxt is None:
-                    return None
+                    break
                 d = LAYERS[body[nxt].kind]
                 if d.activation:
-                    return body[nxt].kind
+                    found = body[nxt].kind
+                    break
                 if not d.transparent:
-                    return None
+                    break
                 i = nxt
-            return None
+            else:
+                found = known.get(i)
+            known.update(dict.fromkeys(walked, found))
+            return found
 
         return {n.where: after(i) for i, n in enumerate(body)}
 

@@ -176,16 +176,29 @@ def training_sample(graph: Graph, given=None, limit: int = 4096) -> Split:
     """Raw training examples in memory for the doctor: the whole training split of data held in
     memory; of streamed data, the first `limit` of the training split's (seeded) order, read by
     worker processes, so the doctor never decodes a data set larger than memory."""
-    spec = graph.spec
-    if given is not None or plan(spec).cache == "memory":
+    if given is not None or plan(graph.spec).cache == "memory":
         return load_splits(graph, given).train
+    xs, ys = zip(*raw_split(graph, "train", 256, limit))
+    return Split(np.concatenate(xs), np.concatenate(ys))
+
+
+def raw_split(graph: Graph, split: str, batch: int = EVAL_BATCH, limit: int | None = None):
+    """One split's raw (not preprocessed) examples as numpy batches, in the split's order: sliced
+    from memory, or read by worker processes when the data is streamed (unreadable ones skipped,
+    too many of them an error at the end)."""
+    if plan(graph.spec).cache == "memory":
+        part = getattr(load_splits(graph), split)
+        for i in range(0, min(len(part), limit or len(part)), batch):
+            yield part.x[i:i + batch], part.y[i:i + batch]
+        return
+    spec = graph.spec
     dataset, n, parts, _ = _stream_source(graph, [])
-    idx = split_indices(graph, n, parts)["train"][:limit]
+    idx = split_indices(graph, n, parts)[split][:limit]
     workers = spec.data.workers if spec.data.workers is not None else stream.default_workers(1)
     feed = StreamFeed(stream.loader(dataset, workers, False, persistent=False), idx, torch.device("cpu"), False)
-    xs, ys = zip(*feed.read(idx, 256))
+    for x, y in feed.read(idx, batch):
+        yield x.numpy(), y.numpy()
     check_bad(graph, feed.bad, len(idx))
-    return Split(torch.cat(xs).numpy(), torch.cat(ys).numpy())
 
 
 def _stream_source(graph: Graph, steps: list):

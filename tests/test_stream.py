@@ -108,7 +108,7 @@ def test_the_data_plan_follows_size_and_memory(tmp_path):
     folder = images(tmp_path / "imgs", n=4)
     (tmp_path / "f.nnspec").write_text(CONV.format(data=f'imagefolder("{folder}")', more="", train=""))
     r = run_nnc("check", tmp_path / "f.nnspec")
-    assert r.returncode == 0 and "data: in memory (12 images in 3 class folders, 9.0 KB as float32: within 1/4 of" in r.stdout
+    assert r.returncode == 0 and "data: in memory (12 images in 3 class folders, 9.0 KiB as float32: within 1/4 of" in r.stdout
     env = {**os.environ, "NNC_MEMORY": "20K"}
     import subprocess
     import sys
@@ -117,8 +117,8 @@ def test_the_data_plan_follows_size_and_memory(tmp_path):
         return subprocess.run([sys.executable, "-m", "nnc.cli", *map(str, args)], capture_output=True, text=True, env=env)
 
     r = cli("check", tmp_path / "f.nnspec")
-    assert "data: streamed from disk by worker processes (12 images in 3 class folders, 9.0 KB as float32: " \
-           "over 1/4 of the 20.0 KB set by NNC_MEMORY)" in r.stdout, r.stdout
+    assert "data: streamed from disk by worker processes (12 images in 3 class folders, 9.0 KiB as float32: " \
+           "over 1/4 of the 20.0 KiB set by NNC_MEMORY)" in r.stdout, r.stdout
     r = cli("show", tmp_path / "f.nnspec", "--set", "data.cache=memory", "--json")
     assert json.loads(r.stdout)["data"]["cache"] == "memory"
     r = cli("check", tmp_path / "f.nnspec", "--set", "data.cache=stream")
@@ -266,9 +266,10 @@ def test_precision_settings_are_shown_and_checked(tmp_path, monkeypatch):
     assert len(compiled) == 1 and isinstance(compiled[0], torch.nn.Module)
 
 
-def test_eval_and_doctor_read_streamed_data_as_training_did(tmp_path):
+def test_eval_doctor_and_ensemble_read_streamed_data_as_training_did(tmp_path):
     """`nnc eval` of a run over streamed data scores the test split batch by batch from disk
-    and agrees with the run's own test metrics; the doctor trains on a bounded sample of it."""
+    and agrees with the run's own test metrics; the doctor trains on a bounded sample of it; an
+    ensemble of two such runs is scored and exported from batches read from disk."""
     folder = images(tmp_path / "imgs", n=12)
     spec = tmp_path / "s.nnspec"
     spec.write_text(CONV.format(data=f'imagefolder("{folder}")', more=", cache stream, workers 1, preprocess channel_mean",
@@ -288,3 +289,11 @@ def test_eval_and_doctor_read_streamed_data_as_training_did(tmp_path):
     assert sample.x.shape == (10, 3, 8, 8) and sample.y.shape == (10,)
     r = run_nnc("doctor", spec, "--device", "cpu")
     assert r.returncode in (0, 4) and "Traceback" not in r.stderr, r.stderr
+    r = run_nnc("train", spec, "--out", tmp_path / "run2", "--device", "cpu", "--seed", "5", "-q", "--plots", "off")
+    assert r.returncode == 0, r.stderr
+    r = run_nnc("ensemble", tmp_path / "run" / "best.safetensors", tmp_path / "run2" / "best.safetensors", "--json",
+                "-o", tmp_path / "ens.onnx")
+    assert r.returncode == 0, r.stderr
+    ens = json.loads(r.stdout.strip().splitlines()[-1])
+    assert ens["n"] == 7 and ens["members"][0]["accuracy"] == pytest.approx(final["test_accuracy"])
+    assert (tmp_path / "ens.onnx").is_file()
