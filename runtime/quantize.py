@@ -114,7 +114,9 @@ def same_interface(fp32, data: bytes, method: str) -> bytes:
     import onnx
 
     model = onnx.load_from_string(data)
-    names = lambda m: ([i.name for i in m.graph.input], [o.name for o in m.graph.output])  # noqa: E731
+    def names(m):
+        return [i.name for i in m.graph.input], [o.name for o in m.graph.output]
+
     if names(model) != names(fp32):  # onnxruntime's quantizer keeps them; nnc infer relies on it
         raise RuntimeError(f"the quantizer renamed the graph's inputs/outputs: {names(fp32)} -> {names(model)}")
     onnx.helper.set_model_props(model, {**{p.key: p.value for p in fp32.metadata_props}, "quantization": f"int8 {method}"})
