@@ -2,13 +2,14 @@
 rather than trusted. onnxruntime (and an int8 model beside it, when given) and, for a checkpoint
 or spec, PyTorch eager on the same inputs, at batch 1 and a chosen batch.
 
-The engines take turns call by call (round robin) rather than one after the other, so that load
+The engines take turns in short blocks (run_bench) rather than one after the other, so that load
 from other processes on a shared machine lands on all of them alike; each call's latency is kept
 and the table shows its percentiles and the throughput its mean implies.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ from nnc.diagnostics import NncError
 from nnc.runtime import artifacts
 
 WARMUP = 3  # calls per engine and batch before timing: first-call allocation, thread pool start-up
+ROUNDS = 5  # blocks per engine and batch size, the engines' blocks alternating
+PAUSE = 0.1  # seconds of quiet before each block (at most the block's length)
 
 
 @dataclass
@@ -134,22 +137,28 @@ def engines(path: str, threads: int | None, int8: str | None, opset: int) -> Eng
 
 
 def run_bench(e: Engines, batches: tuple[int, ...], seconds: float, min_calls: int = 10) -> list[dict]:
-    """Per batch size: each engine in turn, one call at a time, until `seconds` per engine have
-    passed and each has made `min_calls` calls."""
+    """Per batch size: ROUNDS blocks of each engine in turn, each block about seconds / ROUNDS long
+    (at least min_calls / ROUNDS calls), after a pause: onnxruntime's idle threads spin for a while
+    after a run, and OpenMP's after a parallel region, which slows whatever runs at once after them
+    (bench/infer.py measured 1.3-2x on 2 cores)."""
     rows = []
-    for batch in dict.fromkeys(batches):  # batch 1 twice when --batch 1
+    block, least = seconds / ROUNDS, -(-min_calls // ROUNDS)
+    for batch in dict.fromkeys(batches):  # batch 1 once when --batch 1
         calls = {name: make(batch) for name, make in e.make.items()}
         timed = {name: Row(name, batch) for name in calls}
         for name, call in calls.items():
             for _ in range(WARMUP):
                 call()
-        start = time.perf_counter()
-        while (time.perf_counter() - start < seconds * len(calls)
-               or min(len(r.latencies) for r in timed.values()) < min_calls):
+        for _ in range(ROUNDS):
             for name, call in calls.items():
-                t = time.perf_counter()
-                call()
-                timed[name].latencies.append(time.perf_counter() - t)
+                time.sleep(min(PAUSE, block))
+                lat, end = timed[name].latencies, time.perf_counter() + block
+                for n in itertools.count():
+                    if n >= least and time.perf_counter() >= end:
+                        break
+                    t = time.perf_counter()
+                    call()
+                    lat.append(time.perf_counter() - t)
         rows.extend(r.summary() for r in timed.values())
     return rows
 

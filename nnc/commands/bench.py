@@ -43,7 +43,7 @@ def run(args) -> int:
                       f"{r['p99_ms']:.3f}", f"{r['per_second']:,.0f}", f"{r['per_second'] / base[r['batch']]:.2f}x")
     console = Console(highlight=False)
     console.print(table)
-    console.print(f"threads: {threads}. Calls alternate between the engines, so outside load lands on each alike; "
+    console.print(f"threads: {threads}. The engines take turns in short blocks, so outside load lands on each alike; "
                   "compare the ratios, and give --seconds more for steadier numbers.")
     if busy := machine_load():
         console.print(f"[yellow]note:[/] {busy}")
