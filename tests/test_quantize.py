@@ -142,3 +142,15 @@ def test_bench_times_every_engine_at_both_batches(trained):
     assert re.search(r"ort fp32\s+4\s+\d+", r.stdout)
     r = nnc_main("bench", d / "missing.onnx")
     assert r.returncode == 1 and "no such ONNX file" in r.stderr
+
+
+def test_python_api_quantizes_and_refuses(trained, tmp_path):
+    import nnc
+    from nnc.diagnostics import NncError
+
+    d, models, tests = trained
+    out = nnc.export(models["digits_mlp"][0], tmp_path / "api8.onnx", quantize="int8", max_drop=float("inf"))
+    assert "MatMulInteger" in ops(out) and accuracy(out, tests["digits_mlp"]) > 0.5
+    with pytest.raises(NncError, match="nothing was written"):
+        nnc.export(models["digits_mlp"][0], tmp_path / "no.onnx", quantize="int8", max_drop=-101)
+    assert not (tmp_path / "no.onnx").exists()
