@@ -12,9 +12,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from nnc.compiler.data_plan import located
 from nnc.compiler.graph import Graph
 from nnc.compiler.vocab.losses import LOSSES
-from nnc.compiler.data_plan import located
 from nnc.compiler.vocab.sources import SOURCES, Arrays
 from nnc.diagnostics import Diagnostic, NncError
 

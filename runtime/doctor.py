@@ -35,15 +35,16 @@ import numpy as np
 import torch
 
 from nnc.compiler.graph import Graph
-from nnc.compiler.torch_module import build_model
 from nnc.compiler.modules import Multi
 from nnc.compiler.modules import first as primary
+from nnc.compiler.torch_module import build_model
 from nnc.compiler.vocab.losses import LOSSES, build_loss
 from nnc.compiler.vocab.optimizers import OPTIMIZERS
 from nnc.runtime import param_groups as P
 from nnc.runtime import preprocess
-from nnc.runtime.data import load_splits, tensors
+from nnc.runtime.data import tensors
 from nnc.runtime.divergence import EXPLODE
+from nnc.runtime.feeds import training_sample
 
 # the notes' gradient-check thresholds on the relative error |a - n| / (|a| + |n|)
 WRONG, UNCOMFORTABLE, HAPPY = 1e-2, 1e-4, 1e-7
@@ -222,7 +223,7 @@ class Doctor:
     def __init__(self, graph: Graph, device: str = "cpu", budget: float = DEFAULT_BUDGET, data=None):
         spec = graph.spec
         self.graph, self.dev, self.budget = graph, torch.device(device), budget
-        train = load_splits(graph, data).train
+        train = training_sample(graph, data)
         self.x, self.y = tensors(train, preprocess.fit_for(spec, train.x), self.dev)
         self.loss_def = LOSSES[spec.loss.kind]
         self.loss_fn = build_loss(graph)

@@ -24,8 +24,8 @@ from nnc.compiler.vocab.sources import SOURCES
 from nnc.diagnostics import NncError
 from nnc.files import write_atomic
 from nnc.runtime import artifacts, preprocess
-from nnc.runtime.data import load_splits
 from nnc.runtime.export import check_out_path, fits_one_onnx_file
+from nnc.runtime.feeds import raw_split
 from nnc.runtime.reads import check_reads
 
 
@@ -86,34 +86,31 @@ def probabilities(m: Member, x: np.ndarray) -> torch.Tensor:
     return torch.cat([torch.softmax(m.model(t[i:i + 1024]).float(), 1) for i in range(0, len(t), 1024)])
 
 
-def _split(members: list[Member], split: str, allow_read: tuple[str, ...]):
-    """The members' shared data split (read as the first member's spec says, if the user named that data)."""
-    check_reads(members[0].checkpoint, members[0].graph.spec, allow_read)
-    return getattr(load_splits(members[0].graph), split)
-
-
 def evaluate_ensemble(paths: list[str], split: str = "test", allow_read: tuple[str, ...] = ()) -> dict:
+    """Each member's and the average's accuracy and loss on the members' shared split (read as the
+    first member's spec says, if the user named that data), batch by batch: from memory, or from
+    disk when the data is streamed."""
     members = load_members(paths)
-    part = _split(members, split, allow_read)
-    if not len(part):
+    check_reads(members[0].checkpoint, members[0].graph.spec, allow_read)
+    n, sums = 0, np.zeros((len(members) + 1, 2))  # per member, then the average: correct, -log p
+    for x, y in raw_split(members[0].graph, split):
+        x = x.astype(np.float32) if x.dtype.kind in "fu" else x  # (raw images arrive as uint8)
+        y = torch.as_tensor(y)
+        ps = [probabilities(m, x) for m in members]
+        sums += [_sums(p, y) for p in (*ps, sum(ps) / len(ps))]
+        n += len(y)
+    if not n:
         raise NncError(f"the {split} split is empty")
-    x = part.x.astype(np.float32) if part.x.dtype.kind == "f" else part.x
-    y = torch.as_tensor(part.y)
-    rows, total = [], None
-    for m in members:
-        p = probabilities(m, x)
-        total = p if total is None else total + p
-        rows.append(_score(p, y) | {"checkpoint": m.path})
-    avg = total / len(members)
-    res = _score(avg, y)
-    return {"split": split, "n": len(y), "members": rows, "mean_accuracy": float(np.mean([r["accuracy"] for r in rows])),
-            "accuracy": res["accuracy"], "loss": res["loss"]}
+    rows = [{"accuracy": c / n, "loss": nll / n, "checkpoint": m.path} for (c, nll), m in zip(sums, members)]
+    return {"split": split, "n": n, "members": rows, "mean_accuracy": float(np.mean([r["accuracy"] for r in rows])),
+            "accuracy": sums[-1][0] / n, "loss": sums[-1][1] / n}
 
 
-def _score(p: torch.Tensor, y: torch.Tensor) -> dict:
-    """Accuracy and cross-entropy (negative log of the averaged probability) of probabilities p."""
-    nll = -torch.log(p.gather(1, y[:, None]).clamp_min(1e-12)).mean()
-    return {"accuracy": float((p.argmax(1) == y).float().mean()), "loss": float(nll)}
+def _sums(p: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Correct predictions and cross-entropy (negative log of the probability of the label),
+    summed over the examples of probabilities p."""
+    nll = -torch.log(p.gather(1, y[:, None]).clamp_min(1e-12)).sum()
+    return float((p.argmax(1) == y).sum()), float(nll)
 
 
 # ---------------------------------------------------------------- ONNX
@@ -234,8 +231,9 @@ def export_onnx(paths: list[str], out: str | Path, split: str = "test", allow_re
         model, how = _torch_export(members)
     _metadata(model, members)
     onnx.checker.check_model(model)
-    part = _split(members, split, allow_read)
-    x = np.ascontiguousarray(part.x.astype(np.float32))[:256]
+    check_reads(members[0].checkpoint, members[0].graph.spec, allow_read)
+    x, _ = next(raw_split(members[0].graph, split, 256, 256), (np.zeros((0, *members[0].graph.spec.model.input.dims)), None))
+    x = np.ascontiguousarray(x.astype(np.float32))
     want = sum(probabilities(m, x) for m in members).numpy() / len(members)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     got = sess.run(None, {sess.get_inputs()[0].name: x})[0]

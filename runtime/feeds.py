@@ -24,7 +24,7 @@ from nnc.compiler.modules import Multi
 from nnc.compiler.vocab.augment import augment_batch, draws
 from nnc.compiler.vocab.sources import SOURCES, array_name, label_ids, list_images, np_load
 from nnc.runtime import preprocess, stream
-from nnc.runtime.data import Split, data_error, layout_of, load_splits, split_indices, targets, value_problem
+from nnc.runtime.data import Split, check_bad, data_error, layout_of, load_splits, split_indices, targets, value_problem
 from nnc.runtime.distributed import World, all_sum, gather_lists
 
 EVAL_BATCH = 1024  # examples per evaluation batch held in memory
@@ -163,6 +163,35 @@ def open_data(graph: Graph, world: World, dev: torch.device, stats: dict | None,
     for f in (data.train, data.val, data.test):
         f.stats = {k: torch.as_tensor(v, device=dev) for k, v in data.stats.items()}
     return data
+
+
+def training_sample(graph: Graph, given=None, limit: int = 4096) -> Split:
+    """Raw training examples in memory for the doctor: the whole training split of data held in
+    memory; of streamed data, the first `limit` of the training split's (seeded) order, read by
+    worker processes, so the doctor never decodes a data set larger than memory."""
+    if given is not None or plan(graph.spec).cache == "memory":
+        return load_splits(graph, given).train
+    xs, ys = zip(*raw_split(graph, "train", 256, limit))
+    return Split(np.concatenate(xs), np.concatenate(ys))
+
+
+def raw_split(graph: Graph, split: str, batch: int = EVAL_BATCH, limit: int | None = None):
+    """One split's raw (not preprocessed) examples as numpy batches, in the split's order: sliced
+    from memory, or read by worker processes when the data is streamed (unreadable ones skipped,
+    too many of them an error at the end)."""
+    if plan(graph.spec).cache == "memory":
+        part = getattr(load_splits(graph), split)
+        for i in range(0, min(len(part), limit or len(part)), batch):
+            yield part.x[i:i + batch], part.y[i:i + batch]
+        return
+    spec = graph.spec
+    dataset, n, parts, _ = _stream_source(graph, [])
+    idx = split_indices(graph, n, parts)[split][:limit]
+    workers = spec.data.workers if spec.data.workers is not None else stream.default_workers(1)
+    feed = StreamFeed(stream.loader(dataset, workers, False, persistent=False), idx, torch.device("cpu"), False)
+    for x, y in feed.read(idx, batch):
+        yield x.numpy(), y.numpy()
+    check_bad(graph, feed.bad, len(idx))
 
 
 def _stream_source(graph: Graph, steps: list):

@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from nnc.compiler.graph import Graph
-from nnc.compiler.torch_module import build_model
 from nnc.compiler.modules import first
+from nnc.compiler.torch_module import build_model
 from nnc.compiler.vocab.losses import LOSSES, build_loss, chance_loss
 from nnc.compiler.vocab.optimizers import OPTIMIZERS
 from nnc.compiler.vocab.schedules import Plateau, lr_at
@@ -39,6 +39,7 @@ from nnc.runtime.data import check_bad, data_error
 from nnc.runtime.device import Precision, pick_device, precision_for, refuse_if_too_big, wants_channels_last
 from nnc.runtime.distributed import World, all_sum
 from nnc.runtime.divergence import diverged, exploded
+from nnc.runtime.evaluate import hits
 from nnc.runtime.feeds import Data, open_data
 from nnc.runtime.run_dir import MetricsLog, claim, continue_outputs, write_spec_copy
 
@@ -553,14 +554,6 @@ class EpochMeter:
         correct, compared = all_sum(self.tally, world).tolist() if self.classify or self.labels else (0, 0)
         return {"train_loss": self.loss_sum / max(self.seen, 1),
                 "train_accuracy": correct / compared if compared else None}
-
-
-def hits(scores: torch.Tensor, y: torch.Tensor, labels: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(correct, compared) on the device: the argmax against class labels (per pixel for an image
-    of scores: every pixel counts), or for bce (`labels`) each output's sign against its target."""
-    if labels:
-        return ((scores > 0) == (y.reshape(scores.shape) > 0.5)).sum(), torch.tensor(scores.numel(), device=scores.device)
-    return (scores.argmax(1) == y).sum(), torch.tensor(y.numel(), device=y.device)
 
 
 def score(s: Setup, feed) -> tuple[float, float | None]:

@@ -264,3 +264,36 @@ def test_precision_settings_are_shown_and_checked(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda m: compiled.append(m) or m)
     run(text.replace("PREC", "fp32").replace("channels_last false", "compile true"), tmp_path / "c")
     assert len(compiled) == 1 and isinstance(compiled[0], torch.nn.Module)
+
+
+def test_eval_doctor_and_ensemble_read_streamed_data_as_training_did(tmp_path):
+    """`nnc eval` of a run over streamed data scores the test split batch by batch from disk
+    and agrees with the run's own test metrics; the doctor trains on a bounded sample of it; an
+    ensemble of two such runs is scored and exported from batches read from disk."""
+    folder = images(tmp_path / "imgs", n=12)
+    spec = tmp_path / "s.nnspec"
+    spec.write_text(CONV.format(data=f'imagefolder("{folder}")', more=", cache stream, workers 1, preprocess channel_mean",
+                                train=""))
+    r = run_nnc("train", spec, "--out", tmp_path / "run", "--device", "cpu", "--json", "-q", "--plots", "off")
+    assert r.returncode == 0, r.stderr
+    final = json.loads(r.stdout.strip().splitlines()[-1])
+    r = run_nnc("eval", tmp_path / "run" / "best.safetensors", "--json", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    ev = json.loads(r.stdout)
+    assert ev["n"] == 7 and ev["loss"] == pytest.approx(final["test_loss"], rel=1e-5)
+    assert ev["accuracy"] == pytest.approx(final["test_accuracy"]) and np.array(ev["confusion"]).sum() == 7
+    from nnc.runtime.feeds import training_sample
+
+    graph = check(load_text(spec.read_text(), str(spec)))
+    sample = training_sample(graph, limit=10)
+    assert sample.x.shape == (10, 3, 8, 8) and sample.y.shape == (10,)
+    r = run_nnc("doctor", spec, "--device", "cpu")
+    assert r.returncode in (0, 4) and "Traceback" not in r.stderr, r.stderr
+    r = run_nnc("train", spec, "--out", tmp_path / "run2", "--device", "cpu", "--seed", "5", "-q", "--plots", "off")
+    assert r.returncode == 0, r.stderr
+    r = run_nnc("ensemble", tmp_path / "run" / "best.safetensors", tmp_path / "run2" / "best.safetensors", "--json",
+                "-o", tmp_path / "ens.onnx")
+    assert r.returncode == 0, r.stderr
+    ens = json.loads(r.stdout.strip().splitlines()[-1])
+    assert ens["n"] == 7 and ens["members"][0]["accuracy"] == pytest.approx(final["test_accuracy"])
+    assert (tmp_path / "ens.onnx").is_file()
