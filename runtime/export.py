@@ -216,6 +216,12 @@ def export_int8(art: Artifact, out: str, opset: int, probabilities: bool, max_dr
     if art.graph.several:
         raise NncError(f"{art.path}: --quantize int8 takes a model of one input and one output; this one reads or "
                        "writes several (export it in fp32)")
+    if art.kind == SPEC and art.graph.spec.model.input.kind != "tokens" and art.graph.spec.data.preprocess:
+        # its graph expects preprocessed inputs: calibrating and scoring it on raw data would mislead
+        steps = " ".join(c.kind for c in art.graph.spec.data.preprocess)
+        raise NncError(f"{art.path}: a bare spec's graph leaves out its `preprocess {steps}` (the statistics come "
+                       "from training), so it cannot be calibrated or scored on the raw data; quantize a trained "
+                       "checkpoint instead")
     check_out_path(out)
     if art.checkpoint is not None:  # its spec's data paths are read only where the user allows
         from nnc.runtime.reads import check_reads

@@ -154,3 +154,9 @@ def test_python_api_quantizes_and_refuses(trained, tmp_path):
     with pytest.raises(NncError, match="nothing was written"):
         nnc.export(models["digits_mlp"][0], tmp_path / "no.onnx", quantize="int8", max_drop=-101)
     assert not (tmp_path / "no.onnx").exists()
+
+
+def test_bare_spec_with_preprocessing_is_refused(tmp_path):
+    r = nnc_main("export", ROOT / "specs" / "digits_mlp.nnspec", "-o", tmp_path / "m.onnx", "--quantize", "int8")
+    assert r.returncode == 1 and "preprocess mean_image normalize" in r.stderr and "checkpoint" in r.stderr
+    assert not (tmp_path / "m.onnx").exists()
