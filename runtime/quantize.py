@@ -59,6 +59,13 @@ def quantize(graph: Graph, fp32, splits: Splits, probabilities: bool = False, ca
     if not len(held):
         raise NncError(f"{graph.spec.model.name}: its spec holds no test or validation examples (data test 0, val 0) "
                        "to judge the int8 model on; quantize a run whose spec keeps some")
+    loss = LOSSES[graph.spec.loss.kind]
+    # bce predicts labels: a logit > 0 is a yes; other classifiers: the argmax
+    judge_by = ("labels" if loss.predicts == "labels" else "class") if loss.classification else None
+    if judge_by == "labels" and probabilities:
+        raise NncError(f"{graph.spec.model.name}: --probabilities ends the graph with a softmax, which a "
+                       f"{graph.spec.loss.kind} model's labels are not read from, so its int8 accuracy cannot be "
+                       "judged; quantize it without --probabilities")
     method = method_for(fp32)
     with tempfile.TemporaryDirectory(prefix="nnc-quantize-") as tmp, _quiet():
         src, out = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
@@ -67,15 +74,10 @@ def quantize(graph: Graph, fp32, splits: Splits, probabilities: bool = False, ca
         else:
             _dynamic(fp32, src, out)
         data = same_interface(fp32, out.read_bytes(), method)
-    loss = LOSSES[graph.spec.loss.kind]
-    # bce predicts labels: a logit > 0 (a probability > 0.5) is a yes; other classifiers: the argmax
-    judge_by = ("labels" if loss.predicts == "labels" else "class") if loss.classification else None
-    threshold = 0.5 if probabilities else 0.0
     raw = fp32.SerializeToString()
     return Quantized(data, method, min(calibrate, len(splits.train)) if method == "static" else 0,
                      "test" if len(splits.test) else "val", len(held),
-                     score(raw, held.x, held.y, judge_by, threshold),
-                     score(data, held.x, held.y, judge_by, threshold), len(raw))
+                     score(raw, held.x, held.y, judge_by), score(data, held.x, held.y, judge_by), len(raw))
 
 
 def _static(fp32, src: Path, out: Path, calibration: np.ndarray) -> None:
@@ -153,10 +155,9 @@ def gemm_as_matmul(model):
     return model
 
 
-def score(model: bytes, x: np.ndarray, y: np.ndarray, judge_by: str | None, threshold: float = 0.0,
-          batch: int = 256) -> dict:
-    """Accuracy (judge_by "class": the argmax; "labels": each output against `threshold`) or mean
-    squared error (None: a regression model) of the ONNX model on (x, y)."""
+def score(model: bytes, x: np.ndarray, y: np.ndarray, judge_by: str | None, batch: int = 256) -> dict:
+    """Accuracy (judge_by "class": the argmax; "labels": each logit's sign against targets > 0.5)
+    or mean squared error (None: a regression model) of the ONNX model on (x, y)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -166,7 +167,7 @@ def score(model: bytes, x: np.ndarray, y: np.ndarray, judge_by: str | None, thre
     if judge_by == "class":
         return {"accuracy": float((out.argmax(1) == y).mean()), "mse": None}
     if judge_by == "labels":
-        return {"accuracy": float(((out > threshold) == (y.reshape(out.shape) > 0.5)).mean()), "mse": None}
+        return {"accuracy": float(((out > 0) == (y.reshape(out.shape) > 0.5)).mean()), "mse": None}
     return {"accuracy": None, "mse": float(np.mean((out.reshape(y.shape) - y) ** 2))}
 
 
