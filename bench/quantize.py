@@ -46,7 +46,7 @@ def measure(spec: str, ckpt: Path, batch: int, seconds: float, threads: int | No
     fp32 = export_artifact(art, None, DEFAULT_OPSET, False).model
     q = quantize(art.graph, fp32, load_splits(art.graph))
     data = fp32.SerializeToString()
-    e = Engines({"fp32": onnx_engine(data, spec, threads), "int8": onnx_engine(q.data, spec, threads)}, spec, threads)
+    e = Engines({"fp32": onnx_engine(data, spec, threads), "int8": onnx_engine(q.data, spec, threads)}, threads)
     rows = {r["engine"]: r for r in run_bench(e, (batch,), seconds)}
     return {"spec": spec, "method": q.method, "rows": rows, "acc": (q.fp32["accuracy"], q.int8["accuracy"]),
             "bytes": (len(data), len(q.data)), "n": q.n}

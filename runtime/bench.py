@@ -42,7 +42,6 @@ class Row:
 class Engines:
     """name -> a function of the batch size that returns a zero-argument call running one batch."""
     make: dict[str, Callable[[int], Callable[[], object]]]
-    model: str
     threads: int | None
 
 
@@ -133,7 +132,7 @@ def engines(path: str, threads: int | None, int8: str | None, opset: int) -> Eng
         make = {"ort fp32": onnx_engine(data, path, threads), "torch eager": eager_engine(art, threads)}
     if int8:
         make["ort int8"] = onnx_engine(int8, int8, threads)
-    return Engines(make, path, threads)
+    return Engines(make, threads)
 
 
 def run_bench(e: Engines, batches: tuple[int, ...], seconds: float, min_calls: int = 10) -> list[dict]:
