@@ -210,7 +210,6 @@ def export_int8(art: Artifact, out: str, opset: int, probabilities: bool, max_dr
                 allow_read: tuple[str, ...] = ()):
     """`--quantize int8`: the verified fp32 graph (kept in memory), quantized by onnxruntime and
     scored beside it on held-out data; written only when it loses at most `max_drop` points."""
-    from nnc.runtime.data import load_splits
     from nnc.runtime.quantize import judge, quantize
 
     if art.graph.several:
@@ -227,12 +226,25 @@ def export_int8(art: Artifact, out: str, opset: int, probabilities: bool, max_dr
         from nnc.runtime.reads import check_reads
 
         check_reads(art.checkpoint, art.graph.spec, allow_read)
-    splits = load_splits(art.graph)  # before the export: a data problem is said first
+    splits = _held_data(art.graph)  # before the export: a data problem is said first
     fp32 = export_artifact(art, None, opset, probabilities)
     q = quantize(art.graph, fp32.model, splits, probabilities)
     judge(q, max_drop)
     write_atomic(Path(out), q.data, "ONNX model")
     return fp32, q
+
+
+def _held_data(graph, limit: int = 10_000):
+    """The splits quantization calibrates and scores on: all of data held in memory; of streamed
+    data, the first 512 training examples and the first `limit` of the test and validation splits."""
+    from nnc.compiler.data_plan import plan
+    from nnc.runtime.data import Splits, load_splits
+    from nnc.runtime.feeds import split_sample
+
+    if plan(graph.spec).cache == "memory":
+        return load_splits(graph)
+    return Splits(split_sample(graph, "train", 512), split_sample(graph, "val", limit), split_sample(graph, "test", limit),
+                  None)
 
 
 def _opset_of(data: bytes) -> int | str:
