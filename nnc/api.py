@@ -260,16 +260,23 @@ def _evaluate_given(path: str, data, device: str) -> dict:
     return {**res.as_dict(), "split": "given", "classes": ck.classes, "checkpoint": path}
 
 
-def export(checkpoint_or_run, out=None, *, opset: int | None = None, probabilities: bool = False) -> Path:
+def export(checkpoint_or_run, out=None, *, opset: int | None = None, probabilities: bool = False,
+           quantize: str | None = None, max_drop: float = 1.0) -> Path:
     """A verified ONNX model (preprocessing inside) of a checkpoint, a Run or a bare spec's fresh
-    weights, written to `out` (default: the source's name with .onnx, here)."""
+    weights, written to `out` (default: the source's name with .onnx, here). quantize="int8":
+    `nnc export --quantize int8`, NncError when it loses more than `max_drop` accuracy points."""
     from nnc.compiler.opsets import DEFAULT_OPSET
     from nnc.runtime import artifacts
-    from nnc.runtime.export import export_artifact
+    from nnc.runtime.export import export_artifact, export_int8
 
+    if quantize not in (None, "int8"):
+        raise ValueError(f"quantize={quantize!r}: nnc quantizes to 'int8' only")
     path = _path(checkpoint_or_run)
     target = Path(out) if out is not None else Path(Path(path).stem + ".onnx")
-    export_artifact(artifacts.load(path), str(target), opset or DEFAULT_OPSET, probabilities)
+    if quantize:
+        export_int8(artifacts.load(path), str(target), opset or DEFAULT_OPSET, probabilities, max_drop)
+    else:
+        export_artifact(artifacts.load(path), str(target), opset or DEFAULT_OPSET, probabilities)
     return target
 
 

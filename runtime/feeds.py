@@ -178,8 +178,18 @@ def training_sample(graph: Graph, given=None, limit: int = 4096) -> Split:
     worker processes, so the doctor never decodes a data set larger than memory."""
     if given is not None or plan(graph.spec).cache == "memory":
         return load_splits(graph, given).train
-    xs, ys = zip(*raw_split(graph, "train", 256, limit))
-    return Split(np.concatenate(xs), np.concatenate(ys))
+    return split_sample(graph, "train", limit)
+
+
+def split_sample(graph: Graph, split: str, limit: int) -> Split:
+    """The first `limit` raw examples of a split, in memory (read by workers when streamed)."""
+    batches = list(raw_split(graph, split, 256, limit))
+    if not batches:
+        dims = graph.spec.model.input.dims
+        return Split(np.zeros((0, *dims), np.float32), np.zeros(0, np.int64))
+    xs, ys = zip(*batches)
+    x = np.concatenate(xs)
+    return Split(x.astype(np.float32) if x.dtype == np.uint8 else x, np.concatenate(ys))  # (as in memory: raw values)
 
 
 def raw_split(graph: Graph, split: str, batch: int = EVAL_BATCH, limit: int | None = None):
