@@ -59,6 +59,22 @@ def _numpy(a):
     return np.asarray(a)
 
 
+def _dataset(data) -> bool:
+    """Whether `data` is a torch Dataset to read item by item (NncError for one nnc cannot read)."""
+    import sys
+
+    torch = sys.modules.get("torch")  # (a torch Dataset means torch is imported already)
+    if torch is not None and isinstance(data, torch.utils.data.IterableDataset):
+        raise NncError("data: an IterableDataset cannot be split into train, val and test by index; nnc reads a "
+                       "map-style Dataset (with __len__ and __getitem__) or (x, y) arrays")
+    if isinstance(data, (tuple, list)) or hasattr(data, "shape"):  # (x, y), or an array given alone
+        return False
+    if hasattr(data, "__getitem__") and not hasattr(data, "__len__"):
+        raise NncError(f"data: a {type(data).__name__} without len(): nnc needs the number of examples to split "
+                       "them; give the Dataset a __len__")
+    return hasattr(data, "__getitem__")
+
+
 def arrays(data):
     """(x, y) arrays or tensors, or a torch Dataset of (x, y) pairs (read into memory), as the
     runtime's Arrays; None stays None (the spec's own data source)."""
@@ -69,18 +85,34 @@ def arrays(data):
     if data is None:
         return None
     classes = getattr(data, "classes", None)
-    if isinstance(data, (tuple, list)) and len(data) == 2:
+    if _dataset(data):
+        from nnc.runtime.stream import pair
+
+        try:
+            pairs = [pair(data[i], i) for i in range(len(data))]
+        except NncError as e:
+            raise NncError(f"data: the Dataset: {e}") from None
+        if not pairs:
+            raise NncError("data: the Dataset is empty")
+        x, y = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
         x, y = data
-    elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):  # a map-style Dataset
-        pairs = [data[i] for i in range(len(data))]
-        if not pairs or not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in pairs):
-            raise NncError("data: a Dataset of (x, y) pairs was expected")
-        x, y = np.stack([_numpy(p[0]) for p in pairs]), np.stack([_numpy(p[1]) for p in pairs])
     else:
         raise NncError(f"data: expected (x, y) arrays or tensors, or a torch Dataset; got {type(data).__name__}")
     x, y = _numpy(x).astype(np.float32), _numpy(y)  # (token ids are checked whole and made int64 later)
     y = y.astype(np.int64) if y.dtype.kind in "iub" else y.astype(np.float32)
     return Arrays(x, y, [str(c) for c in classes] if classes is not None else None)
+
+
+def _given(data, spec):
+    """What training reads in place of the spec's source: a torch Dataset streamed (unless the
+    spec says `cache memory`: then read whole, as arrays are), arrays in memory, or None."""
+    if data is not None and _dataset(data) and spec.data.cache != "memory":
+        from nnc.runtime.stream import UserDataset
+
+        classes = getattr(data, "classes", None)
+        return UserDataset(data, [str(c) for c in classes] if classes is not None else None)
+    return arrays(data)
 
 
 def _checked(spec, given):
@@ -155,14 +187,15 @@ def _out_dir(spec, out) -> str:
 def train(spec_or_path, data=None, *, out=None, overrides=None, epochs: int | None = None,
           device: str | None = None, seed: int | None = None, quiet: bool = False, monitors: bool = True) -> Run:
     """Train as `nnc train` does, into `out` (default: runs/<spec name>, -2, -3 ...). `data`:
-    (x, y) numpy arrays or torch tensors, or a torch Dataset of (x, y) pairs, in place of the
-    spec's data source (split by the spec's val and test fractions); None reads the spec's own."""
+    (x, y) numpy arrays or torch tensors (held in memory), or a map-style torch Dataset of (x, y)
+    pairs (streamed by DataLoader workers), in place of the spec's data source (split by the
+    spec's val and test fractions); None reads the spec's own."""
     from nnc.compiler.torch_module import build_model
     from nnc.runtime import checkpoint
     from nnc.runtime.train import train as run_training
 
     spec = load(spec_or_path, _overrides(overrides, epochs, seed))
-    given = arrays(data)
+    given = _given(data, spec)
     graph = _checked(spec, given)
     where = _out_dir(spec, out)
     final = run_training(graph, where, device=device or "auto", quiet=quiet, data=given,
@@ -190,41 +223,60 @@ def evaluate(checkpoint_or_run, data=None, *, split: str = "test", device: str |
     path = _path(checkpoint_or_run)
     if data is None:
         return evaluate_checkpoint(path, split, device or "auto")
-    return _evaluate_given(path, arrays(data), device or "auto")
+    return _evaluate_given(path, data, device or "auto")
 
 
-def _evaluate_given(path: str, given, device: str) -> dict:
+def _evaluate_given(path: str, data, device: str) -> dict:
     from nnc.compiler.torch_module import build_model
     from nnc.compiler.vocab.losses import LOSSES, build_loss
     from nnc.runtime import checkpoint
-    from nnc.runtime.data import Split, load_arrays, tensors
+    from nnc.runtime.data import Split, data_error, load_arrays, tensors
     from nnc.runtime.device import pick_device
-    from nnc.runtime.evaluate import evaluate as run_evaluation
+    from nnc.runtime.distributed import World
+    from nnc.runtime.evaluate import evaluate_batches
+    from nnc.runtime.feeds import EVAL_BATCH, dataset_feed
+    from nnc.runtime.stream import UserDataset
 
     ck = checkpoint.load(path)
-    graph = _checked(ck.spec(), given)
+    spec = ck.spec()
+    given = _given(data, spec)
+    graph = _checked(spec, given)
     ck.check_against(graph)
     model = build_model(graph)
     model.load_state_dict(ck.model)
     dev = pick_device(device)
-    checked = load_arrays(graph, given)
-    x, y = checked.x, checked.y
     loss = LOSSES[graph.spec.loss.kind]
-    res = run_evaluation(model.to(dev), *tensors(Split(x, y), dict(ck.preprocess), dev), build_loss(graph),
-                         graph.output.features if loss.classification else None)
+    if isinstance(given, UserDataset):  # streamed as training streams it
+        feed = dataset_feed(graph, given, dev, dict(ck.preprocess))
+        batches = feed.eval_batches(World(), EVAL_BATCH)
+    else:
+        feed, checked = None, load_arrays(graph, given)
+        x, y = tensors(Split(checked.x, checked.y), dict(ck.preprocess), dev)
+        batches = ((x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH))
+    res = evaluate_batches(model.to(dev), batches, build_loss(graph), graph.output.features if loss.classification
+                           else None, labels=loss.predicts == "labels")
+    if feed is not None and feed.fatal:
+        raise data_error(graph, f"streamed data: {feed.fatal}")
     return {**res.as_dict(), "split": "given", "classes": ck.classes, "checkpoint": path}
 
 
-def export(checkpoint_or_run, out=None, *, opset: int | None = None, probabilities: bool = False) -> Path:
+def export(checkpoint_or_run, out=None, *, opset: int | None = None, probabilities: bool = False,
+           quantize: str | None = None, max_drop: float = 1.0) -> Path:
     """A verified ONNX model (preprocessing inside) of a checkpoint, a Run or a bare spec's fresh
-    weights, written to `out` (default: the source's name with .onnx, here)."""
+    weights, written to `out` (default: the source's name with .onnx, here). quantize="int8":
+    `nnc export --quantize int8`, NncError when it loses more than `max_drop` accuracy points."""
     from nnc.compiler.opsets import DEFAULT_OPSET
     from nnc.runtime import artifacts
-    from nnc.runtime.export import export_artifact
+    from nnc.runtime.export import export_artifact, export_int8
 
+    if quantize not in (None, "int8"):
+        raise ValueError(f"quantize={quantize!r}: nnc quantizes to 'int8' only")
     path = _path(checkpoint_or_run)
     target = Path(out) if out is not None else Path(Path(path).stem + ".onnx")
-    export_artifact(artifacts.load(path), str(target), opset or DEFAULT_OPSET, probabilities)
+    if quantize:
+        export_int8(artifacts.load(path), str(target), opset or DEFAULT_OPSET, probabilities, max_drop)
+    else:
+        export_artifact(artifacts.load(path), str(target), opset or DEFAULT_OPSET, probabilities)
     return target
 
 

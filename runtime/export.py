@@ -191,7 +191,7 @@ def export(graph: Graph, torch_model, stats: dict | None, classes: list[str] | N
     return Exported(model, model.graph.output[0].name, report)
 
 
-def export_artifact(art: Artifact, out: str, opset: int, probabilities: bool) -> Exported:
+def export_artifact(art: Artifact, out: str | None, opset: int, probabilities: bool) -> Exported:
     """A checkpoint's trained model with its statistics inside, or a bare spec's fresh one."""
     if art.kind == SPEC and art.graph.input != art.graph.spec.model.input:
         raise NncError(f"{art.path}: its preprocessing changes the input to {art.graph.input}, and a bare spec has "
@@ -204,6 +204,47 @@ def export_artifact(art: Artifact, out: str, opset: int, probabilities: bool) ->
 
         refuse_if_too_big(art.graph, torch.device("cpu"), "export")
     return export(art.graph, art.model(), art.stats, art.classes, out, opset, probabilities)
+
+
+def export_int8(art: Artifact, out: str, opset: int, probabilities: bool, max_drop: float,
+                allow_read: tuple[str, ...] = ()):
+    """`--quantize int8`: the verified fp32 graph (kept in memory), quantized by onnxruntime and
+    scored beside it on held-out data; written only when it loses at most `max_drop` points."""
+    from nnc.runtime.quantize import judge, quantize
+
+    if art.graph.several:
+        raise NncError(f"{art.path}: --quantize int8 takes a model of one input and one output; this one reads or "
+                       "writes several (export it in fp32)")
+    if art.kind == SPEC and art.graph.spec.model.input.kind != "tokens" and art.graph.spec.data.preprocess:
+        # its graph expects preprocessed inputs: calibrating and scoring it on raw data would mislead
+        steps = " ".join(c.kind for c in art.graph.spec.data.preprocess)
+        raise NncError(f"{art.path}: a bare spec's graph leaves out its `preprocess {steps}` (the statistics come "
+                       "from training), so it cannot be calibrated or scored on the raw data; quantize a trained "
+                       "checkpoint instead")
+    check_out_path(out)
+    if art.checkpoint is not None:  # its spec's data paths are read only where the user allows
+        from nnc.runtime.reads import check_reads
+
+        check_reads(art.checkpoint, art.graph.spec, allow_read)
+    splits = _held_data(art.graph)  # before the export: a data problem is said first
+    fp32 = export_artifact(art, None, opset, probabilities)
+    q = quantize(art.graph, fp32.model, splits, probabilities)
+    judge(q, max_drop)
+    write_atomic(Path(out), q.data, "ONNX model")
+    return fp32, q
+
+
+def _held_data(graph, limit: int = 10_000):
+    """The splits quantization calibrates and scores on: all of data held in memory; of streamed
+    data, the first 512 training examples and the first `limit` of the test and validation splits."""
+    from nnc.compiler.data_plan import plan
+    from nnc.runtime.data import Splits, load_splits
+    from nnc.runtime.feeds import split_sample
+
+    if plan(graph.spec).cache == "memory":
+        return load_splits(graph)
+    return Splits(split_sample(graph, "train", 512), split_sample(graph, "val", limit), split_sample(graph, "test", limit),
+                  None)
 
 
 def _opset_of(data: bytes) -> int | str:

@@ -22,7 +22,9 @@ from nnc.compiler.data_plan import DataPlan, located, plan
 from nnc.compiler.graph import Graph
 from nnc.compiler.modules import Multi
 from nnc.compiler.vocab.augment import augment_batch, draws
+from nnc.compiler.vocab.losses import LOSSES
 from nnc.compiler.vocab.sources import SOURCES, array_name, label_ids, list_images, np_load
+from nnc.diagnostics import NncError
 from nnc.runtime import preprocess, stream
 from nnc.runtime.data import Split, check_bad, data_error, layout_of, load_splits, split_indices, targets, value_problem
 from nnc.runtime.distributed import World, all_sum, gather_lists
@@ -142,9 +144,15 @@ def open_data(graph: Graph, world: World, dev: torch.device, stats: dict | None,
               batch: int, given=None) -> Data:
     """The splits as feeds, with preprocessing statistics: `stats` (a resumed run's own), else
     fitted on the training split (streamed data: summed over every process's share). `given`:
-    arrays handed over in memory by the Python API, in place of the spec's source."""
+    arrays handed over in memory by the Python API, or a torch Dataset (stream.UserDataset) to
+    stream, in place of the spec's source."""
     spec = graph.spec
-    p = plan(spec, world.local_size) if given is None else DataPlan("memory", "arrays handed over by the caller", None)
+    workers = spec.data.workers if spec.data.workers is not None else stream.default_workers(world.local_size)
+    if isinstance(given, stream.UserDataset):
+        p = DataPlan("stream", f"a torch Dataset of {len(given.dataset):,} examples, "
+                               f"{f'{workers} worker processes' if workers else 'read in this process'}", None)
+    else:
+        p = plan(spec, world.local_size) if given is None else DataPlan("memory", "arrays handed over by the caller", None)
     steps = stream.aug_steps(spec)
     if p.cache == "memory":
         splits = load_splits(graph, given)
@@ -154,9 +162,8 @@ def open_data(graph: Graph, world: World, dev: torch.device, stats: dict | None,
                  for sp, st in ((splits.train, steps), (splits.val, []), (splits.test, []))]
         n = len(splits.train) + len(splits.val) + len(splits.test) + len(splits.bad)
         return Data(*feeds, stats, splits.classes, p, n, list(splits.bad))
-    dataset, n, parts, classes = _stream_source(graph, steps)
+    dataset, n, parts, classes = _stream_source(graph, steps) if given is None else _stream_dataset(graph, given, steps)
     idx = split_indices(graph, n, parts)
-    workers = spec.data.workers if spec.data.workers is not None else stream.default_workers(world.local_size)
     reader = stream.loader(dataset, workers, dev.type == "cuda", persistent=True)
     data = Data(*(StreamFeed(reader, idx[k], dev, channels_last) for k in ("train", "val", "test")), {}, classes, p, n)
     data.stats = stats if stats is not None else streamed_stats(graph, data, world, batch)
@@ -171,8 +178,18 @@ def training_sample(graph: Graph, given=None, limit: int = 4096) -> Split:
     worker processes, so the doctor never decodes a data set larger than memory."""
     if given is not None or plan(graph.spec).cache == "memory":
         return load_splits(graph, given).train
-    xs, ys = zip(*raw_split(graph, "train", 256, limit))
-    return Split(np.concatenate(xs), np.concatenate(ys))
+    return split_sample(graph, "train", limit)
+
+
+def split_sample(graph: Graph, split: str, limit: int) -> Split:
+    """The first `limit` raw examples of a split, in memory (read by workers when streamed)."""
+    batches = list(raw_split(graph, split, 256, limit))
+    if not batches:
+        dims = graph.spec.model.input.dims
+        return Split(np.zeros((0, *dims), np.float32), np.zeros(0, np.int64))
+    xs, ys = zip(*batches)
+    x = np.concatenate(xs)
+    return Split(x.astype(np.float32) if x.dtype == np.uint8 else x, np.concatenate(ys))  # (as in memory: raw values)
 
 
 def raw_split(graph: Graph, split: str, batch: int = EVAL_BATCH, limit: int | None = None):
@@ -219,6 +236,53 @@ def _stream_source(graph: Graph, steps: list):
     check = functools.partial(value_problem, graph)
     tokens = spec.model.input.kind == "tokens"
     return stream.ArrayRows(path, key, y, lay, check, steps, seed, tokens), len(x), None, classes
+
+
+def _stream_dataset(graph: Graph, given: stream.UserDataset, steps: list):
+    """(Dataset, examples, parts, classes) of a torch Dataset handed over by the Python API. Its
+    first item, read here, gives the layout and is checked, so that a Dataset that does not fit
+    the model stops before any worker starts; the workers check every other item."""
+    spec = graph.spec
+    if graph.several:
+        raise data_error(graph, "a Dataset handed over gives one x and one y: a model of several inputs or outputs "
+                                "reads them from an npz of named arrays")
+    n = len(given.dataset)
+    if n < 3:
+        raise data_error(graph, f"the Dataset: only {n} examples")
+    try:
+        x, y = stream.pair(given.dataset[0], 0)
+    except NncError as e:
+        raise data_error(graph, f"the Dataset: {e}", "return (x, y) from __getitem__: an input and its label "
+                                                     "(arrays, tensors or numbers)") from None
+    lay = layout_of(graph, tuple(x.shape))
+    label = functools.partial(_batch_targets, graph, given.classes)
+    label(y[None])
+    problem = value_problem(graph, lay.apply(x[None]))
+    if problem:
+        raise data_error(graph, f"the Dataset: item 0: {problem}")
+    check = functools.partial(value_problem, graph)
+    tokens = spec.model.input.kind == "tokens"
+    rows = stream.DatasetRows(given.dataset, tuple(x.shape), label, lay, check, steps, spec.train.seed, tokens)
+    return rows, n, None, given.classes
+
+
+def dataset_feed(graph: Graph, given: stream.UserDataset, dev: torch.device, stats: dict) -> StreamFeed:
+    """All of a torch Dataset handed over by the Python API as one streamed feed (for scoring)."""
+    rows, n, _, _ = _stream_dataset(graph, given, [])
+    workers = graph.spec.data.workers if graph.spec.data.workers is not None else stream.default_workers(1)
+    feed = StreamFeed(stream.loader(rows, workers, dev.type == "cuda", persistent=False), np.arange(n), dev, False)
+    feed.stats = {k: torch.as_tensor(v, device=dev) for k, v in stats.items()}
+    return feed
+
+
+def _batch_targets(graph: Graph, classes: list[str] | None, y: np.ndarray) -> np.ndarray:
+    """`targets` of a batch of a Dataset's labels. A batch need not hold every class, so the
+    classes are the model's outputs (or the Dataset's `classes`, checked against them), and a
+    label must lie among them."""
+    n = graph.output.features
+    if LOSSES[graph.spec.loss.kind].classification and y.dtype.kind in "iub" and y.size and int(y.max()) >= n:
+        raise data_error(graph, f"labels out of range: found label {int(y.max())} (classes are 0..{n - 1})")
+    return targets(graph, y, classes if classes is not None else [str(i) for i in range(n)])
 
 
 def streamed_stats(graph: Graph, data: Data, world: World, batch: int) -> dict:

@@ -1,9 +1,10 @@
 """Data streamed from disk, for sources larger than memory (`data ..., cache stream`, or auto).
 
 Examples are read in DataLoader worker processes a whole batch at a time: image files decoded
-with Pillow into uint8 (channels-last, as the files are), .npy / .npz arrays through memory maps.
-The workers also augment, so the main process only moves each batch to the device (pinned, on a
-GPU), converts it to float and applies the preprocessing statistics there. What is in memory at
+with Pillow into uint8 (channels-last, as the files are), .npy / .npz arrays through memory maps,
+a torch Dataset handed to the Python API item by item. The workers also augment, so the main
+process only moves each batch to the device (pinned, on a GPU), converts it to float and applies
+the preprocessing statistics there. What is in memory at
 once is bounded by the workers' prefetched batches, whatever the size of the data.
 
 An image that cannot be read is skipped and reported with the batch (runtime/feeds.py counts them
@@ -16,6 +17,8 @@ from __future__ import annotations
 import math
 import struct
 import zipfile
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -99,24 +102,79 @@ class ArrayRows(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.y)
 
-    def __getitem__(self, item):
-        epoch, idx = item
+    def rows(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, list]:
+        """(stored rows, targets, problems) of the batch's examples."""
         order = np.argsort(idx, kind="stable")
         rows = np.empty((len(idx),) + self.x.shape[1:], self.x.dtype)
         rows[order] = self.x[idx[order]]
+        return rows, self.y[idx], []
+
+    def __getitem__(self, item):
+        epoch, idx = item
+        rows, y, bad = self.rows(idx)
         x = self.layout.apply(rows)
         if x.dtype != np.uint8:
             x = x.astype(np.int64 if self.tokens else np.float32, copy=False)
         problem = self.check(x)
-        bad = [(FATAL, self.path, problem)] if problem else []
+        bad = bad + [(FATAL, self.path, problem)] if problem else bad
         x = torch.from_numpy(x)
-        steps = self.steps if epoch >= 0 else []
+        steps = self.steps if epoch >= 0 and len(x) else []
         if steps:
             u = torch.from_numpy(uniforms(self.seed, epoch, idx, draws(steps)))
             was = x.dtype
             x = augment_batch(x.float(), steps, u, None)
             x = x.round_().clamp_(0, 255).to(torch.uint8) if was == torch.uint8 else x
-        return x, torch.from_numpy(self.y[idx]), bad
+        return x, torch.from_numpy(y), bad
+
+
+@dataclass(frozen=True)
+class UserDataset:
+    """A map-style torch Dataset of (x, y) pairs handed over by the Python API, to stream."""
+
+    dataset: Any
+    classes: list[str] | None = None
+
+
+class DatasetRows(ArrayRows):
+    """A map-style torch Dataset of (x, y) pairs handed over by the Python API, read item by item
+    in the workers and laid out and checked as arrays are. A batch with a bad item (not an (x, y)
+    pair, a shape unlike the first item's, labels the loss cannot take, or an exception in the
+    Dataset) comes back empty with the problem, which stops the run."""
+
+    def __init__(self, dataset, shape: tuple, label, layout, check, steps: list, seed: int, tokens: bool):
+        super().__init__("the Dataset", None, np.empty(0), layout, check, steps, seed, tokens)
+        self.dataset, self.shape, self.label = dataset, shape, label
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def rows(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, list]:
+        try:
+            xs, ys = zip(*(self.item(int(i)) for i in idx))
+            return np.stack(xs), self.label(np.stack(ys)), []
+        except NncError as e:
+            return np.empty((0,) + self.shape, np.float32), np.empty(0, np.int64), [(FATAL, "the Dataset", str(e))]
+
+    def item(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            got = self.dataset[i]
+        except Exception as e:  # noqa: BLE001 (the user's Dataset may raise anything)
+            raise NncError(f"item {i} raised {type(e).__name__}: {e}") from None
+        x, y = pair(got, i)
+        if x.shape != self.shape:
+            raise NncError(f"item {i}'s x has shape {x.shape}, item 0's {self.shape}")
+        return x, y
+
+
+def pair(item, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """An item of a Dataset as (x, y) arrays; NncError when it is not a pair."""
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        got = f"a {type(item).__name__} of {len(item)}" if isinstance(item, (tuple, list)) else f"a {type(item).__name__}"
+        raise NncError(f"item {i} is {got}, not an (x, y) pair")
+    x, y = (np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v) for v in item)
+    if x.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
+        raise NncError(f"item {i} holds {x.dtype} x and {y.dtype} y, not numbers")
+    return x, y
 
 
 def open_rows(path: str, key: str | None) -> np.ndarray:
@@ -159,7 +217,8 @@ def _worker_init(_):
 def loader(dataset, workers: int, pin: bool, persistent: bool) -> tuple[torch.utils.data.DataLoader, EpochItems]:
     """Workers are forked where the system can (a worker starts in milliseconds; a process started
     with `spawn`, as Python's multiprocessing or a newer Python may default to, would re-import
-    torch in every worker first)."""
+    torch in every worker first). Its workers' seeds come from a generator of its own: each pass
+    drawing one from torch's global generator would change the dropout masks of a run."""
     import multiprocessing
 
     items = EpochItems()
@@ -167,6 +226,7 @@ def loader(dataset, workers: int, pin: bool, persistent: bool) -> tuple[torch.ut
     dl = torch.utils.data.DataLoader(dataset, batch_size=None, sampler=items, num_workers=workers, pin_memory=pin,
                                      persistent_workers=persistent and workers > 0, worker_init_fn=_worker_init,
                                      prefetch_factor=2 if workers else None,
+                                     generator=torch.Generator(),  # (not the global one: dropout's draws stay as in memory)
                                      multiprocessing_context=multiprocessing.get_context("fork") if fork else None)
     return dl, items
 

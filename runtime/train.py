@@ -278,7 +278,7 @@ def start_line(s: Setup) -> str:
     procs = f"{w.size} processes ({'NCCL' if s.dev.type == 'cuda' else 'gloo'}), batch {s.batch} = " \
             f"{w.size} x {s.batch // w.size}{'+' if s.batch % w.size else ''} per process" if w.size > 1 \
         else f"batch {s.batch}"
-    how = "in memory" if p.cache == "memory" else "streamed from disk"
+    how = "in memory" if p.cache == "memory" else "streamed"
     return f"training on {s.dev.type} in {s.precision.name}, {procs}; data {how} ({p.why})"
 
 
@@ -560,7 +560,7 @@ def score(s: Setup, feed) -> tuple[float, float | None]:
     """(loss, accuracy) of the model in eval mode over a split, every process scoring its share."""
     was = s.model.training
     s.model.eval()
-    tot = torch.zeros(4, dtype=torch.float64, device=s.dev)  # loss sum, examples, correct, compared
+    tot = torch.zeros(5, dtype=torch.float64, device=s.dev)  # loss sum, examples, correct, compared, bad data
     batch = max(1, s.batch // s.world.size) if s.data.plan.cache == "stream" else 1024
     labels = LOSSES[s.spec.loss.kind].predicts == "labels"
     with torch.inference_mode():
@@ -571,9 +571,13 @@ def score(s: Setup, feed) -> tuple[float, float | None]:
             tot[0] += s.loss_fn(out, yb).double() * len(yb)
             tot[1] += len(yb)
             if s.n_classes is not None or labels:  # (several outputs: the first one's accuracy)
-                tot[2:] += torch.stack(hits(first(out), first(yb), labels))
+                tot[2:4] += torch.stack(hits(first(out), first(yb), labels))
     s.model.train(was)
-    loss, n, correct, compared = all_sum(tot, s.world).tolist()
+    fatal = getattr(feed, "fatal", None)  # bad streamed data (its batches were left out) stops the run
+    tot[4] = bool(fatal)
+    loss, n, correct, compared, bad = all_sum(tot, s.world).tolist()
+    if bad:
+        raise data_error(s.graph, f"streamed data: {fatal or 'bad values in another process share'}")
     return loss / max(n, 1), (correct / compared if compared else None)
 
 

@@ -95,14 +95,35 @@ def runs(rank: int, out: Path, cases: list) -> None:
     for name, text, where, cb in cases:
         t0 = time.perf_counter()
         callbacks = [globals()[cb[0]](*cb[1:])] if cb and where == rank else []
+        data = _digits_dataset(name) if name.startswith("dataset") else None
         try:
-            results[name] = train(_graph(text), out / name, device="cpu", quiet=True, callbacks=callbacks)
+            results[name] = train(_graph(text), out / name, device="cpu", quiet=True, callbacks=callbacks, data=data)
         except NncError as e:
             results[name] = {"exit": e.exit_code, "message": str(e)}
         except KeyboardInterrupt:
             results[name] = {"exit": 130}
         results[name]["seconds"] = time.perf_counter() - t0
     (out / f"results{rank}.json").write_text(json.dumps(results))
+
+
+def _digits_dataset(name: str):
+    """The digits as a torch Dataset handed over as the Python API does (streamed); in the case
+    "dataset_bad", one item of the training split is not an (x, y) pair."""
+    import torch
+
+    from nnc.compiler.vocab.sources import SOURCES
+    from nnc.runtime.stream import UserDataset
+
+    digits = SOURCES["digits"].load(None, None, None)
+
+    class Digits(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(digits.x)
+
+        def __getitem__(self, i):
+            return "not a pair" if name == "dataset_bad" and i == 1000 else (digits.x[i], digits.y[i])
+
+    return UserDataset(Digits())
 
 
 def killed(rank: int, out: Path, text: str, epoch: int) -> None:

@@ -16,6 +16,8 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
     ("end_to_end.py", r"nnc / hand-written wall time: \d+\.\d+"),
     ("conv_cpu.py", r"nnc / best hand-written: \d+\.\d+"),
     ("data_stream.py", r"nnc / hand-written: \d+\.\d+"),
+    ("quantize.py", r"int8 / fp32 throughput \(digits_cnn\): \d+\.\d+ by median call(?s:.*)"
+                    r"int8 / fp32 throughput \(digits_mlp\): \d+\.\d+"),
 ])
 def test_benchmark_smoke_run_prints_its_ratio(script, ratio, tmp_path):
     r = subprocess.run([sys.executable, str(BENCH / script), "--smoke"], capture_output=True, text=True,

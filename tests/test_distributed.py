@@ -88,7 +88,7 @@ def reference(tmp_path_factory):
 def two_ranks(tmp_path_factory):
     """One start of two ranks for the cheaper checks: one step's gradients, then runs that stop:
     divergence (exit 3), early stopping, Ctrl-C on rank 1 only (130), too many unreadable images
-    (exit 1), and a streamed, augmented image folder."""
+    (exit 1), a streamed, augmented image folder, and a torch Dataset streamed (and a bad one)."""
     out = tmp_path_factory.mktemp("ranks")
     folder = _images(out / "imgs", bad=1)
     images = ('model F {\n input image(3, 8, 8)\n conv 4 kernel 3 pad 1\n relu\n dense 3\n}\n'
@@ -99,7 +99,9 @@ def two_ranks(tmp_path_factory):
              ("early", spec(epochs=30, extra=", early_stop(patience=1, min_delta=0.5)"), None, None),
              ("interrupt", spec(every=1), 1, ["SignalAt", 1]),
              ("stream", images.replace("BAD", "0.1"), None, None),
-             ("broken", images.replace("BAD", "0"), None, None)]
+             ("broken", images.replace("BAD", "0"), None, None),
+             ("dataset", spec(), None, None),
+             ("dataset_bad", spec(), None, None)]
     assert spawn("scenarios", out, spec(batch=64), 5, cases, timeout=300) == [0, 0]
     results = [json.loads((out / f"results{r}.json").read_text()) for r in (0, 1)]
     return out, results, images
@@ -145,6 +147,16 @@ def test_stops_reach_every_rank(two_ranks, tmp_path):
     assert "1 of 31 images could not be read" in r0["broken"]["message"]
     one = one_process(images.replace("BAD", "0.1"), tmp_path / "stream1")
     assert r0["stream"]["test_loss"] == pytest.approx(one["test_loss"], rel=1e-5)
+
+
+def test_a_torch_dataset_is_sharded_over_two_ranks(two_ranks, reference):
+    """The Python API's torch Dataset, streamed with each rank reading its share of each batch,
+    trains as the same data in memory on one process; a bad item stops both ranks."""
+    out, (r0, r1), _ = two_ranks
+    final_1, run_1 = reference
+    assert_same_run(r0["dataset"], final_1, out / "dataset", run_1)
+    assert r0["dataset_bad"]["exit"] == r1["dataset_bad"]["exit"] == 1
+    assert "item 1000 is a str, not an (x, y) pair" in r0["dataset_bad"]["message"] + r1["dataset_bad"]["message"]
 
 
 def test_nproc_2_trains_like_one_process_and_rank_0_alone_writes(tmp_path, reference):

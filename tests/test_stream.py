@@ -269,7 +269,8 @@ def test_precision_settings_are_shown_and_checked(tmp_path, monkeypatch):
 def test_eval_doctor_and_ensemble_read_streamed_data_as_training_did(tmp_path):
     """`nnc eval` of a run over streamed data scores the test split batch by batch from disk
     and agrees with the run's own test metrics; the doctor trains on a bounded sample of it; an
-    ensemble of two such runs is scored and exported from batches read from disk."""
+    ensemble of two such runs is scored and exported from batches read from disk, and an int8
+    export is calibrated and judged on examples read the same way."""
     folder = images(tmp_path / "imgs", n=12)
     spec = tmp_path / "s.nnspec"
     spec.write_text(CONV.format(data=f'imagefolder("{folder}")', more=", cache stream, workers 1, preprocess channel_mean",
@@ -297,3 +298,6 @@ def test_eval_doctor_and_ensemble_read_streamed_data_as_training_did(tmp_path):
     ens = json.loads(r.stdout.strip().splitlines()[-1])
     assert ens["n"] == 7 and ens["members"][0]["accuracy"] == pytest.approx(final["test_accuracy"])
     assert (tmp_path / "ens.onnx").is_file()
+    r = run_nnc("export", tmp_path / "run" / "best.safetensors", "-o", tmp_path / "q.onnx", "--quantize", "int8",
+                "--max-drop", "inf")
+    assert r.returncode == 0 and (tmp_path / "q.onnx").is_file(), r.stderr

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 COMMANDS: tuple[str, ...] = ("check", "show", "train", "eval", "doctor", "search", "ensemble", "export", "infer",
-                             "compile", "fmt", "lsp", "specs", "new", "plot")
+                             "compile", "fmt", "lsp", "specs", "new", "plot", "bench")
 
 
 def register_all(sub, names: tuple[str, ...] = COMMANDS) -> None:
