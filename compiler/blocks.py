@@ -18,6 +18,8 @@ KEYWORDS = ("block", "include", "model", "input", "with", "not")
 
 @dataclass(frozen=True)
 class Param:
+    """One parameter of a block definition."""
+
     name: str
     default: Value | None  # None: required
     span: Span
@@ -31,6 +33,8 @@ class Param:
 
 @dataclass(frozen=True)
 class BlockDef:
+    """A `block NAME(...)` definition: its parameters and body."""
+
     name: str
     params: tuple[Param, ...]
     body: tuple[Statement, ...]

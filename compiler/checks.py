@@ -91,10 +91,12 @@ def names_exist(graph: Graph, out: Collector) -> None:
 
 def finetune_map_exists(graph: Graph, out: Collector) -> None:
     """`finetune(map=NAME)` names a map nnc ships, or a map file (FILE.map)."""
+    ft = graph.spec.train.finetune
+    if not (ft and ft.map):
+        return
     from nnc.compiler import namemap
 
-    ft = graph.spec.train.finetune
-    if ft and ft.map and ft.map not in namemap.shipped() and not ft.map.endswith(".map"):
+    if ft.map not in namemap.shipped() and not ft.map.endswith(".map"):
         d = unknown(graph.spec.spans.get("train.finetune.map", graph.spec.spans.get("train.finetune")), "name map",
                     ft.map, namemap.shipped())
         out.add(replace(d, help=(d.help + "; " if d.help else "") + "a map file of your own ends in .map"))

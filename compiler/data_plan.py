@@ -25,6 +25,8 @@ MEMORY_SHARE = 4  # stream when the data is over 1/MEMORY_SHARE of the available
 
 @dataclass(frozen=True)
 class DataPlan:
+    """How the data will be held (memory or stream), and why."""
+
     cache: str  # "memory" or "stream"
     why: str
     extent: Extent | None

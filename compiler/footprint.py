@@ -27,6 +27,8 @@ FLOAT = 4
 
 @dataclass(frozen=True)
 class Footprint:
+    """The memory estimate of training (compiler/footprint.py): its parts, in bytes."""
+
     weights: int  # bytes
     activations: int  # bytes per example, forward
     optimizer: int  # bytes: gradients, optimizer state, EMA copy

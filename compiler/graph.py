@@ -17,6 +17,8 @@ from nnc.diagnostics import Diagnostic, Span
 
 @dataclass(frozen=True)
 class LayerInfo:
+    """One node of the model, shaped: its input and output shapes, tensors and FLOPs."""
+
     kind: str
     name: str
     path: str  # the module path of its parameters, e.g. res1.conv3; also the name of the value it makes
@@ -62,6 +64,8 @@ class GroupInfo:
 
 @dataclass(frozen=True)
 class Graph:
+    """The shaped model: what `check` returns and the back ends read."""
+
     spec: Spec
     input: Shape  # what the model reads (its first input), after preprocessing
     nodes: tuple[LayerInfo, ...]  # every layer, merges included, in execution order

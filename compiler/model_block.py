@@ -10,7 +10,6 @@ into the flat list of LayerNodes the rest of the compiler reads, each with the v
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -20,7 +19,7 @@ from nnc.compiler.sections import Ctx
 from nnc.compiler.spec import (DEFAULT_INPUT, DEFAULT_OUTPUT, INPUTS, MAX_LAYERS, GroupNode, InputNode, LayerNode,
                                ModelSpec, OutputNode, Use)
 from nnc.compiler.values import validate
-from nnc.diagnostics import Diagnostic, Span, did_you_mean, unknown
+from nnc.diagnostics import Diagnostic, Span, closest, did_you_mean, unknown
 from nnc.grammar.parse import Statement
 
 MERGES = ("concat", "add")
@@ -29,6 +28,8 @@ GROUP_PREFIX = {"residual": "res", "branch": "branch", "concat": "cat", "add": "
 
 @dataclass
 class _Draft:
+    """A statement of the model block, expanded but not yet named."""
+
     kind: str  # a layer kind, or: residual, concat, add (a group, or `with` refs), branch, use, from, output
     name: str | None
     span: Span
@@ -315,11 +316,11 @@ class _Expander:
                 self.ctx.out.add(replace(unknown(v.span, f"{kind} option", v.value, keys), related=related(trace)))
                 i += 1
                 if i < len(items) and items[i].kind != "word":  # its value: no second error for it, and
-                    close = difflib.get_close_matches(v.value, list(keys), n=1, cutoff=0.6)  # a near
-                    if close and close[0] not in raw:  # miss stands for its key (no "needs kernel" too)
-                        raw[close[0]], spans[close[0]] = plain(items[i], close[0]), items[i].span
-                        if close[0] in positional:
-                            positional.remove(close[0])
+                    close = closest(v.value, keys)  # a near
+                    if close and close not in raw:  # miss stands for its key (no "needs kernel" too)
+                        raw[close], spans[close] = plain(items[i], close), items[i].span
+                        if close in positional:
+                            positional.remove(close)
                     i += 1
             elif positional:
                 key = positional.pop(0)

@@ -24,6 +24,8 @@ _OUT = re.compile(r"\{([A-Za-z_]\w*)([+-]\d+)?\}")
 
 @dataclass(frozen=True)
 class Rule:
+    """One `THEIRS -> OURS` line of a name map."""
+
     theirs: str
     ours: str
     line: int

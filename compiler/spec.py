@@ -74,6 +74,8 @@ class GroupNode:
 
 @dataclass(frozen=True)
 class InputNode:
+    """A named input of the model and its shape."""
+
     name: str
     shape: Shape
     span: Span
@@ -81,6 +83,8 @@ class InputNode:
 
 @dataclass(frozen=True)
 class OutputNode:
+    """A named output of the model: the value it is."""
+
     name: str
     source: str  # the value it is: a node's path or an input's name
     span: Span
@@ -91,6 +95,8 @@ Node = LayerNode
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """The model block, flattened."""
+
     name: str
     input: Shape  # the first input
     input_span: Span
@@ -112,6 +118,8 @@ class OutputLoss:
 
 @dataclass(frozen=True)
 class InitRule:
+    """One rule of the init section."""
+
     target: Literal["weights", "bias"]
     init: Choice
     layer: str | None = None  # a per-layer override
@@ -184,6 +192,8 @@ class DataOptions(Params):
 
 @dataclass(frozen=True)
 class DataSpec:
+    """The data section."""
+
     source: Choice
     val: float
     test: float
@@ -197,6 +207,8 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class OptimizerSpec:
+    """The optimizer and its per-layer multipliers."""
+
     choice: Choice
     lr_mult: dict[str, float] = field(default_factory=dict)
     decay_mult: dict[str, float] = field(default_factory=dict)
@@ -212,12 +224,16 @@ class OptimizerSpec:
 
 @dataclass(frozen=True)
 class ScheduleSpec:
+    """The schedule and its warmup."""
+
     main: Choice
     warmup: Warmup | None = None
 
 
 @dataclass(frozen=True)
 class Spec:
+    """The validated spec: what the compiler's schema stage produces."""
+
     document: Document
     version: int
     model: ModelSpec

@@ -23,6 +23,8 @@ RANGES = ("loguniform", "uniform", "intuniform", "choice")
 
 @dataclass(frozen=True)
 class SearchRange:
+    """A search range written in place of a value, with where it stands in the spec."""
+
     path: str  # e.g. optimizer.lr, model.drop1.p
     dist: str  # one of RANGES
     args: tuple[Any, ...]

@@ -21,6 +21,8 @@ from nnc.diagnostics import MAX_SHOWN, Diagnostic, Document, NncError, Span, lin
 
 @dataclass(frozen=True)
 class Call:
+    """`name(args, key=value)` as written."""
+
     name: str
     name_span: Span
     args: tuple["Value", ...]
@@ -56,12 +58,16 @@ class Value:
 
 @dataclass(frozen=True)
 class Entry:
+    """One comma-separated entry of a statement: its items."""
+
     items: tuple[Value, ...]
     span: Span
 
 
 @dataclass(frozen=True)
 class Statement:
+    """One line's entries, with the block of statements that follows it, if any."""
+
     entries: tuple[Entry, ...]
     block: tuple["Statement", ...] | None
     span: Span  # the statement's first line, up to the block

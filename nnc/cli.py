@@ -54,7 +54,12 @@ def entry() -> None:
     the interpreter's finalization, which takes ~1-2 s once torch (and torch._dynamo) are
     loaded. Every command has closed its files by the time main returns (checkpoints and logs
     are written atomically and closed); only the standard streams need flushing. `main` alone,
-    as a library call, returns normally."""
+    as a library call, returns normally.
+
+    Pydantic looks for plugins (entry points of every installed distribution) when it builds its
+    first validator, ~5 ms of `nnc check`; nnc's own validation has no use for them. A
+    PYDANTIC_DISABLE_PLUGINS the user set is kept."""
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     code = main()
     try:
         sys.stdout.flush()

@@ -56,6 +56,8 @@ class Document:
 
 @dataclass(frozen=True)
 class Diagnostic:
+    """An error or warning about the user's input: where, what, and how to fix it."""
+
     message: str
     span: Span | None = None
     document: Document | None = None

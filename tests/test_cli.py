@@ -54,13 +54,15 @@ def test_check_and_show_do_not_import_torch():
 
 def test_check_imports_nothing_heavy():
     """`nnc check` loads lark and pydantic only: not numpy, onnx, rich or Pillow either (each costs
-    tens of milliseconds of the start-up bench/check_time.py measures)."""
+    tens of milliseconds of the start-up bench/check_startup.py measures), nor what only some
+    specs need (difflib for a misspelled word, name maps for `finetune(map=...)`)."""
     code = ("import contextlib, io, sys\nimport nnc.cli\nwith contextlib.redirect_stdout(io.StringIO()):\n"
             f"    assert nnc.cli.main(['check', {str(ALEXNET)!r}, {str(SPECS / 'seq_lstm.nnspec')!r}]) == 0\n"
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'onnx', 'rich', 'PIL', 'torch', 'sklearn'}))")
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'onnx', 'rich', 'PIL', 'torch', 'sklearn'}))\n"
+            "print(sorted({'difflib', 'nnc.compiler.namemap'} & set(sys.modules)))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "[]"
+    assert r.stdout.split() == ["[]", "[]"]
 
 
 def test_check_alexnet_reports_its_size():

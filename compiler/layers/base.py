@@ -75,6 +75,8 @@ class Tensor:
 
 @dataclass(frozen=True)
 class Inferred:
+    """What a layer's shape rule answers: its output shape, tensors, FLOPs and warnings."""
+
     out: Shape
     tensors: tuple[Tensor, ...] = ()
     flops: int = 0  # forward FLOPs per example, a multiply-add counted as 2
@@ -112,6 +114,8 @@ class Watch:
 
 @dataclass(frozen=True)
 class LayerDef:
+    """One layer kind: every fact about it (see the module's docstring)."""
+
     kind: str
     params: type[Params]
     infer: Callable[[Any, Shape], Inferred]

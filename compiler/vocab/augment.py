@@ -43,6 +43,8 @@ class Jitter(Params):
 
 @dataclass(frozen=True)
 class AugmentDef:
+    """One augmentation word."""
+
     kind: str
     params: type[Params]
     doc: str

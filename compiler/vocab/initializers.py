@@ -64,6 +64,8 @@ class Dist:
 
 @dataclass(frozen=True)
 class InitDef:
+    """One initializer word."""
+
     kind: str
     params: type[Params]
     resolve: Callable[[Params, int, int], Dist]  # (params, fan_in, fan_out) -> Dist

@@ -25,6 +25,8 @@ class SVM(Params):
 
 @dataclass(frozen=True)
 class LossDef:
+    """One loss word."""
+
     kind: str
     params: type[Params]
     build: Callable  # params -> (scores, targets) -> scalar tensor

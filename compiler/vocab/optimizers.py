@@ -64,6 +64,8 @@ class LBFGS(Params):
 
 @dataclass(frozen=True)
 class OptimizerDef:
+    """One optimizer word."""
+
     kind: str
     params: type[Params]
     build: Callable[[Any, list[dict]], Any]  # (params, torch param groups) -> a torch.optim.Optimizer

@@ -23,6 +23,8 @@ class Whiten(PCA):
 
 @dataclass(frozen=True)
 class PreprocessDef:
+    """One preprocessing word."""
+
     kind: str
     params: type[Params]
     images: bool  # allowed on image inputs

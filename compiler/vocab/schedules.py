@@ -83,6 +83,8 @@ class Warmup(Params):
 
 @dataclass(frozen=True)
 class ScheduleDef:
+    """One learning-rate schedule word."""
+
     kind: str
     params: type[Params]
     factor: Callable[[Params, int, int], float] | None  # (params, t, total t) -> lr / lr0

@@ -29,6 +29,8 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".t
 
 @dataclass
 class Arrays:
+    """A data source's examples in memory."""
+
     x: np.ndarray  # (N, ...) float32; a tuple of arrays for a model of several inputs (y: outputs)
     y: np.ndarray  # (N,) int64 labels, or (N, ...) float32 targets
     classes: list[str] | None = None
@@ -116,6 +118,8 @@ class TorchvisionSet(Params):
 
 @dataclass(frozen=True)
 class SourceDef:
+    """One data source word."""
+
     kind: str
     params: type[Params]
     load: Callable[[Params, Shape, int], Arrays]  # (params, the model's input, outputs) -> arrays
