@@ -87,7 +87,7 @@ def available_memory() -> tuple[int, str]:
     assume, for a test or a shared machine), else the smaller of the kernel's MemAvailable and
     what the cgroup (a container's limit) leaves."""
     if os.environ.get("NNC_MEMORY"):
-        return parsesize(os.environ["NNC_MEMORY"]), "set by NNC_MEMORY"
+        return parse_bytes(os.environ["NNC_MEMORY"]), "set by NNC_MEMORY"
     found = []
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -105,7 +105,7 @@ def available_memory() -> tuple[int, str]:
     return min(found) if found else (8 << 30, "assumed (the machine's memory is unknown)")
 
 
-def parsesize(text: str) -> int:
+def parse_bytes(text: str) -> int:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", text, re.I)
     if not m:
         raise NncError(f"NNC_MEMORY={text!r}: expected a size like 512M or 4G")
