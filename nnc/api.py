@@ -285,8 +285,9 @@ def doctor(spec_or_path, data=None, *, overrides=None, checks=None, device: str 
     details); `checks` picks some of init, reg, overfit, grad, lr."""
     from nnc.runtime.doctor import CHECKS, SHORT, run_doctor
 
-    given = arrays(data)
-    graph = _checked(load(spec_or_path, overrides), given)
+    spec = load(spec_or_path, overrides)
+    given = _given(data, spec)  # (a Dataset is streamed: the doctor reads a sample of it)
+    graph = _checked(spec, given)
     chosen = tuple(SHORT[c] for c in checks) if checks else CHECKS
     return run_doctor(graph, device=device, checks=chosen, budget=budget, data=given)
 

@@ -176,14 +176,16 @@ def training_sample(graph: Graph, given=None, limit: int = 4096) -> Split:
     """Raw training examples in memory for the doctor: the whole training split of data held in
     memory; of streamed data, the first `limit` of the training split's (seeded) order, read by
     worker processes, so the doctor never decodes a data set larger than memory."""
+    if isinstance(given, stream.UserDataset):
+        return split_sample(graph, "train", limit, given)
     if given is not None or plan(graph.spec).cache == "memory":
         return load_splits(graph, given).train
     return split_sample(graph, "train", limit)
 
 
-def split_sample(graph: Graph, split: str, limit: int) -> Split:
+def split_sample(graph: Graph, split: str, limit: int, given=None) -> Split:
     """The first `limit` raw examples of a split, in memory (read by workers when streamed)."""
-    batches = list(raw_split(graph, split, 256, limit))
+    batches = list(raw_split(graph, split, 256, limit, given))
     if not batches:
         dims = graph.spec.model.input.dims
         return Split(np.zeros((0, *dims), np.float32), np.zeros(0, np.int64))
@@ -192,17 +194,18 @@ def split_sample(graph: Graph, split: str, limit: int) -> Split:
     return Split(x.astype(np.float32) if x.dtype == np.uint8 else x, np.concatenate(ys))  # (as in memory: raw values)
 
 
-def raw_split(graph: Graph, split: str, batch: int = EVAL_BATCH, limit: int | None = None):
+def raw_split(graph: Graph, split: str, batch: int = EVAL_BATCH, limit: int | None = None, given=None):
     """One split's raw (not preprocessed) examples as numpy batches, in the split's order: sliced
     from memory, or read by worker processes when the data is streamed (unreadable ones skipped,
-    too many of them an error at the end)."""
-    if plan(graph.spec).cache == "memory":
+    too many of them an error at the end). `given`: a torch Dataset handed over by the Python
+    API (stream.UserDataset), streamed in place of the spec's source."""
+    if given is None and plan(graph.spec).cache == "memory":
         part = getattr(load_splits(graph), split)
         for i in range(0, min(len(part), limit or len(part)), batch):
             yield part.x[i:i + batch], part.y[i:i + batch]
         return
     spec = graph.spec
-    dataset, n, parts, _ = _stream_source(graph, [])
+    dataset, n, parts, _ = _stream_source(graph, []) if given is None else _stream_dataset(graph, given, [])
     idx = split_indices(graph, n, parts)[split][:limit]
     workers = spec.data.workers if spec.data.workers is not None else stream.default_workers(1)
     feed = StreamFeed(stream.loader(dataset, workers, False, persistent=False), idx, torch.device("cpu"), False)

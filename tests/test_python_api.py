@@ -164,6 +164,9 @@ def test_overrides_doctor_and_a_spec_for_memory(tmp_path):
     assert (spec.optimizer.params.lr, spec.train.batch) == (1e-3, 16)
     checks = nnc.doctor(spec, data=(x, y), checks=("init", "overfit"))
     assert [c.name for c in checks][0].startswith("loss at init") and all(c.passed for c in checks)
+    data = pairs_of(x, y)  # a Dataset: the doctor reads a sample of its training split, streamed
+    checks = nnc.doctor(spec, data=data, checks=("init", "overfit"))
+    assert all(c.passed for c in checks) and data.reads.value < len(x)
     text = (ROOT / "specs" / "digits_mlp.nnspec").read_text().replace("data       digits,", "data       memory,")
     nnc.check(nnc.load(text))  # a spec for data in memory checks
     run = nnc.train(text, data=(x, y), epochs=1, out=tmp_path / "m", quiet=True, monitors=False)
