@@ -194,9 +194,25 @@ def _located(severity: str, message: str, span: Span | None, document: Document 
             start = span.column - 1
             end = span.end_column - 1 if span.end_line == span.line else len(text)
             width = max(1, min(end, len(text)) - start)
-            out.append("    " + printable(text.expandtabs(1)))
+            text, start, width = _window(text.expandtabs(1), start, width)
+            out.append("    " + printable(text))
             out.append("    " + " " * start + tone + "^" + "~" * (width - 1) + reset)
     return out
+
+
+ECHO_WIDTH = 160  # a longer source line is echoed as the part around the error, cut ends marked "..."
+
+
+def _window(text: str, start: int, width: int) -> tuple[str, int, int]:
+    """The part of a long source line around columns [start, start + width), as compilers show
+    it: `...` where it was cut, the caret's start and width moved to match."""
+    if len(text) <= ECHO_WIDTH:
+        return text, start, width
+    width = min(width, ECHO_WIDTH - 40)
+    lo = max(0, min(start - 20, len(text) - ECHO_WIDTH))
+    hi = lo + ECHO_WIDTH
+    head, tail = ("..." if lo else ""), ("..." if hi < len(text) else "")
+    return head + text[lo:hi] + tail, start - lo + len(head), width
 
 
 def render(diag: Diagnostic, color: bool = False) -> str:
@@ -215,7 +231,21 @@ def render(diag: Diagnostic, color: bool = False) -> str:
 
 
 def _safe(text: str) -> str:
+    """A message or help line safe to echo, with any word longer than LONG_WORD (a 5,000-character
+    value the message quotes; not a path) cut to its start and its length."""
+    import re
+
+    def cut(m: re.Match) -> str:
+        word = m.group()
+        if "/" in word or "\\" in word:  # a file's path is said whole, however deep
+            return word
+        return f"{word[:LONG_WORD - 20]}... ({len(word):,} characters)"
+
+    text = re.sub(rf"\S{{{LONG_WORD + 1},}}", cut, text)
     return "\n".join(printable(line) for line in text.split("\n"))
+
+
+LONG_WORD = 100
 
 
 def render_all(diags: list[Diagnostic], color: bool = False) -> str:

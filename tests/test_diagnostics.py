@@ -282,6 +282,27 @@ def test_string_values_are_not_echoed_raw(tmp_path):
     assert 'got "\ufffd]0;pwn\ufffd"' in r.stderr
 
 
+def test_a_long_line_is_echoed_around_the_error(tmp_path):
+    """A 5,000-character value: the message says its start and length, the source line is shown
+    as the part around the error with `...` where it was cut, and the caret still points at it;
+    `--json` keeps the whole message."""
+    (tmp_path / "e.nnspec").write_text("model M {\n    input vector(64)\n    dense 10 " + "x" * 5000 + "\n}\n")
+    r = run_nnc("check", "e.nnspec", cwd=tmp_path)
+    lines = r.stderr.splitlines()
+    assert r.returncode == 1 and max(map(len, lines)) < 200, lines
+    assert "unknown dense option 'xxxxxxxx" in lines[0] and "... (5,002 characters)" in lines[0]
+    source, caret = lines[1], lines[2]
+    assert source.startswith("        dense 10 xxx") and source.endswith("...")
+    assert source[caret.index("^") - 9:caret.index("^")] == "dense 10 "
+    assert "x" * 5000 in run_nnc("check", "--json", "e.nnspec", cwd=tmp_path).stdout
+    name = "n" * 300  # the error far along the line: cut on both sides, the caret under it
+    (tmp_path / "f.nnspec").write_text(f"model M {{\n    input vector(64)\n    dense {name} 10 kernal 3 {'y' * 300}\n}}\n")
+    lines = run_nnc("check", "f.nnspec", cwd=tmp_path).stderr.splitlines()
+    source, caret = lines[1], lines[2]
+    assert source.startswith("    ...n") and source.endswith("...") and len(source) < 200
+    assert source[caret.index("^"):].startswith("kernal 3")
+
+
 def test_missing_file_and_directory(tmp_path):
     """A path that is not a readable file is a user error naming the path, not a traceback."""
     (tmp_path / "adir").mkdir()

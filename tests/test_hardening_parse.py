@@ -245,8 +245,8 @@ def test_a_bad_byte_far_along_a_line_is_echoed_with_its_line():
         decode(b"model M {\n# " + b"9" * 200 + b"\xc3 and more\n}\n", "t.nnspec")
     (d,) = e.value.diagnostics
     assert at(d) == (2, 203) and "byte 0xc3" in d.message
-    source, caret = render_all([d]).split("\n")[1:3]
-    assert caret.index("^") == 4 + 202 and source[4 + 202] == "\ufffd"
+    source, caret = render_all([d]).split("\n")[1:3]  # (a long line: the part around the byte)
+    assert source[caret.index("^")] == "\ufffd" and source.startswith("    ...9")
 
 
 # ---------------------------------------------------------------- search ranges
