@@ -168,7 +168,7 @@ def complete(text: str, line: int, column: int, good: Analysis | None) -> list[I
     if cur.call is not None:
         return _in_call(cur, graph)
     if cur.blocks and cur.blocks[0] == "model":
-        return _in_model(cur)
+        return _in_model(cur, graph)
     if not cur.blocks and cur.index == 0:
         return [Item(s, "keyword", W.SECTION_DOCS.get(s, "")) for s in W.SECTIONS] + \
             [Item("nnspec", "keyword", "the language version, first: nnspec 1")]
@@ -189,11 +189,15 @@ def _in_call(cur: C.Cursor, graph: Graph | None) -> list[Item]:
     return _options(model, used, "=")
 
 
-def _in_model(cur: C.Cursor) -> list[Item]:
+def _in_model(cur: C.Cursor, graph: Graph | None) -> list[Item]:
     entry = [t for t in cur.entry if t is not cur.at]
     if not entry:
         return _records(W.LAYERS, "layer") + [Item(k, "keyword", d) for k, d in W.STRUCTURE_DOCS.items()]
     head = entry[0].text
+    if head == "from" or head in ("concat", "add") and any(t.text == "with" for t in entry):
+        # a reference to an earlier value: the model's inputs, and its layers and blocks by name
+        inputs = [Item(n, "reference", f"input {shape}") for n, shape in (graph.inputs if graph else ())]
+        return inputs + _references(graph)
     if head == "input":
         return [Item(k, "value", f"{k}({', '.join(v)})", f"{k}(") for k, v in W.INPUTS.items()]
     if head == "residual":

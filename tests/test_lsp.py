@@ -215,3 +215,19 @@ def test_check_json_for_other_tools(tmp_path):
     assert (second["message"], second["help"], second["fix"]) == ("unknown section 'los'", "did you mean 'loss'?", "loss")
     ok = run_nnc("check", "--json", SPECS / "alexnet.nnspec")
     assert ok.returncode == 0 and json.loads(ok.stdout)["specs"][0]["params"] == 62_378_344
+
+
+def test_completion_of_references_in_merges_and_from():
+    """Where a line names an earlier value (`concat with A B`, `add with A`, `from A`), completion
+    offers the model's inputs and its layers and blocks, with their shapes."""
+    from nnc.compiler import assist
+
+    text = (SPECS / "unet.nnspec").read_text()
+    good = assist.analyze(text, "unet.nnspec")
+    lines = text.splitlines()
+    i = next(k for k, l in enumerate(lines) if l.strip().startswith("concat"))
+    for written in (lines[i][:lines[i].index("with") + 5], "    from ", "    add with enc1 "):
+        edited = "\n".join([*lines[:i], written, *lines[i + 1:]])
+        items = {it.label: it.detail for it in assist.complete(edited, i, len(written), good)}
+        assert items["input"] == "input image(1, 16, 16)" and "enc2" in items and "enc1.conv1" in items, written
+    assert "enc2" not in {it.label for it in assist.complete(text, i, len("    "), good)}  # a line's start: words
