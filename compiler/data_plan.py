@@ -72,12 +72,20 @@ def plan(spec, processes: int = 1) -> DataPlan:
     return DataPlan("memory", f"{told}{per}: within 1/{MEMORY_SHARE} of the {size(memory)} {where}", ext)
 
 
-def describe(spec, processes: int = 1) -> str:
-    """One line for `nnc show` / `nnc check`: the path and why (or why it is not known yet)."""
+def try_plan(spec, processes: int = 1) -> DataPlan | str:
+    """The plan, or why it cannot be made yet (the data cannot be read here), in one line."""
     try:
-        p = plan(spec, processes)
+        return plan(spec, processes)
     except NncError as e:
-        return f"data: {e.diagnostics[0].message}"
+        return e.diagnostics[0].message
+
+
+def describe(spec, processes: int = 1, way: DataPlan | str | None = None) -> str:
+    """One line for `nnc show` / `nnc check`: the path and why (or why it is not known yet).
+    `way`: `try_plan`'s answer when the caller has it already (planning may list a folder)."""
+    p = try_plan(spec, processes) if way is None else way
+    if isinstance(p, str):
+        return f"data: {p}"
     how = "in memory" if p.cache == "memory" else "streamed from disk by worker processes"
     return f"data: {how} ({p.why})"
 

@@ -17,10 +17,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from nnc.compiler.data_plan import plan, size  # (size: also imported from here)
+from nnc.compiler.data_plan import DataPlan, size, try_plan  # (size: also imported from here)
 from nnc.compiler.graph import Graph
 from nnc.compiler.vocab.optimizers import OPTIMIZERS
-from nnc.diagnostics import NncError
+from nnc.compiler.vocab.sources import SOURCES
 
 FLOAT = 4
 
@@ -59,17 +59,19 @@ class Footprint:
                 f"activations of a batch of {self.batch:,} {size(self.batch * self.training_per_example)}, {data}")
 
 
-def estimate(graph: Graph) -> Footprint:
+def estimate(graph: Graph, way: DataPlan | str | None = None) -> Footprint:
+    """`way`: the data plan (data_plan.try_plan) when the caller has made it. Without it the data
+    set is counted only for sources that read no file (planning one may list a large folder:
+    `nnc check`, which runs on every keystroke in an editor, reads no data)."""
     spec = graph.spec
     raw = spec.model.input
     weights = graph.n_params * FLOAT
     activations = (graph.input.numel + sum(l.output.numel for l in graph.layers())) * FLOAT
     opt = OPTIMIZERS[spec.optimizer.kind]
     copies = 1 + opt.state_copies(spec.optimizer.params) + (1 if spec.train.ema else 0)
-    try:
-        way = plan(spec)
-    except NncError:  # (data that cannot be read yet: its size is not known)
-        way = None
+    if way is None and not SOURCES[spec.data.source.kind].paths:
+        way = try_plan(spec)
+    way = way if isinstance(way, DataPlan) else None  # (a message: the data cannot be read yet)
     examples = way.extent.n if way and way.extent else None
     streamed = way is not None and way.cache == "stream"
     n_train = max(1, examples - round(spec.data.test * examples) - round(spec.data.val * examples)) \

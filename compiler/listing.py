@@ -64,11 +64,14 @@ def print_listing(graph: Graph, resolved: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from nnc.compiler.data_plan import describe, try_plan
+
     console = Console(highlight=False, width=max(shutil.get_terminal_size((140, 24)).columns, 120))
     spec = graph.spec
+    way = try_plan(spec)  # once: it may list a data folder
     console.print(f"[bold]{spec.model.name}[/bold]: {graph.n_params:,} parameters, "
                   f"{flops(graph.flops)}FLOPs per example (a multiply-add counts 2)")
-    for line in memory_lines(graph):
+    for line in memory_lines(graph, way):
         console.print(line, markup=False, soft_wrap=True)
     for line in lecture_lines(graph):
         console.print(line, markup=False)
@@ -82,19 +85,17 @@ def print_listing(graph: Graph, resolved: bool = False) -> None:
     table.add_row("total", "", "", f"{graph.n_params:,}", flops(graph.flops), "", style="bold")
     console.print()
     console.print(table)
-    from nnc.compiler.data_plan import describe
-
     console.print()
-    console.print(describe(spec), markup=False)
+    console.print(describe(spec, way=way), markup=False)
     if resolved:
         console.print()
         for section, text, origin in resolved_sections(graph):
             console.print(f"{section:<10} {text}  [dim]({origin})[/dim]")
 
 
-def memory_lines(graph: Graph) -> list[str]:
-    """The memory estimate (compiler/footprint.py), per example and in total."""
-    fp = estimate(graph)
+def memory_lines(graph: Graph, way=None) -> list[str]:
+    """The memory estimate (compiler/footprint.py), per example and in total; `way`: the data plan."""
+    fp = estimate(graph, way)
     have = physical_memory()
     over = f", more than this machine's {size(have)}" if have and fp.training > have else ""
     return [(f"memory (float32, estimated): weights {size(fp.weights)}, activations {size(fp.activations)} per example "
@@ -146,26 +147,25 @@ def _fields(params) -> str:
     return ", ".join(out)
 
 
-def _memory_json(graph: Graph) -> dict:
-    fp = estimate(graph)
+def _memory_json(graph: Graph, way) -> dict:
+    fp = estimate(graph, way)
     return {"weights": fp.weights, "activations_per_example": fp.activations,
             "training_per_example": fp.training_per_example, "training": fp.training, "batch": fp.batch,
             "optimizer_and_gradients": fp.optimizer, "data": fp.data, "machine": physical_memory()}
 
 
-def _data_plan(spec) -> dict:
-    from nnc.compiler.data_plan import plan
-    from nnc.diagnostics import NncError
-
-    try:
-        p = plan(spec)
-    except NncError as e:
-        return {"cache": None, "why": e.diagnostics[0].message}
+def _data_plan(p) -> dict:
+    if isinstance(p, str):
+        return {"cache": None, "why": p}
     return {"cache": p.cache, "why": p.why, "examples": p.extent.n if p.extent else None,
             "bytes": p.extent.nbytes if p.extent else None}
 
 
 def listing_json(graph: Graph, resolved: bool = False) -> dict:
+    from nnc.compiler.data_plan import try_plan
+
+    way = try_plan(graph.spec)  # once: it may list a data folder
+
     def where(span) -> dict:
         return {"file": (span.doc or graph.spec.document).name, "line": span.line, "column": span.column}
 
@@ -188,7 +188,7 @@ def listing_json(graph: Graph, resolved: bool = False) -> dict:
         "params": graph.n_params,
         "flops": graph.flops,
         "listing": lecture_lines(graph),
-        "memory": _memory_json(graph),
+        "memory": _memory_json(graph, way),
         "layers": [layer(l) for l in graph.layers()],
         "groups": [group(g) for g in graph.groups],
         "inputs": [{"name": n, "shape": str(s)} for n, s in graph.inputs],
@@ -196,6 +196,6 @@ def listing_json(graph: Graph, resolved: bool = False) -> dict:
         "blocks": {b.name: {"params": [p.name for p in b.params], **where(b.span)} for b in graph.spec.blocks.values()},
         "includes": [{"file": path, **where(span)} for path, span in graph.spec.includes],
         "warnings": [{"line": w.span.line if w.span else None, "message": w.message} for w in graph.warnings],
-        "data": _data_plan(graph.spec),
+        "data": _data_plan(way),
     } | ({"resolved": {s: {"text": text, "origin": origin} for s, text, origin in resolved_sections(graph)}}
          if resolved else {})
