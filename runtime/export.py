@@ -239,12 +239,12 @@ def _held_data(graph, limit: int = 10_000):
     data, the first 512 training examples and the first `limit` of the test and validation splits."""
     from nnc.compiler.data_plan import plan
     from nnc.runtime.data import Splits, load_splits
-    from nnc.runtime.feeds import split_sample
+    from nnc.runtime.feeds import split_samples
 
     if plan(graph.spec).cache == "memory":
         return load_splits(graph)
-    return Splits(split_sample(graph, "train", 512), split_sample(graph, "val", limit), split_sample(graph, "test", limit),
-                  None)
+    s = split_samples(graph, {"train": 512, "val": limit, "test": limit})
+    return Splits(s["train"], s["val"], s["test"], None)
 
 
 def _opset_of(data: bytes) -> int | str:

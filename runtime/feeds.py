@@ -176,39 +176,51 @@ def training_sample(graph: Graph, given=None, limit: int = 4096) -> Split:
     """Raw training examples in memory for the doctor: the whole training split of data held in
     memory; of streamed data, the first `limit` of the training split's (seeded) order, read by
     worker processes, so the doctor never decodes a data set larger than memory."""
-    if isinstance(given, stream.UserDataset):
-        return split_sample(graph, "train", limit, given)
-    if given is not None or plan(graph.spec).cache == "memory":
+    if not isinstance(given, stream.UserDataset) and (given is not None or plan(graph.spec).cache == "memory"):
         return load_splits(graph, given).train
-    return split_sample(graph, "train", limit)
+    return split_samples(graph, {"train": limit}, given)["train"]
 
 
-def split_sample(graph: Graph, split: str, limit: int, given=None) -> Split:
-    """The first `limit` raw examples of a split, in memory (read by workers when streamed)."""
-    batches = list(raw_split(graph, split, 256, limit, given))
-    if not batches:
-        dims = graph.spec.model.input.dims
-        return Split(np.zeros((0, *dims), np.float32), np.zeros(0, np.int64))
-    xs, ys = zip(*batches)
-    x = np.concatenate(xs)
-    return Split(x.astype(np.float32) if x.dtype == np.uint8 else x, np.concatenate(ys))  # (as in memory: raw values)
+def split_samples(graph: Graph, limits: dict[str, int], given=None) -> dict[str, Split]:
+    """The first limits[k] raw examples of each split k of streamed data, in memory, read by one
+    set of workers (raw values as float32, as in memory). `given`: a torch Dataset handed over by
+    the Python API (stream.UserDataset), in place of the spec's source."""
+    loader, idx = _stream_reader(graph, given)
+    out = {}
+    for k, limit in limits.items():
+        batches = list(_read(graph, loader, idx[k][:limit], 256))
+        if not batches:
+            out[k] = Split(np.zeros((0, *graph.spec.model.input.dims), np.float32), np.zeros(0, np.int64))
+            continue
+        xs, ys = zip(*batches)
+        x = np.concatenate(xs)
+        out[k] = Split(x.astype(np.float32) if x.dtype == np.uint8 else x, np.concatenate(ys))
+    return out
 
 
-def raw_split(graph: Graph, split: str, batch: int = EVAL_BATCH, limit: int | None = None, given=None):
+def raw_split(graph: Graph, split: str, batch: int = EVAL_BATCH, limit: int | None = None):
     """One split's raw (not preprocessed) examples as numpy batches, in the split's order: sliced
     from memory, or read by worker processes when the data is streamed (unreadable ones skipped,
-    too many of them an error at the end). `given`: a torch Dataset handed over by the Python
-    API (stream.UserDataset), streamed in place of the spec's source."""
-    if given is None and plan(graph.spec).cache == "memory":
+    too many of them an error at the end)."""
+    if plan(graph.spec).cache == "memory":
         part = getattr(load_splits(graph), split)
         for i in range(0, min(len(part), limit or len(part)), batch):
             yield part.x[i:i + batch], part.y[i:i + batch]
         return
+    loader, idx = _stream_reader(graph, None)
+    yield from _read(graph, loader, idx[split][:limit], batch)
+
+
+def _stream_reader(graph: Graph, given):
+    """The streamed source (or Dataset) as a DataLoader without augmentation, and its splits' indices."""
     spec = graph.spec
     dataset, n, parts, _ = _stream_source(graph, []) if given is None else _stream_dataset(graph, given, [])
-    idx = split_indices(graph, n, parts)[split][:limit]
     workers = spec.data.workers if spec.data.workers is not None else stream.default_workers(1)
-    feed = StreamFeed(stream.loader(dataset, workers, False, persistent=False), idx, torch.device("cpu"), False)
+    return stream.loader(dataset, workers, False, persistent=False), split_indices(graph, n, parts)
+
+
+def _read(graph: Graph, loader, idx: np.ndarray, batch: int):
+    feed = StreamFeed(loader, idx, torch.device("cpu"), False)
     for x, y in feed.read(idx, batch):
         yield x.numpy(), y.numpy()
     check_bad(graph, feed.bad, len(idx))
