@@ -266,7 +266,6 @@ def no_symmetric_init(graph: Graph, out: Collector) -> None:
 def lbfgs_without_noise(graph: Graph, out: Collector) -> None:
     """The notes: L-BFGS needs a deterministic function, so turn off every source of noise."""
     from nnc.compiler.layers import LAYERS
-    from nnc.compiler.vocab.optimizers import OPTIMIZERS
 
     spec = graph.spec
     if not OPTIMIZERS[spec.optimizer.kind].full_batch:
